@@ -1,0 +1,7 @@
+"""interpscore: learn to predict per-unit human interpretability (IMI 2-AFC) of vision networks.
+
+The package namespace stays light: heavy libraries (torch, timm, lightning) are imported by the
+submodules that need them, so `interpscore --help` starts in well under a second.
+"""
+
+__version__ = "0.1.0"

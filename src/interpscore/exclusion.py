@@ -1,0 +1,164 @@
+"""The IMI exclusion criteria, applied per participant response (one participant doing one task).
+
+Defaults are the paper's: catch trials >= 80 % correct; total time 135-2500 s; instructions
+>= 15 s; at least 5 presses in each button row; at most 3 attempts at the practice block;
+multi-participation workers dropped; demo and catch trials never count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class ExclusionCriteria:
+    min_catch_accuracy: float = 0.8
+    min_total_time_s: float = 135.0
+    max_total_time_s: float = 2500.0
+    min_instruction_time_s: float = 15.0
+    min_presses_per_row: int = 5
+    max_demo_attempts: int = 3
+    drop_multi_participation: bool = True
+    # Use a `passed_checks` column when the table has one (the authors' own verdict).
+    use_table_checks: bool = True
+
+
+@dataclass
+class ExclusionReport:
+    """How many responses and main trials each criterion removed."""
+
+    rows: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    criteria: dict = field(default_factory=dict)
+
+    def add(self, criterion: str, responses: int | str, trials: int) -> None:
+        self.rows.append(dict(criterion=criterion, responses=responses, main_trials=trials))
+
+    def table(self) -> str:
+        lines = ["| criterion | responses | main trials |", "|---|---:|---:|"]
+        lines += [f"| {r['criterion']} | {r['responses']} | {r['main_trials']} |"
+                  for r in self.rows]
+        return "\n".join(lines + [f"\n{n}" for n in self.notes])
+
+
+def response_keys(table: pd.DataFrame) -> list[str]:
+    keys = ["task_id", "participant_id"]
+    return keys + ["response_index"] if "response_index" in table else keys
+
+
+def is_main_trial(table: pd.DataFrame) -> pd.Series:
+    return ~table["is_demo"] & ~table["catch_trial"]
+
+
+def compute_checks(table: pd.DataFrame, criteria: ExclusionCriteria) -> tuple[pd.DataFrame, list]:
+    """Per response, True (passed) / False (failed) / NaN (inputs missing) for each check."""
+    keys = response_keys(table)
+    groups = table.groupby(keys, sort=False)
+    checks = pd.DataFrame(index=groups.size().index)
+    skipped = []
+
+    catch = table[table["catch_trial"] & ~table["is_demo"]]
+    checks["catch_trials"] = (catch.groupby(keys)["correct"].mean()
+                              >= criteria.min_catch_accuracy).reindex(checks.index)
+
+    if "time_elapsed" in table:
+        total_s = groups["time_elapsed"].max() / 1000.0
+        checks["total_time"] = total_s.between(criteria.min_total_time_s,
+                                               criteria.max_total_time_s)
+    else:
+        skipped.append("total_time (no 'time_elapsed' column)")
+
+    if "instruction_time_s" in table:
+        instruction_s = groups["instruction_time_s"].first()
+    elif {"time_elapsed", "rt", "trial_index"} <= set(table.columns):
+        # The time before the first recorded trial started is the time spent on instructions.
+        first = table.sort_values("trial_index").groupby(keys, sort=False).first()
+        instruction_s = (first["time_elapsed"] - first["rt"].fillna(0)) / 1000.0
+    else:
+        instruction_s = None
+        skipped.append("instruction_time (needs 'time_elapsed', 'rt', 'trial_index')")
+    if instruction_s is not None:
+        checks["instruction_time"] = instruction_s >= criteria.min_instruction_time_s
+
+    if "button_pressed" in table:
+        answered = table[~table["is_demo"]]
+        button = pd.to_numeric(answered["button_pressed"], errors="coerce")
+        upper = (button <= 2).groupby([answered[k] for k in keys]).sum()
+        lower = (button >= 3).groupby([answered[k] for k in keys]).sum()
+        checks["row_variability"] = (np.minimum(upper, lower)
+                                     >= criteria.min_presses_per_row).reindex(checks.index)
+    else:
+        skipped.append("row_variability (no 'button_pressed' column)")
+
+    if "demo_attempts" in table:
+        checks["demo_attempts"] = groups["demo_attempts"].max() <= criteria.max_demo_attempts
+    elif "max_query" in table:
+        demo = table[table["is_demo"]]
+        per_response = demo.groupby(keys)["max_query"]
+        attempts = np.ceil(per_response.size() / per_response.nunique())
+        checks["demo_attempts"] = (attempts <= criteria.max_demo_attempts).reindex(checks.index)
+    else:
+        skipped.append("demo_attempts (needs 'demo_attempts' or demo rows with 'max_query')")
+    return checks, skipped
+
+
+def multi_participation_workers(table: pd.DataFrame) -> set:
+    """Workers flagged by the table, or (where it has no flag) seen in more than one task."""
+    if "multi_participation" in table:
+        return set(table.loc[table["multi_participation"], "participant_id"])
+    tasks = table.groupby("participant_id")["task_id"].nunique()
+    return set(tasks[tasks > 1].index)
+
+
+def apply_exclusions(table: pd.DataFrame, criteria: ExclusionCriteria | None = None
+                     ) -> tuple[pd.DataFrame, ExclusionReport]:
+    """Return the valid main trials and a report of what each criterion removed."""
+    criteria = criteria or ExclusionCriteria()
+    report = ExclusionReport(criteria=asdict(criteria))
+    keys = response_keys(table)
+    main = is_main_trial(table)
+    trial_counts = table[main].groupby(keys).size()
+    n_responses = table.groupby(keys).ngroups
+    report.add("all responses / main trials", n_responses, int(main.sum()))
+    report.add("demo trials (never count)", "-", int(table["is_demo"].sum()))
+    report.add("catch trials (never count)", "-",
+               int((table["catch_trial"] & ~table["is_demo"]).sum()))
+
+    if criteria.use_table_checks and "passed_checks" in table:
+        passed = table.groupby(keys)["passed_checks"].all()
+        report.notes.append("Used the table's own `passed_checks` column for the response checks.")
+        for column in sorted(c for c in table.columns if c.endswith("_result")):
+            failed = ~table.groupby(keys)[column].first().astype(bool)
+            report.add(f"{column[:-len('_result')]} (table)", int(failed.sum()),
+                       int(trial_counts.reindex(failed[failed].index).fillna(0).sum()))
+        failed = ~passed
+        report.add("failed passed_checks", int(failed.sum()),
+                   int(trial_counts.reindex(failed[failed].index).fillna(0).sum()))
+    else:
+        checks, skipped = compute_checks(table, criteria)
+        report.notes.append("Computed the response checks from the raw trial columns.")
+        if skipped:
+            report.notes.append("Not computed (inputs missing): " + "; ".join(skipped) + ".")
+        for column in checks.columns:
+            failed = checks[column] == False  # noqa: E712 (NaN = not computable = not failed)
+            report.add(column, int(failed.sum()),
+                       int(trial_counts.reindex(failed[failed].index).fillna(0).sum()))
+        passed = ~(checks == False).any(axis=1)  # noqa: E712
+        failed = ~passed
+        report.add("failed any check", int(failed.sum()),
+                   int(trial_counts.reindex(failed[failed].index).fillna(0).sum()))
+
+    response_index = pd.MultiIndex.from_frame(table[keys]) if len(keys) > 1 else table[keys[0]]
+    keep = main & passed.reindex(response_index).fillna(False).to_numpy()
+
+    if criteria.drop_multi_participation:
+        workers = multi_participation_workers(table)
+        multi = table["participant_id"].isin(workers)
+        report.add("multi-participation workers", len(workers), int((keep & multi).sum()))
+        keep &= ~multi
+    valid = table[keep].copy()
+    report.add("valid", valid.groupby(keys).ngroups, len(valid))
+    return valid, report

@@ -39,6 +39,54 @@ def _prepare(args) -> int:
     return 0
 
 
+def _simulate(args) -> int:
+    from .simulate import SimulationConfig, simulate
+
+    config = SimulationConfig(seed=args.seed)
+    for name in ("models", "units_per_model", "pool_size", "image_size", "n_batches",
+                 "responses_per_unit"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
+    out = simulate(args.out, config, overwrite=args.overwrite)
+    print(f"simulated IMI release (source: simulated) -> {out}\nnext: interpscore prepare "
+          f"--responses {out}/responses_main.csv --images {out}/images --out DIR")
+    return 0
+
+
+def _layers(args) -> int:
+    from .models import layers_of_interest, load_model, module_depths
+    from .stimuli import layer_channels
+
+    model = load_model(args.model, image_size=args.image_size)
+    layers = layers_of_interest(model.module)
+    channels = layer_channels(model, layers, args.image_size or model.input_size)
+    depths = module_depths(model.module)
+    print(f"{'layer':48s} {'units':>6s} {'depth':>6s}")
+    for layer in layers:
+        print(f"{layer:48s} {channels[layer]:6d} {depths[layer]:6.3f}")
+    return 0
+
+
+def _stimuli(args) -> int:
+    from .models import layers_of_interest, load_model
+    from .pools import open_pool
+    from .stimuli import build_exemplars, layer_channels, sample_units, write_store
+
+    model = load_model(args.model, image_size=args.image_size)
+    layers = (layers_of_interest(model.module) if args.layers == "auto"
+              else [name.strip() for name in args.layers.split(",")])
+    channels = layer_channels(model, layers, args.image_size)
+    units = sample_units(channels, None if args.units == "all" else int(args.units), args.seed)
+    pool = open_pool(args.images, size=args.image_size, seed=args.seed)
+    exemplars, constant = build_exemplars(
+        model, pool, units, args.n_refs, args.n_batches, args.difficulties.split(","),
+        args.max_refs_per_source, batch_size=args.batch_size, seed=args.seed)
+    write_store(args.out, model.label, exemplars, pool, progress=True)
+    print(f"{len(exemplars)} units -> {args.out}/{model.label}/ (stimulus store layout); "
+          f"{len(constant)} constant units dropped")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="interpscore", description="Predict per-unit human interpretability (IMI 2-AFC).")
@@ -71,6 +119,39 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--recompute-checks", action="store_true",
                       help="ignore the table's passed_checks and compute the checks")
     prep.set_defaults(run=_prepare)
+
+    sim = commands.add_parser("simulate", help="generate the simulated IMI release (offline)")
+    sim.add_argument("--out", required=True)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--models", nargs="+", help="model specs (default: five offline models)")
+    sim.add_argument("--units-per-model", type=int)
+    sim.add_argument("--pool-size", type=int)
+    sim.add_argument("--image-size", type=int)
+    sim.add_argument("--n-batches", type=int)
+    sim.add_argument("--responses-per-unit", type=int)
+    sim.add_argument("--overwrite", action="store_true")
+    sim.set_defaults(run=_simulate)
+
+    lay = commands.add_parser("layers", help="list a model's layers of interest")
+    lay.add_argument("model", help="timm name, NAME@random, efficientnet_lite0, open_clip:NAME:TAG")
+    lay.add_argument("--image-size", type=int, default=None)
+    lay.set_defaults(run=_layers)
+
+    stim = commands.add_parser("stimuli", help="build IMI stimuli for units of a model")
+    stim.add_argument("--model", required=True)
+    stim.add_argument("--images", default="default", help="image folder, saved HF dataset, or "
+                      "'default' (the offline pool)")
+    stim.add_argument("--out", required=True)
+    stim.add_argument("--layers", default="auto", help="auto or L1,L2,...")
+    stim.add_argument("--units", default="20", help="number of units, or 'all'")
+    stim.add_argument("--n-refs", type=int, default=9)
+    stim.add_argument("--n-batches", type=int, default=20)
+    stim.add_argument("--difficulties", default="easy", help="e.g. easy,hard85,hard95")
+    stim.add_argument("--max-refs-per-source", type=int, default=None)
+    stim.add_argument("--image-size", type=int, default=224)
+    stim.add_argument("--batch-size", type=int, default=64)
+    stim.add_argument("--seed", type=int, default=0)
+    stim.set_defaults(run=_stimuli)
     return parser
 
 

@@ -220,6 +220,7 @@ def write_dataset(out: Path, trials: pd.DataFrame, units: pd.DataFrame, card: st
     """Write into a temporary folder beside OUT, then rename: a failure leaves nothing half-done."""
     import datasets
 
+    datasets.disable_progress_bars()
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError(f"{out}: already exists (pass --overwrite to replace it)")

@@ -134,12 +134,16 @@ def _trial_folder_images(index: ImageIndex, trial_dir: str) -> TrialImages | Non
     files = index.numbered(trial_dir)
     if QUERY_INDEX not in files["max"] or QUERY_INDEX not in files["min"]:
         return None
-    n_refs = n_references_of(Path(index.root, trial_dir)) or QUERY_INDEX
-    ref_ids = [i for i in range(n_refs) if i != QUERY_INDEX]
-    if any(i not in files[side] for side in ("min", "max") for i in ref_ids):
-        return None
-    return TrialImages(files["max"][QUERY_INDEX], files["min"][QUERY_INDEX],
-                       [files["max"][i] for i in ref_ids], [files["min"][i] for i in ref_ids])
+    n_refs = n_references_of(Path(index.root, trial_dir))
+    refs = {}
+    for side in ("max", "min"):
+        # index.json says how many references were shown; without it, all but the query
+        ids = range(n_refs) if n_refs else sorted(i for i in files[side] if i != QUERY_INDEX)
+        if not ids or any(i not in files[side] or i == QUERY_INDEX for i in ids):
+            return None
+        refs[side] = [files[side][i] for i in ids]
+    return TrialImages(files["max"][QUERY_INDEX], files["min"][QUERY_INDEX], refs["max"],
+                       refs["min"])
 
 
 def _trial_dir_of(query_url: str) -> str:

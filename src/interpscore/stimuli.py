@@ -1,0 +1,348 @@
+"""2-AFC stimuli for units of any vision network, the way the IMI study built them.
+
+One forward pass over the image pool with hooks on all needed layers at once; each hook keeps only
+what exemplar selection needs (streaming top/bottom ranks and a fixed-size uniform reservoir for the
+hard-query percentiles), so memory does not grow with the pool. Ties are broken randomly, constant
+units are dropped (max - min < 1e-8, as MIS does), and units whose references sit inside a tie are
+flagged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .models import LoadedModel, check_layers, module_depths, reduce_to_channels
+
+# Query percentiles of the hard conditions (the max query at P, the min query at 100 - P).
+DIFFICULTY_PERCENTILES = {"hard85": 85.0, "hard95": 95.0, "hard99": 99.0}
+QUERY_INDEX = 9  # file index of the query in the stimulus store (`_0.._8` are references)
+CONSTANT_RANGE = 1e-8
+
+
+@dataclass(frozen=True, order=True)
+class Unit:
+    layer: str
+    channel: int
+
+
+@dataclass
+class UnitRanking:
+    """What the activation pass keeps of one unit (pool indices and their activations)."""
+
+    top_index: np.ndarray  # most activating first
+    top_value: np.ndarray
+    bottom_index: np.ndarray  # least activating first
+    bottom_value: np.ndarray
+    reservoir_index: np.ndarray  # a uniform sample of the pool, sorted by activation
+    reservoir_value: np.ndarray
+    n_images: int
+
+
+@dataclass
+class UnitExemplars:
+    unit: Unit
+    refs_max: list[list[int]]  # per batch, n_refs pool indices, most extreme bin first
+    refs_min: list[list[int]]
+    queries: dict[str, list[tuple[int, int]]]  # difficulty -> per batch (max query, min query)
+    flags: dict = field(default_factory=dict)
+
+
+def layer_channels(model: LoadedModel, layers: list[str], image_size: int) -> dict[str, int]:
+    """Number of channels (units) of each layer, from one forward pass of a dummy image."""
+    import torch
+
+    check_layers(model.module, layers)
+    modules = dict(model.module.named_modules())
+    sizes, hooks = {}, []
+    for layer in layers:
+        def hook(module, _inputs, output, layer=layer):
+            sizes[layer] = int(reduce_to_channels(module, output).shape[1])
+        hooks.append(modules[layer].register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model.module(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        for handle in hooks:
+            handle.remove()
+    return {layer: sizes[layer] for layer in layers}
+
+
+def sample_units(channels: dict[str, int], n_units: int | None, seed: int) -> list[Unit]:
+    """IMI sampling: a layer uniformly, then a channel uniformly in it; no duplicates.
+    `n_units=None` takes every channel of every layer."""
+    if n_units is None:
+        return [Unit(layer, c) for layer, n in channels.items() for c in range(n)]
+    total = sum(channels.values())
+    if n_units > total:
+        raise InputError(f"asked for {n_units} units, the layers hold only {total}")
+    rng = np.random.default_rng(seed)
+    layers = list(channels)
+    chosen: dict[Unit, None] = {}
+    while len(chosen) < n_units:
+        layer = layers[rng.integers(len(layers))]
+        chosen.setdefault(Unit(layer, int(rng.integers(channels[layer]))))
+    return list(chosen)
+
+
+class _StreamingRanks:
+    """Top-k and bottom-k (activation, pool index) per unit, updated batch by batch."""
+
+    def __init__(self, n_units: int, keep: int):
+        import torch
+
+        self.keep = keep
+        empty = lambda dtype: torch.empty(n_units, 0, dtype=dtype)  # noqa: E731
+        self.top = [empty(torch.float64), empty(torch.float32), empty(torch.int64)]
+        self.bottom = [empty(torch.float64), empty(torch.float32), empty(torch.int64)]
+
+    def update(self, keys, values, index) -> None:
+        import torch
+
+        for state, largest in ((self.top, True), (self.bottom, False)):
+            key = torch.cat([state[0], keys], 1)
+            value = torch.cat([state[1], values], 1)
+            idx = torch.cat([state[2], index.expand(keys.shape[0], -1)], 1)
+            k = min(self.keep, key.shape[1])
+            key, order = key.topk(k, dim=1, largest=largest, sorted=True)
+            state[:] = [key, value.gather(1, order), idx.gather(1, order)]
+
+
+def collect_rankings(model: LoadedModel, pool, units: list[Unit], keep: int,
+                     reservoir_size: int = 4096, batch_size: int = 64, seed: int = 0,
+                     progress: bool = True) -> dict[Unit, UnitRanking]:
+    """One pass over the pool for all units (all their layers hooked at once)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    layers = sorted({u.layer for u in units})
+    check_layers(model.module, layers)
+    modules = dict(model.module.named_modules())
+    per_layer = {layer: [u for u in units if u.layer == layer] for layer in layers}
+    channel_index = {layer: torch.tensor([u.channel for u in us]) for layer, us in per_layer.items()}
+    ranks = {layer: _StreamingRanks(len(us), keep) for layer, us in per_layer.items()}
+    reservoir_index = np.empty(0, np.int64)
+    reservoir_value = {layer: torch.empty(0, len(us)) for layer, us in per_layer.items()}
+    captured: dict[str, torch.Tensor] = {}
+    hooks = []
+    for layer in layers:
+        def hook(module, _inputs, output, layer=layer):
+            captured[layer] = reduce_to_channels(module, output)[:, channel_index[layer]].float()
+        hooks.append(modules[layer].register_forward_hook(hook))
+
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    mean = torch.tensor(model.mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.std).view(1, 3, 1, 1)
+    n = len(pool)
+    seen = 0
+    try:
+        with torch.no_grad(), tqdm(total=n, desc=f"activations {model.label}", unit="img",
+                                   disable=not progress) as bar:
+            for start in range(0, n, batch_size):
+                index = torch.arange(start, min(start + batch_size, n))
+                images = torch.stack([pool[int(i)] for i in index]).float() / 255.0
+                model.module((images - mean) / std)
+                # Algorithm R, shared by all units: which pool images enter the reservoir.
+                slots = []
+                for i in index.tolist():
+                    if seen < reservoir_size:
+                        slots.append(seen)
+                    else:
+                        j = int(rng.integers(0, seen + 1))
+                        slots.append(j if j < reservoir_size else -1)
+                    seen += 1
+                slots = np.array(slots)
+                # Two images of one batch may draw the same slot: the later one wins.
+                _, last = np.unique(slots[::-1], return_index=True)
+                repeated = np.ones(len(slots), bool)
+                repeated[len(slots) - 1 - last] = False
+                slots[repeated] = -1
+                grow = slots >= len(reservoir_index)
+                reservoir_index = np.concatenate([reservoir_index, np.full(grow.sum(), -1)])
+                reservoir_index[slots[slots >= 0]] = index.numpy()[slots >= 0]
+                for layer in layers:
+                    values = captured.pop(layer)  # (B, U)
+                    # Random tie-breaking: a jitter far below float32 resolution.
+                    jitter = torch.rand(values.shape, generator=generator, dtype=torch.float64)
+                    keys = values.double() + jitter * 1e-12 * values.double().abs().clamp(min=1.0)
+                    ranks[layer].update(keys.T, values.T, index.view(1, -1))
+                    res = reservoir_value[layer]
+                    if grow.any():
+                        res = torch.cat([res, torch.zeros(int(grow.sum()), res.shape[1])])
+                    res[torch.from_numpy(slots[slots >= 0])] = values[torch.from_numpy(slots >= 0)]
+                    reservoir_value[layer] = res
+                bar.update(len(index))
+    finally:
+        for handle in hooks:
+            handle.remove()
+
+    out = {}
+    for layer, us in per_layer.items():
+        top, bottom = ranks[layer].top, ranks[layer].bottom
+        for k, unit in enumerate(us):
+            res_value = reservoir_value[layer][:, k].numpy()
+            order = np.argsort(res_value, kind="stable")
+            out[unit] = UnitRanking(top[2][k].numpy(), top[1][k].numpy(), bottom[2][k].numpy(),
+                                    bottom[1][k].numpy(), reservoir_index[order], res_value[order], n)
+    return out
+
+
+def _pick_references(index: np.ndarray, sources: np.ndarray, n: int, cap: int | None
+                     ) -> tuple[list[int], int]:
+    """The first n images in rank order, at most `cap` from one source photo where possible.
+    Returns the picks and the rank position after the last pick."""
+    picked, counts, skipped = [], {}, []
+    position = 0
+    for position, image in enumerate(index):
+        source = sources[image]
+        if cap is None or counts.get(source, 0) < cap:
+            picked.append(int(image))
+            counts[source] = counts.get(source, 0) + 1
+        else:
+            skipped.append(int(image))
+        if len(picked) == n:
+            return picked, position + 1
+    picked += skipped[: n - len(picked)]  # too few sources: relax the cap
+    if len(picked) < n:
+        raise InputError(f"the pool yields only {len(picked)} references per side, {n} needed: "
+                         "use a larger pool or fewer references/batches")
+    return picked, position + 1
+
+
+def select_exemplars(ranking: UnitRanking, sources: np.ndarray, n_refs: int = 9,
+                     n_batches: int = 20, difficulties=("easy",), max_refs_per_source=None,
+                     seed: int = 0) -> UnitExemplars | None:
+    """References in n_batches batches (one image from each of n_refs extremeness bins of
+    n_batches), the query at the next ranks (easy) or at the hard percentiles. None when the unit
+    is constant over the pool."""
+    if n_refs > QUERY_INDEX:
+        raise InputError(f"at most {QUERY_INDEX} references per side (the query is _9)")
+    if ranking.top_value[0] - ranking.bottom_value[0] < CONSTANT_RANGE:
+        return None
+    n = n_refs * n_batches
+    if 2 * (n + n_batches) > ranking.n_images:
+        raise InputError(f"a pool of {ranking.n_images} images is too small for {n_refs} "
+                         f"references x {n_batches} batches per side plus queries")
+    rng = np.random.default_rng(seed)
+    sides = {}
+    for side, index, value in (("max", ranking.top_index, ranking.top_value),
+                               ("min", ranking.bottom_index, ranking.bottom_value)):
+        refs, after = _pick_references(index, sources, n, max_refs_per_source)
+        if after + n_batches > len(index):  # the cap reached too deep: rank order wins
+            refs, after = _pick_references(index, sources, n, None)
+        queries = [int(i) for i in index[after:after + n_batches]]
+        bins = [rng.permutation(refs[b * n_batches:(b + 1) * n_batches]) for b in range(n_refs)]
+        batches = [[int(bins[b][j]) for b in range(n_refs)] for j in range(n_batches)]
+        ref_values = value[np.isin(index, refs)]
+        query_value = value[after] if after < len(value) else value[-1]
+        sides[side] = dict(batches=batches, easy=queries, used=set(refs) | set(queries),
+                           tied=bool(np.sum(ref_values == query_value) > 0))
+    queries = {}
+    for difficulty in difficulties:
+        if difficulty == "easy":
+            queries["easy"] = list(zip(sides["max"]["easy"], sides["min"]["easy"]))
+            continue
+        if difficulty not in DIFFICULTY_PERCENTILES:
+            raise InputError(f"unknown difficulty {difficulty!r}; valid: easy, "
+                             f"{', '.join(DIFFICULTY_PERCENTILES)}")
+        p = DIFFICULTY_PERCENTILES[difficulty] / 100.0
+        picks = {}
+        for side, quantile in (("max", p), ("min", 1.0 - p)):
+            target = quantile * (len(ranking.reservoir_index) - 1)
+            order = np.argsort(np.abs(np.arange(len(ranking.reservoir_index)) - target),
+                               kind="stable")
+            used = sides["max"]["used"] | sides["min"]["used"]
+            chosen = [int(ranking.reservoir_index[i]) for i in order
+                      if int(ranking.reservoir_index[i]) not in used][:n_batches]
+            picks[side] = list(rng.permutation(chosen))
+        queries[difficulty] = [(int(a), int(b)) for a, b in zip(picks["max"], picks["min"])]
+    flags = dict(ties_cover_max_refs=sides["max"]["tied"], ties_cover_min_refs=sides["min"]["tied"])
+    return UnitExemplars(Unit("", 0), sides["max"]["batches"], sides["min"]["batches"], queries,
+                         flags)
+
+
+def build_exemplars(model: LoadedModel, pool, units: list[Unit], n_refs: int = 9,
+                    n_batches: int = 20, difficulties=("easy",), max_refs_per_source=None,
+                    reservoir_size: int = 4096, batch_size: int = 64, seed: int = 0,
+                    progress: bool = True) -> tuple[list[UnitExemplars], list[Unit]]:
+    """Exemplars of every non-constant unit, plus the list of dropped constant units."""
+    keep = 3 * (n_refs + 1) * n_batches  # room for the source cap and the easy queries
+    rankings = collect_rankings(model, pool, units, keep, reservoir_size, batch_size, seed,
+                                progress)
+    kept, constant = [], []
+    for k, unit in enumerate(units):
+        exemplars = select_exemplars(rankings[unit], pool.sources, n_refs, n_batches,
+                                     difficulties, max_refs_per_source, seed + k)
+        if exemplars is None:
+            constant.append(unit)
+        else:
+            exemplars.unit = unit
+            kept.append(exemplars)
+    return kept, constant
+
+
+# --- the stimulus store ------------------------------------------------------------------------
+
+def condition_label(model_label: str, difficulty: str) -> str:
+    return model_label if difficulty == "easy" else f"{model_label}_{difficulty}"
+
+
+def batch_dir(model_label: str, unit: Unit, batch: int, difficulty: str = "easy") -> str:
+    return (f"{condition_label(model_label, difficulty)}/{unit.layer}/channel_{unit.channel}/"
+            f"natural_images/batch_{batch}")
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)  # the same pool image in many trials costs no extra disk
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def write_store(root: str | Path, model_label: str, exemplars: list[UnitExemplars], pool,
+                progress: bool = False) -> dict:
+    """Write exemplars in the stimulus store layout
+    `<model>[_<difficulty>]/<layer>/channel_<c>/natural_images/batch_<b>/{min,max}_<i>.png`.
+    Each pool image is encoded once (under `_pool/`) and hard-linked into place.
+    Returns {(unit, difficulty, batch): {query_max, query_min, refs_max, refs_min}} (relative)."""
+    from tqdm.auto import tqdm
+
+    root = Path(root)
+    encoded = root / "_pool"
+    encoded.mkdir(parents=True, exist_ok=True)
+
+    def pool_file(index: int) -> Path:
+        path = encoded / f"{index}.png"
+        if not path.exists():
+            pool.pil(index).save(path)
+        return path
+
+    trials = {}
+    for ex in tqdm(exemplars, desc=f"stimuli {model_label}", disable=not progress):
+        for difficulty, queries in ex.queries.items():
+            for b, (q_max, q_min) in enumerate(queries):
+                folder = batch_dir(model_label, ex.unit, b, difficulty)
+                paths = {"refs_max": [], "refs_min": []}
+                for side, refs in (("max", ex.refs_max[b]), ("min", ex.refs_min[b])):
+                    for i, image in enumerate(refs):
+                        rel = f"{folder}/{side}_{i}.png"
+                        _link_or_copy(pool_file(image), root / rel)
+                        paths[f"refs_{side}"].append(rel)
+                for side, image in (("max", q_max), ("min", q_min)):
+                    rel = f"{folder}/{side}_{QUERY_INDEX}.png"
+                    _link_or_copy(pool_file(image), root / rel)
+                    paths[f"query_{side}"] = rel
+                trials[(ex.unit, difficulty, b)] = paths
+    return trials
+
+
+def unit_depths(model: LoadedModel, units: list[Unit]) -> dict[Unit, float]:
+    depths = module_depths(model.module)
+    return {u: depths[u.layer] for u in units}

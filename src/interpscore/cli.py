@@ -152,10 +152,23 @@ def build_parser() -> argparse.ArgumentParser:
     stim.add_argument("--batch-size", type=int, default=64)
     stim.add_argument("--seed", type=int, default=0)
     stim.set_defaults(run=_stimuli)
+
+    # `train` hands all its arguments to LightningCLI (see main); listed here for --help.
+    commands.add_parser("train", help="train a metric (LightningCLI: `interpscore train --help`)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        from .train import main as train_main
+
+        try:
+            train_main(argv[1:])
+        except InputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -1,0 +1,200 @@
+"""Lightning: the DataModule (prepared dataset + backbone -> cached task tensors) and the
+LightningModule (a head, its likelihood, per-unit Spearman/Pearson/MAE). The module does no I/O."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torchmetrics import MeanAbsoluteError, MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
+
+from .errors import InputError
+from .heads import create_head, nll, unit_prediction
+from .tasks import ConditionDataset, TaskTensors, build_task_tensors
+
+HEAD_OPTIONS = {"mis": (), "twoafc": ("rank", "reg"), "setreg": ("hidden", "dropout", "reg")}
+
+
+class InterpScoreModule(L.LightningModule):
+    """A proxy metric: `head` on frozen embeddings of dimension `embedding_dim`."""
+
+    def __init__(self, head: str = "twoafc", embedding_dim: int = 0, rank: int | None = None,
+                 hidden: int = 64, dropout: float = 0.1, reg: float = 1e-3, lr: float = 0.01,
+                 weight_decay: float = 0.0):
+        super().__init__()
+        if head not in HEAD_OPTIONS:
+            raise InputError(f"unknown head {head!r}; valid: {', '.join(HEAD_OPTIONS)}")
+        if embedding_dim <= 0:
+            raise InputError("embedding_dim must be positive (it is linked from the data module)")
+        if lr <= 0:
+            raise InputError(f"lr must be positive, got {lr}")
+        self.save_hyperparameters()
+        options = dict(rank=rank, hidden=hidden, dropout=dropout, reg=reg)
+        self.head = create_head(head, embedding_dim,
+                                **{k: options[k] for k in HEAD_OPTIONS[head]})
+        metrics = MetricCollection({"spearman": SpearmanCorrCoef(), "pearson": PearsonCorrCoef(),
+                                    "mae": MeanAbsoluteError()})
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.automatic_optimization = head != "mis"
+
+    def forward(self, batch):
+        """Predicted accuracy of each condition in the batch."""
+        return unit_prediction(self.head(batch), batch)
+
+    def on_train_start(self):
+        if self.hparams.head == "mis":  # training-free: only alpha is fitted, in closed form
+            self.head.fit_alpha(self.trainer.datamodule.train_dataloader())
+
+    def training_step(self, batch, _index):
+        if self.hparams.head == "mis":
+            return None
+        loss = nll(self.head(batch), batch, self.head.level)
+        self.log("train/nll", loss, batch_size=len(batch["condition"]))
+        return loss + self.head.regularization()
+
+    def _evaluate(self, batch, metrics, prefix):
+        p_task = self.head(batch)
+        target = batch["k"].sum(-1) / batch["n"].sum(-1)
+        metrics.update(unit_prediction(p_task, batch), target)
+        self.log(f"{prefix}/nll", nll(p_task, batch, "trial"), batch_size=len(target),
+                 sync_dist=True)
+        self.log_dict(metrics, batch_size=len(target))
+
+    def validation_step(self, batch, _index):
+        self._evaluate(batch, self.val_metrics, "val")
+
+    def test_step(self, batch, _index):
+        self._evaluate(batch, self.test_metrics, "test")
+
+    def configure_optimizers(self):
+        if self.hparams.head == "mis":
+            return None
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,
+                                 weight_decay=self.hparams.weight_decay)
+
+
+class IMIDataModule(L.LightningDataModule):
+    """Prepared dataset (real or simulated) + backbone -> cached embeddings -> task tensors.
+
+    `data_dir: null` means the embedded default: the simulated IMI release, generated (once, and
+    cached under `data/`) with `simulation` overriding fields of `SimulationConfig`.
+    `fold`: leave-one-model-out; the model with this fold index is the test set.
+    """
+
+    def __init__(self, data_dir: str | None = None, images_dir: str | None = None,
+                 backbone: str = "efficientnet_lite0", image_size: int | None = 128,
+                 cache_dir: str = ".cache/interpscore", batch_size: int = 32,
+                 fold: int | None = None, simulation: dict | None = None,
+                 data_root: str = "data"):
+        super().__init__()
+        if batch_size <= 0:
+            raise InputError(f"batch_size must be positive, got {batch_size}")
+        self.backbone_name, self.image_size = backbone, image_size
+        self.cache_dir, self.batch_size, self.fold = cache_dir, batch_size, fold
+        self.images_dir = images_dir
+        self.simulation = simulation
+        if data_dir is None:
+            from .simulate import SimulationConfig
+
+            try:
+                config = SimulationConfig(**(simulation or {}))
+            except TypeError as err:
+                raise InputError(f"data.simulation: {err}") from err
+            self.release_dir = Path(data_root) / f"simulated-{config.key()}"
+            data_dir = str(self.release_dir / "prepared")
+        else:
+            self.release_dir = None
+        self.data_dir = data_dir
+        self._backbone = None
+        self.tensors: TaskTensors | None = None
+
+    # -- building (rank 0 only, through prepare_data) --
+    def ensure_dataset(self) -> None:
+        if self.release_dir is None or (Path(self.data_dir) / "dataset_dict.json").is_file():
+            return
+        from .dataset import prepare
+        from .simulate import SimulationConfig, simulate
+
+        release = self.release_dir / "release"
+        if not (release / "responses_main.csv").is_file():
+            simulate(release, SimulationConfig(**(self.simulation or {})), overwrite=True)
+        prepare(release / "responses_main.csv", self.data_dir, images=release / "images",
+                overwrite=True)
+
+    @property
+    def backbone(self):
+        if self._backbone is None:
+            from .backbones import create_backbone
+
+            self._backbone = create_backbone(self.backbone_name, image_size=self.image_size)
+        return self._backbone
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.backbone.dim
+
+    def dataset_info(self) -> dict:
+        info = Path(self.data_dir) / "prepare_info.json"
+        return json.loads(info.read_text()) if info.is_file() else {}
+
+    def images_root(self) -> Path:
+        root = self.images_dir or self.dataset_info().get("images")
+        if not root or root == "None":
+            raise InputError(f"{self.data_dir}: the dataset records no images root; pass "
+                             "data.images_dir")
+        return Path(root)
+
+    def load_tables(self):
+        from .dataset import load_prepared
+
+        data = load_prepared(self.data_dir)
+        return data["trials"].to_pandas(), data["units"].to_pandas()
+
+    def build_tensors(self) -> TaskTensors:
+        from .backbones import EmbeddingCache
+
+        trials, units = self.load_tables()
+        cache = EmbeddingCache(self.cache_dir, self.backbone)
+        root = self.images_root()
+        return build_task_tensors(trials, units,
+                                  lambda paths: cache.embed_files([root / p for p in paths]))
+
+    def prepare_data(self):
+        self.ensure_dataset()
+        # Fills the embedding cache once, before other ranks read it (they build in setup).
+        self.tensors = self.build_tensors()
+
+    def setup(self, stage=None):
+        if self.tensors is None:
+            self.tensors = self.build_tensors()
+        units = self.tensors.conditions
+        if self.fold is None:
+            split = units["split"].to_numpy()
+        else:
+            if self.fold not in set(units["fold"]):
+                raise InputError(f"fold {self.fold} not in the dataset (folds: "
+                                 f"{sorted(set(units['fold']))})")
+            split = np.where(units["fold"] == self.fold, "test",
+                             np.where(units["split"] == "val", "val", "train"))
+        self.split_ids = {s: np.flatnonzero(split == s).tolist() for s in ("train", "val", "test")}
+        for name, ids in self.split_ids.items():
+            if not ids and (name != "test" or stage == "test"):
+                raise InputError(f"{self.data_dir}: the {name} split holds no units")
+
+    def _loader(self, split: str, shuffle: bool):
+        dataset = ConditionDataset(self.tensors, self.split_ids[split])
+        return torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle,
+                                           collate_fn=dataset.collate)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)

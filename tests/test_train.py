@@ -1,0 +1,121 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from interpscore.errors import InputError
+from interpscore.evaluate import predict_conditions
+from interpscore.heads import MISHead, nll
+from interpscore.lit import InterpScoreModule
+from interpscore.tasks import TaskTensors, gather
+from interpscore.train import CONFIG_DIR, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def debug_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("train")
+    args = ["--config", str(CONFIG_DIR / "debug.yaml"), "--data.data_root", str(base / "data"),
+            "--data.cache_dir", str(base / "cache"), "--checkpoints_root", str(base / "ckpt")]
+    metrics = main(args)
+    (run,) = (base / "ckpt").iterdir()
+    return base, run, metrics, args
+
+
+def test_debug_config_trains_end_to_end(debug_run):
+    _, run, metrics, _ = debug_run
+    for name in ("best.ckpt", "last.ckpt", "config.yaml", "metrics.json", "metrics.csv"):
+        assert (run / name).is_file(), name
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert saved["data"]["source"] == "simulated"
+    for key in ("spearman", "pearson", "mae", "n_units"):
+        assert key in saved["test"] and key in saved["baselines"]["mis"]
+    assert saved["test"]["n_units"] > 0 and 0 <= saved["test"]["mae"] <= 1
+    assert "ceiling" in saved
+
+
+def test_checkpoint_round_trip_gives_the_same_predictions(debug_run):
+    base, run, _, _ = debug_run
+    from interpscore.lit import IMIDataModule
+
+    import yaml
+
+    data_args = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    data = IMIDataModule(**data_args)
+    data.setup("test")
+    first = InterpScoreModule.load_from_checkpoint(run / "best.ckpt", map_location="cpu").eval()
+    second = InterpScoreModule.load_from_checkpoint(run / "best.ckpt", map_location="cpu").eval()
+    ids = data.split_ids["test"]
+    a = predict_conditions(first.head, data.tensors, ids)
+    b = predict_conditions(second.head, data.tensors, ids)
+    assert (a == b).all() and ((0 < a) & (a < 1)).all()
+    untrained = InterpScoreModule(embedding_dim=data.tensors.dim).eval()
+    assert not (predict_conditions(untrained.head, data.tensors, ids) == a).all()
+
+
+def _known_tensors(alpha_true: float, n: int = 2000) -> TaskTensors:
+    """Two tasks per condition with orthogonal max/min embeddings: delta = 2 or delta = 1."""
+    e = torch.eye(3)
+    embeddings = torch.stack([e[0], e[1], (e[0] + e[2]) / 2 ** 0.5])
+    # task 0: q+ = e0 = E+, q- = e1 = E-  -> delta = 2;  task 1: q+ = (e0+e2)/sqrt2 -> delta = 1 + 1/sqrt2
+    p = torch.sigmoid(alpha_true * torch.tensor([2.0, 1 + 2 ** -0.5]))
+    import pandas as pd
+
+    return TaskTensors(embeddings=embeddings, q_max=torch.tensor([0, 2]), q_min=torch.tensor([1, 1]),
+                       refs_max=torch.tensor([[0, 0], [0, 0]]), refs_min=torch.tensor([[1, 1], [1, 1]]),
+                       n=torch.tensor([n, n], dtype=torch.float32), k=(p * n).round(),
+                       condition_tasks=torch.tensor([[0, 1]]),
+                       conditions=pd.DataFrame({"unit_id": ["u"], "his": [float(p.mean())]}))
+
+
+def test_mis_on_a_case_with_a_known_answer():
+    tensors = _known_tensors(alpha_true=1.5)
+    mis = MISHead(3, alpha=1.0)
+    batch = gather(tensors, [0])
+    expected = torch.sigmoid(torch.tensor([2.0, 1 + 2 ** -0.5]))
+    assert torch.allclose(mis(batch)[0], expected, atol=1e-6)
+    assert mis.fit_alpha([batch]) == pytest.approx(1.5, abs=0.05)
+    assert predict_conditions(mis, tensors, [0])[0] == pytest.approx(tensors.conditions.his[0], abs=1e-3)
+    assert nll(mis(batch), batch, "trial") < nll(MISHead(3, alpha=0.1)(batch), batch, "trial")
+
+
+def test_every_config_parses():
+    configs = sorted(CONFIG_DIR.rglob("*.yaml"))
+    assert len(configs) >= 8
+    for path in configs:
+        with pytest.raises(SystemExit) as done:
+            main(["--config", str(path), "--print_config"])
+        assert done.value.code in (0, None), path
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model.head", "nope"], "unknown head 'nope'"),
+    (["--data.batch_size", "0"], "batch_size must be positive"),
+    (["--data.backbone", "efficientnet_lite2"], "observer"),
+    (["--data.simulation", '{"units_per_modell": 3}'], "units_per_modell"),
+])
+def test_bad_config_values_give_clear_errors(debug_run, args, message):
+    base, _, _, debug_args = debug_run
+    with pytest.raises(InputError, match=message):
+        main(debug_args + args)
+
+
+def test_ddp_on_two_cpu_processes(debug_run):
+    base, _, _, debug_args = debug_run
+    root = base / "ddp"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *debug_args[:-1], str(root),
+         "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+         "--trainer.max_epochs", "2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run,) = root.iterdir()
+    assert json.loads((run / "metrics.json").read_text())["test"]["n_units"] > 0
+    assert "distributed_backend=gloo" in done.stderr + done.stdout

@@ -17,16 +17,6 @@ from interpscore.train import CONFIG_DIR, main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def debug_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("train")
-    args = ["--config", str(CONFIG_DIR / "debug.yaml"), "--data.data_root", str(base / "data"),
-            "--data.cache_dir", str(base / "cache"), "--checkpoints_root", str(base / "ckpt")]
-    metrics = main(args)
-    (run,) = (base / "ckpt").iterdir()
-    return base, run, metrics, args
-
-
 def test_debug_config_trains_end_to_end(debug_run):
     _, run, metrics, _ = debug_run
     for name in ("best.ckpt", "last.ckpt", "config.yaml", "metrics.json", "metrics.csv"):

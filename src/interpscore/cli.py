@@ -87,6 +87,22 @@ def _stimuli(args) -> int:
     return 0
 
 
+def _evaluate(args) -> int:
+    from .evaluate import run_evaluation
+
+    metrics = run_evaluation(args.checkpoint, args.out, data_dir=args.data, split=args.split,
+                             folds=args.folds, backbone=args.backbone, images_dir=args.images_dir,
+                             cache_dir=args.cache_dir, lomo_epochs=args.lomo_epochs,
+                             n_boot=args.n_boot)
+    print(f"{'predictor':14s} {'spearman':>9s} {'95% CI':>16s} {'mae':>7s} {'of ceiling':>10s}")
+    for name, m in metrics["predictors"].items():
+        ci = f"[{m['spearman_ci'][0]:.3f}, {m['spearman_ci'][1]:.3f}]"
+        print(f"{name:14s} {m['spearman']:9.3f} {ci:>16s} {m['mae']:7.3f} "
+              f"{m['fraction_of_ceiling']:10.2f}")
+    print(f"report -> {args.out}/report.md (and report.html, metrics.json, figures)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="interpscore", description="Predict per-unit human interpretability (IMI 2-AFC).")
@@ -152,6 +168,19 @@ def build_parser() -> argparse.ArgumentParser:
     stim.add_argument("--batch-size", type=int, default=64)
     stim.add_argument("--seed", type=int, default=0)
     stim.set_defaults(run=_stimuli)
+
+    ev = commands.add_parser("evaluate", help="predicted vs measured HIS, baselines, ceiling")
+    ev.add_argument("--checkpoint", required=True)
+    ev.add_argument("--data", help="prepared dataset (default: the one it was trained on)")
+    ev.add_argument("--split", default="test", help="test, val or all")
+    ev.add_argument("--folds", help="lomo: also retrain without each model and predict it")
+    ev.add_argument("--out", required=True, help="report folder")
+    ev.add_argument("--backbone", help="check the checkpoint reads this backbone")
+    ev.add_argument("--images-dir", help="images root (default: as recorded by prepare)")
+    ev.add_argument("--cache-dir", default=".cache/interpscore")
+    ev.add_argument("--lomo-epochs", type=int, default=60)
+    ev.add_argument("--n-boot", type=int, default=1000)
+    ev.set_defaults(run=_evaluate)
 
     # `train` hands all its arguments to LightningCLI (see main); listed here for --help.
     commands.add_parser("train", help="train a metric (LightningCLI: `interpscore train --help`)")

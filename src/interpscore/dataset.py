@@ -266,7 +266,8 @@ def prepare(responses: str | Path, out: str | Path, images: str | Path | None = 
     trials = resolve_images(build_trials(valid, responses), images, allow_missing, report)
     units = unit_table(trials, read_truth(responses), seed, val_fraction, test_fraction)
     card = dataset_card(source, responses, images, trials, units, report, seed)
-    extra = dict(source=source, responses=str(responses), images=str(images), seed=seed,
+    extra = dict(source=source, responses=str(responses.resolve()),
+                 images=str(images.resolve()) if images is not None else None, seed=seed,
                  criteria=report.criteria, exclusions=report.rows, notes=report.notes)
     write_dataset(out, trials, units, card, extra, overwrite)
     return Prepared(out, trials, units, report, source)

@@ -1,105 +1,390 @@
-"""Agreement of predicted with measured interpretability, for any predictor.
+"""How well does a predictor agree with humans? Unit and model level, with uncertainty, against
+baselines and against the noise ceiling of the human data.
 
-A predictor is anything that maps a batch of conditions (`tasks.gather`) to P(correct) per task:
-trained heads, MIS and outside methods share this one path.
+A predictor is any callable that maps a batch of conditions (`tasks.gather`: embeddings of each
+task's queries and references, plus `condition` ids) to P(correct) per task (B, T) or to one
+prediction per condition (B,). Trained heads, MIS, the metadata baselines and outside methods all
+go through `predict_conditions`, so they are compared on exactly the same units.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-from scipy.stats import pearsonr, spearmanr
+from typing import Callable
 
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import kendalltau, rankdata
+
+from .errors import InputError
 from .heads import MISHead, unit_prediction
 from .tasks import TaskTensors, gather
 
+Predictor = Callable[[dict], torch.Tensor]
+
 
 @torch.no_grad()
-def predict_conditions(predictor, tensors: TaskTensors, ids, batch_size: int = 256) -> np.ndarray:
+def predict_conditions(predictor: Predictor, tensors: TaskTensors, ids,
+                       batch_size: int = 256) -> np.ndarray:
     """Predicted accuracy of each condition in `ids` (mean P(correct) over its tasks)."""
     ids = list(ids)
     out = []
     for start in range(0, len(ids), batch_size):
         batch = gather(tensors, ids[start:start + batch_size])
-        out.append(unit_prediction(predictor(batch), batch))
-    return torch.cat(out).numpy() if out else np.empty(0)
+        p = torch.as_tensor(predictor(batch), dtype=torch.float32)
+        out.append(unit_prediction(p, batch) if p.dim() == 2 else p)
+    return torch.cat(out).numpy().astype(float) if out else np.empty(0)
 
 
-def unit_metrics(predicted, measured, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Spearman, Pearson, MAE over units, each with a bootstrap 95 % interval over units."""
+# --- statistics ---------------------------------------------------------------------------------
+
+def _rows_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of matching rows (NaN for a constant row)."""
+    a = a - a.mean(-1, keepdims=True)
+    b = b - b.mean(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+
+
+def spearman(a, b) -> np.ndarray:
+    """Spearman correlation of matching rows of a and b (ties get average ranks)."""
+    return _rows_corr(rankdata(a, axis=-1), rankdata(b, axis=-1))
+
+
+METRICS = {
+    "spearman": lambda p, m: spearman(p, m),
+    "pearson": lambda p, m: _rows_corr(p, m),
+    "kendall": lambda p, m: np.array([kendalltau(x, y)[0] for x, y in
+                                      zip(np.atleast_2d(p), np.atleast_2d(m))]),
+    "mae": lambda p, m: np.abs(p - m).mean(-1),
+}
+
+
+def bootstrap_samples(n: int, n_boot: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, (n_boot, n))
+
+
+def unit_metrics(predicted, measured, n_boot: int = 1000, seed: int = 0, name: str = "") -> dict:
+    """Spearman, Pearson, Kendall, MAE over units, each with a bootstrap 95 % CI over units."""
     predicted, measured = np.asarray(predicted, float), np.asarray(measured, float)
     if np.isnan(predicted).any():
-        raise ValueError(f"{int(np.isnan(predicted).sum())} predictions are NaN")
-    stats = {"spearman": lambda p, m: spearmanr(p, m)[0],
-             "pearson": lambda p, m: pearsonr(p, m)[0],
-             "mae": lambda p, m: float(np.mean(np.abs(p - m)))}
-    rng = np.random.default_rng(seed)
-    samples = [rng.integers(0, len(measured), len(measured)) for _ in range(n_boot)]
+        raise InputError(f"predictor {name or '?'}: {int(np.isnan(predicted).sum())} of "
+                         f"{len(predicted)} predictions are NaN")
+    samples = bootstrap_samples(len(measured), n_boot, seed)
     out = {"n_units": int(len(measured))}
-    for name, fn in stats.items():
-        value = float(fn(predicted, measured))
-        boot = np.array([fn(predicted[s], measured[s]) for s in samples], float)
-        low, high = np.nanpercentile(boot, [2.5, 97.5])
-        out[name], out[f"{name}_ci"] = value, [float(low), float(high)]
+    for metric, fn in METRICS.items():
+        out[metric] = float(fn(predicted[None], measured[None])[0])
+        boot = fn(predicted[samples], measured[samples])
+        low, high = np.nanpercentile(boot, [2.5, 97.5]) if np.isfinite(boot).any() else (np.nan,) * 2
+        out[f"{metric}_ci"] = [float(low), float(high)]
     return out
 
 
+def calibration(predicted, measured, bins: int = 10) -> dict:
+    """Binned (quantiles of the prediction) mean predicted vs mean measured, and their
+    weighted mean absolute gap (expected calibration error)."""
+    predicted, measured = np.asarray(predicted, float), np.asarray(measured, float)
+    edges = np.unique(np.quantile(predicted, np.linspace(0, 1, bins + 1)))
+    which = np.clip(np.searchsorted(edges, predicted, side="right") - 1, 0, max(len(edges) - 2, 0))
+    rows = [dict(predicted=float(predicted[which == b].mean()),
+                 measured=float(measured[which == b].mean()), n=int((which == b).sum()))
+            for b in np.unique(which)]
+    ece = sum(r["n"] * abs(r["predicted"] - r["measured"]) for r in rows) / len(predicted)
+    return {"bins": rows, "ece": float(ece)}
+
+
+def paired_bootstrap(pred_a, pred_b, measured, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Does A beat B on the same units? Spearman(A) - Spearman(B) with a bootstrap CI and the
+    one-sided bootstrap p-value of 'A is no better than B'."""
+    pred_a, pred_b, measured = (np.asarray(x, float) for x in (pred_a, pred_b, measured))
+    samples = bootstrap_samples(len(measured), n_boot, seed)
+    diff = spearman(pred_a[samples], measured[samples]) - spearman(pred_b[samples], measured[samples])
+    diff = diff[np.isfinite(diff)]
+    point = float(spearman(pred_a, measured) - spearman(pred_b, measured))
+    low, high = np.percentile(diff, [2.5, 97.5])
+    return {"spearman_difference": point, "ci": [float(low), float(high)],
+            "p_value": float((np.sum(diff <= 0) + 1) / (len(diff) + 1))}
+
+
+def split_half_ceiling(n: np.ndarray, k: np.ndarray, repeats: int = 200, seed: int = 0) -> float:
+    """Split each unit's trials in random halves, correlate the half-HIS across units (Spearman)
+    and correct to full length with Spearman-Brown: that is the reliability, the correlation of
+    two measurements. A perfect predictor correlates with one measurement by its square root."""
+    n, k = np.asarray(n, int), np.asarray(k, int)
+    rng = np.random.default_rng(seed)
+    half = n // 2
+    a = rng.hypergeometric(np.broadcast_to(k, (repeats, len(k))),
+                           np.broadcast_to(n - k, (repeats, len(k))),
+                           np.broadcast_to(np.maximum(half, 1), (repeats, len(k))))
+    r = np.nanmean(spearman(a / np.maximum(half, 1), (k - a) / np.maximum(n - half, 1)))
+    return float(np.sqrt(max(2 * r / (1 + r), 0.0)))
+
+
+def binomial_ceiling(n: np.ndarray, k: np.ndarray, repeats: int = 200, seed: int = 0) -> float:
+    """Expected Spearman of the true accuracies with a ~n-response measurement of them.
+    True accuracies are drawn from their empirical-Bayes (beta) posteriors given the data."""
+    n, k = np.asarray(n, float), np.asarray(k, float)
+    his = k / n
+    mean = his.mean()
+    true_var = max(his.var() - np.mean(his * (1 - his) / n), 1e-6)
+    concentration = max(mean * (1 - mean) / true_var - 1, 1e-3)
+    a, b = mean * concentration, (1 - mean) * concentration
+    rng = np.random.default_rng(seed)
+    p = rng.beta(a + k, b + n - k, size=(repeats, len(n)))
+    measured = rng.binomial(n.astype(int), p) / n
+    return float(np.nanmean(spearman(p, measured)))
+
+
+def model_level(predicted, measured, models, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Per model: mean predicted and measured HIS with bootstrap CIs over its units; across
+    models: the rank correlation of predicted with measured model means."""
+    frame = pd.DataFrame({"p": predicted, "m": measured, "model": models})
+    rng = np.random.default_rng(seed)
+    rows = {}
+    for model, group in frame.groupby("model", sort=True):
+        samples = rng.integers(0, len(group), (n_boot, len(group)))
+        row = {"n_units": int(len(group))}
+        for key, column in (("predicted", "p"), ("measured", "m")):
+            values = group[column].to_numpy()
+            row[key] = float(values.mean())
+            row[f"{key}_ci"] = [float(x) for x in np.percentile(values[samples].mean(1), [2.5, 97.5])]
+        if len(group) >= 3:
+            row["spearman_within"] = float(spearman(group["p"].to_numpy(), group["m"].to_numpy()))
+        rows[model] = row
+    out = {"models": rows}
+    if len(rows) >= 3:
+        out["spearman_of_model_means"] = float(spearman(
+            np.array([r["predicted"] for r in rows.values()]),
+            np.array([r["measured"] for r in rows.values()])))
+    return out
+
+
+def breakdowns(predicted, units: pd.DataFrame) -> dict:
+    """Spearman and means by condition (mode), by difficulty, and the trend with layer depth."""
+    frame = units.assign(predicted=predicted)
+    out = {}
+    for column in ("mode", "difficulty"):
+        out[column] = {
+            str(value): {"n_units": int(len(g)), "measured": float(g["his"].mean()),
+                         "predicted": float(g["predicted"].mean()),
+                         "spearman": float(spearman(g["predicted"].to_numpy(), g["his"].to_numpy()))
+                         if len(g) >= 3 else None}
+            for value, g in frame.groupby(column, sort=True)}
+    depth = frame["layer_depth"].to_numpy(float)
+    ok = np.isfinite(depth)
+    if ok.sum() >= 3:
+        out["layer_depth"] = {
+            "spearman_depth_vs_measured": float(spearman(depth[ok], frame["his"].to_numpy()[ok])),
+            "spearman_depth_vs_predicted": float(spearman(depth[ok], frame["predicted"].to_numpy()[ok])),
+        }
+    return out
+
+
+# --- baselines ---------------------------------------------------------------------------------
+
 def fit_mis(tensors: TaskTensors, train_ids, batch_size: int = 256) -> MISHead:
+    """MIS with its temperature fitted on the training units (maximum likelihood)."""
     mis = MISHead(tensors.dim)
     ids = list(train_ids)
     mis.fit_alpha(gather(tensors, ids[s:s + batch_size]) for s in range(0, len(ids), batch_size))
     return mis
 
 
-def evaluate_run(datamodule, checkpoint: str | None, module=None) -> dict:
-    """Test-unit metrics of a trained checkpoint and of MIS (alpha fitted on the train units),
-    plus the noise ceiling where the data records true accuracies (simulated data)."""
-    from .lit import InterpScoreModule
+def metadata_baselines(tensors: TaskTensors, train_ids) -> dict[str, Predictor]:
+    """Baselines from unit metadata alone: the training mean, and a linear fit on layer depth."""
+    units = tensors.conditions
+    train = units.iloc[list(train_ids)]
+    mean = float(train["his"].mean())
+    baselines = {"constant": lambda batch: torch.full((len(batch["condition"]),), mean)}
+    depth = train["layer_depth"].to_numpy(float)
+    ok = np.isfinite(depth)
+    if ok.sum() >= 3 and np.ptp(depth[ok]) > 0:
+        slope, intercept = np.polyfit(depth[ok], train["his"].to_numpy()[ok], 1)
+        all_depth = units["layer_depth"].fillna(float(np.nanmean(depth))).to_numpy(float)
+        baselines["layer_depth"] = lambda batch: torch.as_tensor(
+            intercept + slope * all_depth[batch["condition"].numpy()], dtype=torch.float32)
+    return baselines
+
+
+# --- the whole evaluation ----------------------------------------------------------------------
+
+def evaluate_predictors(predictors: dict[str, Predictor], tensors: TaskTensors, ids,
+                        reference: str | None = None, n_boot: int = 1000, seed: int = 0
+                        ) -> tuple[dict, pd.DataFrame]:
+    """Every measure for every predictor on the conditions `ids`. Returns (metrics, per-unit
+    predictions). `reference` (default: the first predictor) is tested against the others."""
+    ids = list(ids)
+    if len(ids) < 3:
+        raise InputError(f"only {len(ids)} units to evaluate: too few for correlations")
+    units = tensors.conditions.iloc[ids].reset_index(drop=True)
+    measured = units["his"].to_numpy(float)
+    table = units.copy()
+    results = {}
+    for name, predictor in predictors.items():
+        table[f"pred_{name}"] = predict_conditions(predictor, tensors, ids)
+        results[name] = unit_metrics(table[f"pred_{name}"], measured, n_boot, seed, name)
+    n, k = units["n_trials"].to_numpy(), units["n_correct"].to_numpy()
+    ceiling = {"split_half_spearman_brown": split_half_ceiling(n, k, seed=seed),
+               "binomial_simulation": binomial_ceiling(n, k, seed=seed)}
+    if "true_accuracy" in units and units["true_accuracy"].notna().all():
+        truth = units["true_accuracy"].to_numpy(float)
+        ceiling["true_vs_measured"] = float(spearman(truth, measured))
+        for name in predictors:
+            results[name]["spearman_vs_true_accuracy"] = float(
+                spearman(table[f"pred_{name}"].to_numpy(), truth))
+    best_ceiling = ceiling.get("true_vs_measured", ceiling["binomial_simulation"])
+    for name in predictors:
+        pred = table[f"pred_{name}"].to_numpy()
+        results[name]["fraction_of_ceiling"] = results[name]["spearman"] / best_ceiling
+        results[name]["calibration"] = calibration(pred, measured)
+        results[name]["model_level"] = model_level(pred, measured, units["model"], n_boot, seed)
+        results[name]["breakdowns"] = breakdowns(pred, units)
+    reference = reference or next(iter(predictors))
+    tests = {f"{reference} vs {other}": paired_bootstrap(table[f"pred_{reference}"],
+                                                         table[f"pred_{other}"], measured,
+                                                         n_boot, seed)
+             for other in predictors if other != reference
+             and np.ptp(table[f"pred_{other}"]) > 0}
+    measured_level = {"models": model_level(measured, measured, units["model"], n_boot, seed)["models"],
+                      "breakdowns": breakdowns(measured, units)}
+    metrics = {"predictors": results, "ceiling": ceiling, "ceiling_used": best_ceiling,
+               "paired_tests": tests, "measured": measured_level, "n_units": len(ids),
+               "notes": ["Activation-statistics baselines (sparsity, spatial contrast) need the "
+                         "units' activation maps, which prepared datasets do not carry."]}
+    return metrics, table
+
+
+def evaluate_run(datamodule, checkpoint: str | None, module=None, n_boot: int = 1000) -> dict:
+    """End of `python train.py`: the best checkpoint and MIS on the test units."""
+    from .checkpoint import load_checkpoint
 
     if datamodule.tensors is None:
         datamodule.setup("test")
-    tensors = datamodule.tensors
-    if checkpoint:
-        module = InterpScoreModule.load_from_checkpoint(checkpoint, map_location="cpu")
-    module.eval()
-    test, train = datamodule.split_ids["test"], datamodule.split_ids["train"]
-    units = tensors.conditions.iloc[test]
-    measured = units["his"].to_numpy()
-    predicted = predict_conditions(module.head, tensors, test)
-    mis = fit_mis(tensors, train)
-    info = datamodule.dataset_info()
-    metrics = {
-        "test": unit_metrics(predicted, measured),
-        "baselines": {"mis": {**unit_metrics(predict_conditions(mis, tensors, test), measured),
-                              "alpha": float(mis.alpha)}},
-        "head": module.hparams.head,
-        "backbone": datamodule.backbone_name,
+    head = load_checkpoint(checkpoint).head if checkpoint else module.head.eval()
+    hparams = module.hparams if module is not None else {}
+    tensors, split = datamodule.tensors, datamodule.split_ids
+    mis = fit_mis(tensors, split["train"])
+    metrics, _ = evaluate_predictors({"trained": head, "mis": mis}, tensors, split["test"],
+                                     n_boot=n_boot)
+    trained, baseline = metrics["predictors"]["trained"], metrics["predictors"]["mis"]
+    keep = ("spearman", "spearman_ci", "pearson", "pearson_ci", "kendall", "mae", "n_units",
+            "fraction_of_ceiling")
+    return {
+        "test": {k: trained[k] for k in keep},
+        "baselines": {"mis": {**{k: baseline[k] for k in keep}, "alpha": float(mis.alpha)}},
+        "ceiling": metrics["ceiling"],
+        "trained_vs_mis": metrics["paired_tests"]["trained vs mis"],
+        "head": hparams.get("head"), "backbone": datamodule.backbone_name,
         "checkpoint": checkpoint,
-        "data": {"source": info.get("source", "unknown"), "path": str(datamodule.data_dir),
-                 "fold": datamodule.fold},
+        "data": {"source": datamodule.dataset_info().get("source", "unknown"),
+                 "path": str(datamodule.data_dir), "fold": datamodule.fold},
     }
-    if "true_accuracy" in units and units["true_accuracy"].notna().all():
-        truth = units["true_accuracy"].to_numpy()
-        ceiling = float(spearmanr(truth, measured)[0])
-        metrics["ceiling"] = {"spearman_true_vs_measured": ceiling,
-                              "spearman_pred_vs_true": float(spearmanr(predicted, truth)[0])}
-        metrics["test"]["fraction_of_ceiling"] = metrics["test"]["spearman"] / ceiling
-        mis_s = metrics["baselines"]["mis"]["spearman"]
-        metrics["baselines"]["mis"]["fraction_of_ceiling"] = mis_s / ceiling
-    return metrics
 
 
 def format_summary(metrics: dict) -> str:
-    rows = [("trained " + metrics["head"], metrics["test"]),
+    rows = [(f"trained {metrics['head']}", metrics["test"]),
             ("MIS (baseline)", metrics["baselines"]["mis"])]
     lines = [f"test units: {metrics['test']['n_units']} ({metrics['data']['source']} data)",
              f"{'predictor':22s} {'spearman':>20s} {'pearson':>8s} {'mae':>7s} {'of ceiling':>10s}"]
     for name, m in rows:
         ci = f"[{m['spearman_ci'][0]:.2f}, {m['spearman_ci'][1]:.2f}]"
-        frac = f"{m['fraction_of_ceiling']:.2f}" if "fraction_of_ceiling" in m else "-"
         lines.append(f"{name:22s} {m['spearman']:7.3f} {ci:>12s} {m['pearson']:8.3f} "
-                     f"{m['mae']:7.3f} {frac:>10s}")
-    if "ceiling" in metrics:
-        lines.append(f"noise ceiling (true vs measured HIS): "
-                     f"{metrics['ceiling']['spearman_true_vs_measured']:.3f}")
+                     f"{m['mae']:7.3f} {m['fraction_of_ceiling']:10.2f}")
+    ceiling = metrics["ceiling"]
+    lines.append("noise ceiling: " + ", ".join(f"{k} {v:.3f}" for k, v in ceiling.items()))
+    test = metrics["trained_vs_mis"]
+    lines.append(f"trained - MIS Spearman: {test['spearman_difference']:+.3f} "
+                 f"[{test['ci'][0]:+.3f}, {test['ci'][1]:+.3f}], p = {test['p_value']:.3f}")
     return "\n".join(lines)
+
+
+# --- the `interpscore evaluate` command --------------------------------------------------------
+
+SPLITS = ("test", "val", "all")
+
+
+def split_ids(units: pd.DataFrame, split: str, source) -> list[int]:
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    ids = list(range(len(units))) if split == "all" else np.flatnonzero(units["split"] == split).tolist()
+    if not ids:
+        raise InputError(f"{source}: no units in the '{split}' split")
+    return ids
+
+
+def leave_one_model_out(tensors: TaskTensors, hparams: dict, epochs: int, seed: int = 0) -> dict:
+    """Train the checkpoint's head afresh without each model and predict that model's units."""
+    import lightning as L
+
+    from .lit import InterpScoreModule
+    from .tasks import ConditionDataset
+
+    units = tensors.conditions
+    folds = {}
+    for model in sorted(units["model"].unique()):
+        held_out = np.flatnonzero(units["model"] == model).tolist()
+        train = np.flatnonzero(units["model"] != model).tolist()
+        L.seed_everything(seed, verbose=False)
+        if hparams["head"] == "mis":
+            head = fit_mis(tensors, train)
+        else:
+            module = InterpScoreModule(**{k: v for k, v in hparams.items() if not k.startswith("_")})
+            dataset = ConditionDataset(tensors, train)
+            loader = torch.utils.data.DataLoader(dataset, batch_size=32, shuffle=True,
+                                                 collate_fn=dataset.collate)
+            L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, deterministic=True,
+                      accelerator="cpu").fit(module, train_dataloaders=loader)
+            head = module.head.eval()
+        predicted = predict_conditions(head, tensors, held_out)
+        measured = units["his"].to_numpy(float)[held_out]
+        folds[model] = {"n_units": len(held_out), "spearman": float(spearman(predicted, measured)),
+                        "measured": float(measured.mean()), "predicted": float(predicted.mean())}
+    out = {"folds": folds, "epochs": epochs, "spearman_of_model_means": None}
+    if len(folds) >= 3:
+        out["spearman_of_model_means"] = float(spearman(
+            np.array([f["predicted"] for f in folds.values()]),
+            np.array([f["measured"] for f in folds.values()])))
+    return out
+
+
+def run_evaluation(checkpoint, out, data_dir=None, split: str = "test", folds: str | None = None,
+                   backbone: str | None = None, images_dir=None,
+                   cache_dir: str = ".cache/interpscore", lomo_epochs: int = 60,
+                   n_boot: int = 1000) -> dict:
+    """Evaluate a checkpoint, MIS and the metadata baselines on one split; write the report."""
+    from .backbones import create_backbone
+    from .checkpoint import load_checkpoint
+    from .tasks import dataset_info, load_task_tensors
+
+    metric = load_checkpoint(checkpoint)
+    if backbone and backbone != metric.backbone:
+        raise InputError(f"{checkpoint}: the checkpoint reads {metric.backbone!r} embeddings, "
+                         f"not {backbone!r}; a head only works with the backbone it was trained on")
+    data_dir = data_dir or metric.data_hparams.get("data_dir")
+    if not data_dir:
+        raise InputError(f"{checkpoint}: it records no dataset; pass --data DIR")
+    tensors = load_task_tensors(data_dir, create_backbone(metric.backbone, metric.image_size),
+                                cache_dir, images_dir)
+    if tensors.dim != metric.hparams["embedding_dim"]:
+        raise InputError(f"{checkpoint}: the head expects {metric.hparams['embedding_dim']}-dim "
+                         f"embeddings, backbone {metric.backbone!r} gives {tensors.dim}")
+    units = tensors.conditions
+    ids = split_ids(units, split, data_dir)
+    train = np.flatnonzero(units["split"] == "train").tolist()
+    predictors = {"trained": metric.head, "mis": fit_mis(tensors, train),
+                  **metadata_baselines(tensors, train)}
+    metrics, table = evaluate_predictors(predictors, tensors, ids, reference="trained",
+                                         n_boot=n_boot)
+    metrics.update(split=split, checkpoint=str(checkpoint), head=metric.hparams["head"],
+                   backbone=metric.backbone,
+                   data={"source": dataset_info(data_dir).get("source", "unknown"),
+                         "path": str(data_dir)})
+    if folds == "lomo":
+        metrics["lomo"] = leave_one_model_out(tensors, dict(metric.hparams), lomo_epochs)
+    elif folds is not None:
+        raise InputError(f"unknown --folds {folds!r}; valid: lomo")
+    from .report import write_report
+
+    write_report(metrics, table, out, "trained")
+    return metrics

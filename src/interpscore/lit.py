@@ -3,7 +3,6 @@ LightningModule (a head, its likelihood, per-unit Spearman/Pearson/MAE). The mod
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import lightning as L
@@ -12,10 +11,9 @@ import torch
 from torchmetrics import MeanAbsoluteError, MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
 
 from .errors import InputError
+from .checkpoint import HEAD_OPTIONS, head_kwargs
 from .heads import create_head, nll, unit_prediction
-from .tasks import ConditionDataset, TaskTensors, build_task_tensors
-
-HEAD_OPTIONS = {"mis": (), "twoafc": ("rank", "reg"), "setreg": ("hidden", "dropout", "reg")}
+from .tasks import ConditionDataset, TaskTensors, dataset_info, load_task_tensors
 
 
 class InterpScoreModule(L.LightningModule):
@@ -23,7 +21,10 @@ class InterpScoreModule(L.LightningModule):
 
     def __init__(self, head: str = "twoafc", embedding_dim: int = 0, rank: int | None = None,
                  hidden: int = 64, dropout: float = 0.1, reg: float = 1e-3, lr: float = 0.01,
-                 weight_decay: float = 0.0):
+                 weight_decay: float = 0.0, backbone: str = "efficientnet_lite0",
+                 image_size: int | None = 128):
+        """`backbone` and `image_size` are linked from the data module, so that a checkpoint
+        alone says which embeddings its head reads."""
         super().__init__()
         if head not in HEAD_OPTIONS:
             raise InputError(f"unknown head {head!r}; valid: {', '.join(HEAD_OPTIONS)}")
@@ -32,9 +33,7 @@ class InterpScoreModule(L.LightningModule):
         if lr <= 0:
             raise InputError(f"lr must be positive, got {lr}")
         self.save_hyperparameters()
-        options = dict(rank=rank, hidden=hidden, dropout=dropout, reg=reg)
-        self.head = create_head(head, embedding_dim,
-                                **{k: options[k] for k in HEAD_OPTIONS[head]})
+        self.head = create_head(head, embedding_dim, **head_kwargs(dict(self.hparams)))
         metrics = MetricCollection({"spearman": SpearmanCorrCoef(), "pearson": PearsonCorrCoef(),
                                     "mae": MeanAbsoluteError()})
         self.val_metrics = metrics.clone(prefix="val/")
@@ -91,6 +90,7 @@ class IMIDataModule(L.LightningDataModule):
                  fold: int | None = None, simulation: dict | None = None,
                  data_root: str = "data"):
         super().__init__()
+        self.save_hyperparameters()
         if batch_size <= 0:
             raise InputError(f"batch_size must be positive, got {batch_size}")
         self.backbone_name, self.image_size = backbone, image_size
@@ -109,6 +109,7 @@ class IMIDataModule(L.LightningDataModule):
         else:
             self.release_dir = None
         self.data_dir = data_dir
+        self.hparams["data_dir"] = data_dir  # the checkpoint records the resolved dataset
         self._backbone = None
         self.tensors: TaskTensors | None = None
 
@@ -138,30 +139,10 @@ class IMIDataModule(L.LightningDataModule):
         return self.backbone.dim
 
     def dataset_info(self) -> dict:
-        info = Path(self.data_dir) / "prepare_info.json"
-        return json.loads(info.read_text()) if info.is_file() else {}
-
-    def images_root(self) -> Path:
-        root = self.images_dir or self.dataset_info().get("images")
-        if not root or root == "None":
-            raise InputError(f"{self.data_dir}: the dataset records no images root; pass "
-                             "data.images_dir")
-        return Path(root)
-
-    def load_tables(self):
-        from .dataset import load_prepared
-
-        data = load_prepared(self.data_dir)
-        return data["trials"].to_pandas(), data["units"].to_pandas()
+        return dataset_info(self.data_dir)
 
     def build_tensors(self) -> TaskTensors:
-        from .backbones import EmbeddingCache
-
-        trials, units = self.load_tables()
-        cache = EmbeddingCache(self.cache_dir, self.backbone)
-        root = self.images_root()
-        return build_task_tensors(trials, units,
-                                  lambda paths: cache.embed_files([root / p for p in paths]))
+        return load_task_tensors(self.data_dir, self.backbone, self.cache_dir, self.images_dir)
 
     def prepare_data(self):
         self.ensure_dataset()

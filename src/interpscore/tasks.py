@@ -107,3 +107,30 @@ class ConditionDataset(torch.utils.data.Dataset):
 
     def collate(self, ids):
         return gather(self.tensors, ids)
+
+
+def dataset_info(data_dir) -> dict:
+    """`prepare_info.json` of a prepared dataset (source, images root, filters)."""
+    import json
+    from pathlib import Path
+
+    info = Path(data_dir) / "prepare_info.json"
+    return json.loads(info.read_text()) if info.is_file() else {}
+
+
+def load_task_tensors(data_dir, backbone, cache_dir, images_dir=None) -> TaskTensors:
+    """Prepared dataset + backbone -> task tensors, embedding each image once (cached)."""
+    from pathlib import Path
+
+    from .backbones import EmbeddingCache
+    from .dataset import load_prepared
+    from .errors import InputError
+
+    data = load_prepared(data_dir)
+    root = images_dir or dataset_info(data_dir).get("images")
+    if not root or root == "None":
+        raise InputError(f"{data_dir}: the dataset records no images root; pass the images "
+                         "folder explicitly")
+    cache = EmbeddingCache(cache_dir, backbone)
+    return build_task_tensors(data["trials"].to_pandas(), data["units"].to_pandas(),
+                              lambda paths: cache.embed_files([Path(root) / p for p in paths]))

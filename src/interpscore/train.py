@@ -45,6 +45,8 @@ class InterpScoreCLI(LightningCLI):
         parser.add_argument("--evaluate", type=bool, default=True,
                             help="evaluate the best checkpoint and MIS on the test units")
         parser.link_arguments("data.embedding_dim", "model.embedding_dim", apply_on="instantiate")
+        parser.link_arguments("data.backbone", "model.backbone")
+        parser.link_arguments("data.image_size", "model.image_size")
 
     def before_instantiate_classes(self):
         config = self.config

@@ -1,0 +1,73 @@
+"""Speed of training on cached embeddings at IMI scale (DESIGN.md section 4).
+
+An IMI-sized problem: ~2,500 conditions (767 units x modes x difficulties) with 20 tasks each,
+~76k trials, ~170k distinct images embedded in 1776 dimensions (EfficientNet-Lite0 multi-stage).
+Embeddings are random unit vectors: speed does not depend on their values. Prints JSON.
+
+    python benchmarks/train_epoch.py [--out benchmarks/results/train_epoch.json]
+"""
+
+import argparse
+import json
+import platform
+import time
+
+import pandas as pd
+import torch
+
+from interpscore.heads import create_head, nll
+from interpscore.tasks import ConditionDataset, TaskTensors
+
+
+def imi_sized(conditions=2500, tasks_per_condition=20, refs=9, images=170_000, dim=1776,
+              trials=76_000, seed=0) -> TaskTensors:
+    g = torch.Generator().manual_seed(seed)
+    n_tasks = conditions * tasks_per_condition
+    embeddings = torch.nn.functional.normalize(torch.randn(images, dim, generator=g), dim=1)
+    pick = lambda *shape: torch.randint(0, images, shape, generator=g)  # noqa: E731
+    n = torch.full((n_tasks,), trials / n_tasks)
+    return TaskTensors(embeddings, pick(n_tasks), pick(n_tasks), pick(n_tasks, refs),
+                       pick(n_tasks, refs), n, (n * 0.8).round(),
+                       torch.arange(n_tasks).view(conditions, tasks_per_condition),
+                       pd.DataFrame({"unit_id": range(conditions)}))
+
+
+def time_epoch(tensors, head_name, batch_size=32):
+    torch.manual_seed(0)
+    head = create_head(head_name, tensors.dim)
+    dataset = ConditionDataset(tensors, range(len(tensors.conditions)))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                                         collate_fn=dataset.collate)
+    start = time.perf_counter()
+    if head_name == "mis":
+        head.fit_alpha(loader)
+    else:
+        optimizer = torch.optim.AdamW(head.parameters(), lr=1e-2)
+        for batch in loader:
+            loss = nll(head(batch), batch, head.level) + head.regularization()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    tensors = imi_sized()
+    result = {"benchmark": "train_epoch_imi_sized", "torch_threads": torch.get_num_threads(),
+              "machine": platform.machine(), "conditions": len(tensors.conditions),
+              "tasks": int(tensors.q_max.numel()), "trials": int(tensors.n.sum()),
+              "images": int(tensors.embeddings.shape[0]), "dim": tensors.dim,
+              "epoch_seconds": {h: round(time_epoch(tensors, h), 2)
+                                for h in ("mis", "twoafc", "setreg")}}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

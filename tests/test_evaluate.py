@@ -1,0 +1,119 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from interpscore.checkpoint import load_checkpoint
+from interpscore.cli import main
+from interpscore.errors import InputError
+from interpscore.evaluate import (binomial_ceiling, evaluate_predictors, paired_bootstrap,
+                                  spearman, split_half_ceiling, split_ids, unit_metrics)
+
+
+def _simulated_units(n_units=400, n=30, seed=0):
+    rng = np.random.default_rng(seed)
+    p = rng.beta(6, 2, n_units)
+    k = rng.binomial(n, p)
+    return p, np.full(n_units, n), k
+
+
+def test_perfect_predictor_reaches_the_ceiling_and_shuffled_is_near_zero():
+    direct, from_data, halves, shuffled = [], [], [], []
+    for seed in range(5):
+        p, n, k = _simulated_units(seed=seed)
+        his = k / n
+        direct.append(spearman(p, his))  # a perfect predictor knows the true accuracies
+        from_data.append(binomial_ceiling(n, k, seed=seed))
+        halves.append(split_half_ceiling(n, k, seed=seed))
+        shuffled.append(spearman(np.random.default_rng(seed).permutation(p), his))
+    assert np.mean(from_data) == pytest.approx(np.mean(direct), abs=0.04)
+    assert np.mean(halves) == pytest.approx(np.mean(direct), abs=0.08)
+    assert abs(np.mean(shuffled)) < 0.05
+
+
+def test_bootstrap_ci_covers_the_truth_at_about_the_nominal_rate():
+    rho = 0.6
+    population = 6 / np.pi * np.arcsin(rho / 2)  # Spearman of a bivariate normal
+    cov = [[1, rho], [rho, 1]]
+    hits = 0
+    reps = 150
+    for seed in range(reps):
+        x = np.random.default_rng(seed).multivariate_normal([0, 0], cov, 100)
+        ci = unit_metrics(x[:, 0], x[:, 1], n_boot=300, seed=seed)["spearman_ci"]
+        hits += ci[0] <= population <= ci[1]
+    assert 0.88 <= hits / reps <= 0.99
+
+
+def test_paired_bootstrap_tells_a_better_predictor():
+    p, n, k = _simulated_units()
+    rng = np.random.default_rng(1)
+    good, bad = p + rng.normal(0, 0.02, len(p)), p + rng.normal(0, 0.3, len(p))
+    assert paired_bootstrap(good, bad, k / n)["p_value"] < 0.01
+    assert paired_bootstrap(bad, good, k / n)["p_value"] > 0.9
+
+
+def test_nan_predictions_and_missing_split_are_refused():
+    with pytest.raises(InputError, match="predictor broken: 2 of 3 predictions are NaN"):
+        unit_metrics([0.5, np.nan, np.nan], [0.1, 0.2, 0.3], name="broken")
+    units = pd.DataFrame({"split": ["train", "val", "train"]})
+    with pytest.raises(InputError, match="data/x: no units in the 'test' split"):
+        split_ids(units, "test", "data/x")
+
+
+def test_any_callable_is_evaluated_with_the_same_code(debug_run):
+    from interpscore.lit import IMIDataModule
+    import yaml
+
+    _, run, _, _ = debug_run
+    data = IMIDataModule(**yaml.safe_load((run / "config.yaml").read_text())["data"])
+    data.setup("test")
+    units = data.tensors.conditions
+    oracle = lambda batch: torch.as_tensor(units["his"].to_numpy()[batch["condition"].numpy()])  # noqa: E731
+    metrics, table = evaluate_predictors({"oracle": oracle, "trained": load_checkpoint(run / "best.ckpt").head},
+                                         data.tensors, range(len(units)), n_boot=200)
+    assert metrics["predictors"]["oracle"]["spearman"] == pytest.approx(1.0)
+    assert metrics["predictors"]["oracle"]["mae"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["paired_tests"]["oracle vs trained"]["spearman_difference"] > 0
+    assert set(table.columns) >= {"pred_oracle", "pred_trained", "his"}
+
+
+def test_evaluate_command_writes_the_report(debug_run, tmp_path, capsys):
+    base, run, _, _ = debug_run
+    out = tmp_path / "report"
+    assert main(["evaluate", "--checkpoint", str(run / "best.ckpt"), "--out", str(out),
+                 "--split", "all", "--folds", "lomo", "--lomo-epochs", "1",
+                 "--cache-dir", str(base / "cache"), "--n-boot", "100"]) == 0
+    files = {p.name for p in out.iterdir()}
+    assert {"metrics.json", "report.md", "report.html", "predictions.csv", "scatter.png",
+            "model_means.png", "layer_depth.png", "difficulty.png", "calibration.png"} <= files
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"]["source"] == "simulated" and metrics["split"] == "all"
+    assert set(metrics["predictors"]) == {"trained", "mis", "constant", "layer_depth"}
+    for key in ("spearman", "spearman_ci", "pearson", "kendall", "mae", "calibration",
+                "model_level", "breakdowns", "fraction_of_ceiling", "spearman_vs_true_accuracy"):
+        assert key in metrics["predictors"]["trained"], key
+    assert {"split_half_spearman_brown", "binomial_simulation", "true_vs_measured"} <= set(metrics["ceiling"])
+    assert set(metrics["lomo"]["folds"]) == {"efficientnet_lite0", "test_resnet-random"}
+    assert "simulated data" in (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 5 and "<table>" in html
+
+
+def test_evaluate_refuses_a_checkpoint_for_another_backbone(debug_run, tmp_path, capsys):
+    _, run, _, _ = debug_run
+    assert main(["evaluate", "--checkpoint", str(run / "best.ckpt"), "--out", str(tmp_path / "r"),
+                 "--backbone", "efficientnet_lite1"]) == 2
+    assert "reads 'efficientnet_lite0' embeddings" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_file_that_is_not_our_checkpoint(tmp_path):
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1}}, path)
+    with pytest.raises(InputError, match="not an interpscore checkpoint"):
+        load_checkpoint(path)
+    (tmp_path / "junk.ckpt").write_bytes(b"junk")
+    with pytest.raises(InputError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.ckpt")

@@ -7,8 +7,9 @@
 - `twoafc`: a learned 2-AFC observer: per-dimension weights (or a low-rank projection) of the
   embeddings, the same similarity comparison, a learned decision with temperature, bias and lapse;
   trained on the human trial choices (binomial = summed binary cross-entropy).
-- `setreg`: a set model (DeepSets over the references and queries of each task) trained on the
-  per-unit counts with a binomial likelihood, so units weigh by their number of responses.
+- `setreg`: a set model (a shared encoder of the reference-set means and queries, set
+  statistics, and an MLP) trained on the per-unit counts with a binomial likelihood, so units
+  weigh by their number of responses.
 """
 
 from __future__ import annotations
@@ -27,19 +28,15 @@ def _masked_mean(x, mask, dim):
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
 
 
-def set_similarity(q, refs, mask):
-    """Mean cosine similarity of each query (B, T, D) to its reference set (B, T, R, D)."""
-    q = F.normalize(q, dim=-1)
-    refs = F.normalize(refs, dim=-1)
-    return _masked_mean((refs * q.unsqueeze(-2)).sum(-1), mask, -1)
-
-
-def mis_delta(batch, transform=lambda x: x):
-    q_max, q_min = transform(batch["q_max"]), transform(batch["q_min"])
-    e_max, e_min = transform(batch["refs_max"]), transform(batch["refs_min"])
-    s = lambda q, e, m: set_similarity(q, e, m)  # noqa: E731
-    return ((s(q_max, e_max, batch["mask_max"]) - s(q_max, e_min, batch["mask_min"]))
-            - (s(q_min, e_max, batch["mask_max"]) - s(q_min, e_min, batch["mask_min"])))
+def mis_delta(batch, transform=None):
+    """MIS evidence from task summaries. With unit-norm embeddings s(q, E) = q . mean(E), so
+    [s(q+,E+) - s(q+,E-)] - [s(q-,E+) - s(q-,E-)] = (q+ - q-) . (mean E+ - mean E-).
+    `transform` (a learned map) turns the dot product into a learned similarity."""
+    a = batch["q_max"] - batch["q_min"]
+    b = batch["mean_max"] - batch["mean_min"]
+    if transform is not None:
+        a, b = transform(a), transform(b)
+    return (a * b).sum(-1)
 
 
 class MISHead(nn.Module):
@@ -95,8 +92,8 @@ class TwoAFCHead(nn.Module):
         self.lapse_logit = nn.Parameter(torch.tensor(-4.0))
 
     def transform(self, x):
-        if self.rank is None:
-            return x * self.log_weight.exp()
+        if self.rank is None:  # sum_d w_d a_d b_d: LPIPS-style per-dimension weights
+            return x * (self.log_weight / 2).exp()
         return x @ self.projection
 
     def forward(self, batch):
@@ -122,14 +119,11 @@ class SetRegHead(nn.Module):
                                  nn.Linear(hidden, 1))
 
     def forward(self, batch):
-        e_max = _masked_mean(self.phi(batch["refs_max"]), batch["mask_max"][..., None], -2)
-        e_min = _masked_mean(self.phi(batch["refs_min"]), batch["mask_min"][..., None], -2)
+        e_max, e_min = self.phi(batch["mean_max"]), self.phi(batch["mean_min"])
         q_max, q_min = self.phi(batch["q_max"]), self.phi(batch["q_min"])
-        spread_max = set_similarity(batch["refs_max"].mean(-2), batch["refs_max"], batch["mask_max"])
-        spread_min = set_similarity(batch["refs_min"].mean(-2), batch["refs_min"], batch["mask_min"])
-        contrast = F.cosine_similarity(batch["refs_max"].mean(-2), batch["refs_min"].mean(-2), dim=-1)
-        stats = torch.stack([mis_delta(batch), spread_max, spread_min, contrast,
-                             mis_delta(batch, self.phi)], -1)
+        contrast = F.cosine_similarity(batch["mean_max"], batch["mean_min"], dim=-1)
+        stats = torch.stack([mis_delta(batch), batch["spread_max"], batch["spread_min"],
+                             contrast, mis_delta(batch, self.phi)], -1)
         z = torch.cat([e_max - e_min, q_max - q_min, (e_max - e_min) * (q_max - q_min), stats], -1)
         return torch.sigmoid(self.rho(z).squeeze(-1))
 

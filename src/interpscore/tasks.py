@@ -19,11 +19,17 @@ CONDITION_KEYS = ["unit_id", "mode", "difficulty"]
 
 @dataclass
 class TaskTensors:
-    embeddings: torch.Tensor  # (N_images, D)
-    q_max: torch.Tensor  # (T,) image index
+    """Per task, what every head reads, computed once from unit-norm image embeddings: the two
+    queries, the means of the two reference sets, and each set's spread (mean cosine similarity
+    of its members to their mean). Keeping summaries instead of every reference makes an
+    IMI-sized epoch cheap; the similarity comparisons of MIS-like heads are exact from them."""
+
+    q_max: torch.Tensor  # (T, D)
     q_min: torch.Tensor
-    refs_max: torch.Tensor  # (T, R) image index, -1 = padding
-    refs_min: torch.Tensor
+    mean_max: torch.Tensor  # (T, D) mean of the max reference embeddings
+    mean_min: torch.Tensor
+    spread_max: torch.Tensor  # (T,)
+    spread_min: torch.Tensor
     n: torch.Tensor  # (T,) trials per task (0 for unanswered tasks, e.g. when scoring)
     k: torch.Tensor  # (T,) correct trials
     condition_tasks: torch.Tensor  # (C, T_max) task index, -1 = padding
@@ -31,12 +37,27 @@ class TaskTensors:
 
     @property
     def dim(self) -> int:
-        return int(self.embeddings.shape[1])
+        return int(self.q_max.shape[1])
 
 
 def _pad(rows: list[list[int]]) -> torch.Tensor:
     width = max(len(r) for r in rows)
     return torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def summarise_tasks(embeddings: torch.Tensor, q_max, q_min, refs_max: list, refs_min: list):
+    """Task summaries from an embedding matrix and per-task image indices."""
+    emb = torch.nn.functional.normalize(embeddings.float(), dim=1)
+    out = {"q_max": emb[torch.as_tensor(q_max)], "q_min": emb[torch.as_tensor(q_min)]}
+    for side, refs in (("max", refs_max), ("min", refs_min)):
+        index = _pad([list(r) for r in refs])
+        mask = (index >= 0).float().unsqueeze(-1)
+        members = emb[index.clamp(min=0)] * mask
+        mean = members.sum(1) / mask.sum(1).clamp(min=1)
+        spread = (members * mean.unsqueeze(1)).sum(-1).sum(1) / mask.sum((1, 2)).clamp(min=1)
+        out[f"mean_{side}"] = mean
+        out[f"spread_{side}"] = spread / mean.norm(dim=1).clamp(min=1e-8)
+    return out
 
 
 def build_task_tensors(trials: pd.DataFrame, conditions: pd.DataFrame, embed_paths) -> TaskTensors:
@@ -59,12 +80,12 @@ def build_task_tensors(trials: pd.DataFrame, conditions: pd.DataFrame, embed_pat
     if any(not ts for ts in per_condition):
         missing = [c for c, ts in zip(conditions["unit_id"], per_condition) if not ts][:5]
         raise ValueError(f"conditions without any task: {missing}")
+    summaries = summarise_tasks(
+        embeddings, [where[p] for p in tasks["query_max"]], [where[p] for p in tasks["query_min"]],
+        [[where[p] for p in refs] for refs in tasks["_refs_max"]],
+        [[where[p] for p in refs] for refs in tasks["_refs_min"]])
     return TaskTensors(
-        embeddings=embeddings,
-        q_max=torch.tensor([where[p] for p in tasks["query_max"]]),
-        q_min=torch.tensor([where[p] for p in tasks["query_min"]]),
-        refs_max=_pad([[where[p] for p in refs] for refs in tasks["_refs_max"]]),
-        refs_min=_pad([[where[p] for p in refs] for refs in tasks["_refs_min"]]),
+        **summaries,
         n=torch.tensor(tasks["size"].to_numpy(), dtype=torch.float32),
         k=torch.tensor(tasks["sum"].to_numpy(), dtype=torch.float32),
         condition_tasks=_pad(per_condition),
@@ -73,24 +94,16 @@ def build_task_tensors(trials: pd.DataFrame, conditions: pd.DataFrame, embed_pat
 
 
 def gather(tensors: TaskTensors, condition_ids) -> dict[str, torch.Tensor]:
-    """A batch of conditions with their tasks' embeddings: the input of every head."""
+    """A batch of conditions with their tasks' summaries: the input of every head."""
     ids = torch.as_tensor(condition_ids, dtype=torch.long)
     tasks = tensors.condition_tasks[ids]  # (B, T)
     task_mask = tasks >= 0
     t = tasks.clamp(min=0)
-    emb = tensors.embeddings
-
-    def images(index):  # index (..., ) with -1 padding
-        return emb[index.clamp(min=0)], index >= 0
-
-    refs_max, mask_max = images(tensors.refs_max[t])
-    refs_min, mask_min = images(tensors.refs_min[t])
-    n = torch.where(task_mask, tensors.n[t], 0.0)
-    k = torch.where(task_mask, tensors.k[t], 0.0)
-    return dict(q_max=emb[tensors.q_max[t]], q_min=emb[tensors.q_min[t]], refs_max=refs_max,
-                refs_min=refs_min, mask_max=mask_max & task_mask[..., None],
-                mask_min=mask_min & task_mask[..., None], task_mask=task_mask, n=n, k=k,
-                condition=ids)
+    batch = {name: getattr(tensors, name)[t] for name in
+             ("q_max", "q_min", "mean_max", "mean_min", "spread_max", "spread_min")}
+    batch.update(task_mask=task_mask, n=torch.where(task_mask, tensors.n[t], 0.0),
+                 k=torch.where(task_mask, tensors.k[t], 0.0), condition=ids)
+    return batch
 
 
 class ConditionDataset(torch.utils.data.Dataset):

@@ -5,3 +5,12 @@ submodules that need them, so `interpscore --help` starts in well under a second
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """`interpscore.load(CKPT)` without importing torch at `import interpscore`."""
+    if name == "load":
+        from .score import load
+
+        return load
+    raise AttributeError(f"module 'interpscore' has no attribute {name!r}")

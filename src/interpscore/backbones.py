@@ -25,7 +25,7 @@ from .errors import InputError
 
 OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1")
 FORBIDDEN = {"efficientnet_lite2": "it is the simulated observer's own network"}
-CACHE_VERSION = "v1"
+CACHE_VERSION = "v2"
 
 
 def list_backbones() -> list[str]:
@@ -47,15 +47,23 @@ class Backbone:
         return json.dumps(dict(name=self.name, mean=self.mean, std=self.std, size=self.image_size,
                                stages=self.stages, version=CACHE_VERSION), sort_keys=True)
 
-    def embed(self, images: "torch.Tensor") -> "torch.Tensor":
-        """uint8 (B, 3, S, S) -> float (B, D), unit norm."""
+    def to_input(self, image: "torch.Tensor") -> "torch.Tensor":
+        """uint8 (3, H, W) -> float (3, S, S) in [0, 1]: the one resizing step of every image
+        (training files and scoring pools alike)."""
+        import torch.nn.functional as F
+
+        x = image.float() / 255.0
+        if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
+            x = F.interpolate(x[None], size=(self.image_size, self.image_size), mode="bilinear",
+                              antialias=True, align_corners=False)[0]
+        return x
+
+    def embed(self, images) -> "torch.Tensor":
+        """uint8 images (B, 3, H, W) or a list of (3, H, W) -> float (B, D), unit norm."""
         import torch
         import torch.nn.functional as F
 
-        x = images.float() / 255.0
-        if x.shape[-1] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                              antialias=True, align_corners=False)
+        x = torch.stack([self.to_input(image) for image in images])
         x = (x - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1)
         with torch.no_grad():
             if self.stages and hasattr(self.module, "forward_intermediates"):
@@ -119,43 +127,54 @@ class EmbeddingCache:
             return json.loads(index_file.read_text()), np.load(data_file)
         return {}, None
 
-    def embed_files(self, paths: list[Path], batch_size: int = 64, progress: bool = True
-                    ) -> np.ndarray:
-        """(len(paths), D) float32 embeddings, computing only what the cache lacks."""
-        import torch
-        from PIL import Image, UnidentifiedImageError
+    def _embed(self, keys: list[str], load, batch_size: int, progress: bool) -> np.ndarray:
+        """Embeddings for `keys`, computing (with `load(key) -> uint8 (3, H, W)`) only the
+        missing ones, then appending them to the cache atomically."""
         from tqdm.auto import tqdm
 
-        digests = [_file_digest(p) for p in paths]
         index, data = self._load()
-        todo = {}
-        for path, digest in zip(paths, digests):
-            if digest not in index and digest not in todo:
-                todo[digest] = path
+        todo = list(dict.fromkeys(k for k in keys if k not in index))
         if todo:
             new = []
-            items = list(todo.items())
-            for start in tqdm(range(0, len(items), batch_size), disable=not progress,
+            for start in tqdm(range(0, len(todo), batch_size), disable=not progress,
                               desc=f"embedding with {self.backbone.name}", unit="batch"):
-                images = []
-                for _, path in items[start:start + batch_size]:
-                    try:
-                        with Image.open(path) as image:
-                            rgb = image.convert("RGB").resize(
-                                (self.backbone.image_size, self.backbone.image_size),
-                                Image.BICUBIC)
-                    except (UnidentifiedImageError, OSError) as err:
-                        raise InputError(f"{path}: not a readable image ({err})") from err
-                    images.append(torch.from_numpy(np.array(rgb)).permute(2, 0, 1))
-                new.append(self.backbone.embed(torch.stack(images)).numpy())
+                batch = [load(key) for key in todo[start:start + batch_size]]
+                new.append(self.backbone.embed(batch).numpy())
             new = np.concatenate(new).astype(np.float32)
             offset = 0 if data is None else len(data)
             data = new if data is None else np.concatenate([data, new])
-            index.update({digest: offset + i for i, (digest, _) in enumerate(items)})
+            index.update({key: offset + i for i, key in enumerate(todo)})
             tmp_data = self.folder / "embeddings.tmp.npy"
             np.save(tmp_data, data)
             tmp_index = self.folder / "index.tmp.json"
             tmp_index.write_text(json.dumps(index))
             tmp_data.replace(self.folder / "embeddings.npy")
             tmp_index.replace(self.folder / "index.json")
-        return data[[index[d] for d in digests]]
+        return data[[index[k] for k in keys]]
+
+    def embed_files(self, paths: list[Path], batch_size: int = 64, progress: bool = True
+                    ) -> np.ndarray:
+        """(len(paths), D) float32 embeddings of image files, keyed by file content."""
+        import torch
+        from PIL import Image, UnidentifiedImageError
+
+        digests = [_file_digest(p) for p in paths]
+        where = dict(zip(digests, paths))
+
+        def load(digest):
+            path = where[digest]
+            try:
+                with Image.open(path) as image:
+                    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+            except (UnidentifiedImageError, OSError) as err:
+                raise InputError(f"{path}: not a readable image ({err})") from err
+
+        return self._embed(digests, load, batch_size, progress)
+
+    def embed_images(self, images: list, batch_size: int = 64, progress: bool = True
+                     ) -> np.ndarray:
+        """(len(images), D) embeddings of uint8 (3, H, W) tensors, keyed by pixel content."""
+        keys = [hashlib.md5(np.ascontiguousarray(im.numpy()).tobytes()
+                            + str(tuple(im.shape)).encode()).hexdigest() for im in images]
+        where = dict(zip(keys, images))
+        return self._embed(keys, where.__getitem__, batch_size, progress)

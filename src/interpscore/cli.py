@@ -103,6 +103,39 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _score(args) -> int:
+    from .score import load, summarise_scores
+
+    shard = None
+    if args.shard is not None:
+        shard = tuple(int(x) for x in args.shard.split("/"))
+    scorer = load(args.checkpoint, cache_dir=args.cache_dir)
+    frame = scorer.score_units(
+        args.model, layers="auto" if args.layers == "auto" else args.layers.split(","),
+        units=args.units if args.units == "all" or args.units.isdigit() else args.units.split(","),
+        images=args.images, difficulty=args.difficulty, n_refs=args.n_refs,
+        n_batches=args.n_batches, image_size=args.image_size, pool_size=args.pool_size,
+        seed=args.seed, batch_size=args.batch_size, out=args.out,
+        save_stimuli=args.save_stimuli, shard=shard)
+    if frame is None:
+        print(f"shard {args.shard} done -> {args.out}/shards/ (run without --shard to merge)")
+        return 0
+    for name, table in summarise_scores(frame).items():
+        print(f"\nby {name}:\n{table.to_string(index=False, float_format='%.3f')}")
+    print(f"\n{int((frame['status'] == 'ok').sum())} of {len(frame)} units scored -> "
+          f"{args.out}/scores.parquet (and .csv)")
+    return 0
+
+
+def _export(args) -> int:
+    from .export import export_experiment
+
+    out = export_experiment(args.stimuli, args.out, scores=args.scores, units=args.units,
+                            select=args.select, n=args.n, seed=args.seed)
+    print(f"experiment -> {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="interpscore", description="Predict per-unit human interpretability (IMI 2-AFC).")
@@ -181,6 +214,38 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--lomo-epochs", type=int, default=60)
     ev.add_argument("--n-boot", type=int, default=1000)
     ev.set_defaults(run=_evaluate)
+
+    sc = commands.add_parser("score", help="score units of any model with a trained metric")
+    sc.add_argument("--checkpoint", required=True)
+    sc.add_argument("--model", required=True, help="timm name, NAME@random, efficientnet_lite0, "
+                    "open_clip:NAME:TAG")
+    sc.add_argument("--images", default="default", help="image folder, saved HF dataset, or "
+                    "'default' (the offline pool)")
+    sc.add_argument("--layers", default="auto", help="auto or L1,L2,...")
+    sc.add_argument("--units", default="20", help="N (IMI sampling), all, or layer:channel,...")
+    sc.add_argument("--difficulty", default="easy", help="easy, hard85, hard95 or hard99")
+    sc.add_argument("--n-refs", type=int, default=9)
+    sc.add_argument("--n-batches", type=int, default=20)
+    sc.add_argument("--image-size", type=int, default=224)
+    sc.add_argument("--pool-size", type=int, default=3000, help="size of the default pool")
+    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--batch-size", type=int, default=64)
+    sc.add_argument("--shard", help="RANK/WORLD: compute only this part of the activation pass")
+    sc.add_argument("--save-stimuli", action="store_true", help="also write the exemplars")
+    sc.add_argument("--cache-dir", default=".cache/interpscore")
+    sc.add_argument("--out", required=True)
+    sc.set_defaults(run=_score)
+
+    ex = commands.add_parser("export-experiment",
+                             help="a ready 2-AFC experiment (IMI per-task layout) for chosen units")
+    ex.add_argument("--stimuli", required=True, help="a stimulus store (score --save-stimuli)")
+    ex.add_argument("--out", required=True)
+    ex.add_argument("--scores", help="scores.parquet, for --select uncertain|extreme")
+    ex.add_argument("--units", nargs="*", help="units as MODEL/LAYER/CHANNEL (default: all)")
+    ex.add_argument("--select", choices=["uncertain", "extreme", "random"])
+    ex.add_argument("-n", type=int, default=10, help="how many units --select picks")
+    ex.add_argument("--seed", type=int, default=0)
+    ex.set_defaults(run=_export)
 
     # `train` hands all its arguments to LightningCLI (see main); listed here for --help.
     commands.add_parser("train", help="train a metric (LightningCLI: `interpscore train --help`)")

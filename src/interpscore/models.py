@@ -155,7 +155,9 @@ def load_model(spec: str, image_size: int | None = None) -> LoadedModel:
     if image_size and "vit" in name:
         kwargs["img_size"] = image_size
     if name in LITE_PACKAGES:
-        model = timm.create_model(f"tf_{name}", pretrained=False)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # an untrained model is the same network every time
+            model = timm.create_model(f"tf_{name}", pretrained=False)
         if not random_init:
             load_lite_weights(model, name)
     else:
@@ -167,14 +169,15 @@ def load_model(spec: str, image_size: int | None = None) -> LoadedModel:
         if weights and not random_init:
             kwargs["pretrained_cfg_overlay"] = dict(file=weights)
         try:
-            model = timm.create_model(name, pretrained=pretrained, **kwargs)
+            with torch.random.fork_rng():
+                torch.manual_seed(0)  # an untrained model is the same network every time
+                model = timm.create_model(name, pretrained=pretrained, **kwargs)
         except Exception as err:  # hub unreachable, missing file: say what is needed
             raise InputError(f"{spec}: pretrained weights could not be loaded ({err}); they "
                              "need network access (unset HF_HUB_OFFLINE) or a local file: "
                              f"{name}@/path/to/weights") from err
     config = timm.data.resolve_data_config({}, model=model)
     model.eval().requires_grad_(False)
-    torch.manual_seed(0)  # keep random-init models reproducible when re-created
     return LoadedModel(model, label, tuple(config["mean"]), tuple(config["std"]),
                        int(config["input_size"][-1]))
 

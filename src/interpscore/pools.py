@@ -84,6 +84,8 @@ class FolderPool(ImagePool):
         super().__init__(str(self.folder), size, np.arange(len(self.paths)),
                          [p.relative_to(self.folder).as_posix() for p in self.paths])
 
+        self.skipped: dict[int, str] = {}  # unreadable images: skipped and counted
+
     def pil(self, index):
         from PIL import Image, UnidentifiedImageError
 
@@ -92,6 +94,18 @@ class FolderPool(ImagePool):
                 return resize_and_crop(image, self.size)
         except (UnidentifiedImageError, OSError) as err:
             raise InputError(f"{self.paths[index]}: not a readable image ({err})") from err
+
+    def __getitem__(self, index):
+        """The image, or None (with a warning, and counted in `skipped`) when unreadable."""
+        import warnings
+
+        try:
+            return super().__getitem__(index)
+        except InputError as err:
+            if index not in self.skipped:
+                self.skipped[index] = str(err)
+                warnings.warn(f"skipping an unreadable image: {err}", stacklevel=2)
+            return None
 
 
 class HFPool(ImagePool):

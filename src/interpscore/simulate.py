@@ -28,6 +28,7 @@ from .errors import InputError
 from .stimuli import (batch_dir, build_exemplars, condition_label, layer_channels, sample_units,
                       unit_depths, write_store)
 
+SIMULATOR_VERSION = 2  # bump when the same config would generate different data
 OBSERVER_SEMANTIC_MODEL = "efficientnet_lite2"  # never registered as a predictor backbone
 URL_ROOT = "https://simulated.invalid/imi/images"
 
@@ -56,7 +57,9 @@ class SimulationConfig:
     seed: int = 0
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """Names the cached release: changes with the config and with the generator's version."""
+        payload = json.dumps({**asdict(self), "generator": SIMULATOR_VERSION}, sort_keys=True)
+        return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
 
 # --- the observer ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +91,25 @@ def sample_units(channels: dict[str, int], n_units: int | None, seed: int) -> li
     return list(chosen)
 
 
+def unit_seed(seed: int, unit: Unit) -> int:
+    """A per-unit seed: a unit's exemplars do not depend on which other units are scored."""
+    return zlib.crc32(f"{seed}:{unit.layer}:{unit.channel}".encode())
+
+
+def tie_keys(values, image_index, channels, layer: str, seed: int):
+    """Activations as float64 sort keys with a pseudo-random jitter far below float32 resolution,
+    a fixed function of (image, unit, seed): ties break randomly, yet identically in every pass,
+    shard and merge. values (U, B), image_index (B,), channels (U,)."""
+    import torch
+
+    salt = zlib.crc32(f"{seed}:{layer}".encode()) % 10007
+    phase = (image_index.double()[None, :] * 12.9898 + channels.double()[:, None] * 78.233
+             + salt * 0.618)
+    jitter = torch.frac(torch.sin(phase) * 43758.5453).abs()
+    values = torch.as_tensor(values).double()
+    return values + jitter * 1e-12 * values.abs().clamp(min=1.0)
+
+
 class _StreamingRanks:
     """Top-k and bottom-k (activation, pool index) per unit, updated batch by batch."""
 
@@ -115,8 +135,9 @@ class _StreamingRanks:
 
 def collect_rankings(model: LoadedModel, pool, units: list[Unit], keep: int,
                      reservoir_size: int = 4096, batch_size: int = 64, seed: int = 0,
-                     progress: bool = True) -> dict[Unit, UnitRanking]:
-    """One pass over the pool for all units (all their layers hooked at once)."""
+                     progress: bool = True, indices=None) -> dict[Unit, UnitRanking]:
+    """One pass over the pool (or the pool positions `indices`, a shard of it) for all units,
+    all their layers hooked at once. Images the pool cannot read (None) are skipped."""
     import torch
     from tqdm.auto import tqdm
 
@@ -135,18 +156,23 @@ def collect_rankings(model: LoadedModel, pool, units: list[Unit], keep: int,
             captured[layer] = reduce_to_channels(module, output)[:, channel_index[layer]].float()
         hooks.append(modules[layer].register_forward_hook(hook))
 
-    generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     mean = torch.tensor(model.mean).view(1, 3, 1, 1)
     std = torch.tensor(model.std).view(1, 3, 1, 1)
-    n = len(pool)
+    positions = list(range(len(pool)) if indices is None else indices)
     seen = 0
     try:
-        with torch.no_grad(), tqdm(total=n, desc=f"activations {model.label}", unit="img",
-                                   disable=not progress) as bar:
-            for start in range(0, n, batch_size):
-                index = torch.arange(start, min(start + batch_size, n))
-                images = torch.stack([pool[int(i)] for i in index]).float() / 255.0
+        with torch.no_grad(), tqdm(total=len(positions), desc=f"activations {model.label}",
+                                   unit="img", disable=not progress) as bar:
+            for start in range(0, len(positions), batch_size):
+                chunk = positions[start:start + batch_size]
+                bar.update(len(chunk))
+                loaded = [(i, pool[i]) for i in chunk]
+                loaded = [(i, image) for i, image in loaded if image is not None]
+                if not loaded:
+                    continue
+                index = torch.tensor([i for i, _ in loaded])
+                images = torch.stack([image for _, image in loaded]).float() / 255.0
                 model.module((images - mean) / std)
                 # Algorithm R, shared by all units: which pool images enter the reservoir.
                 slots = []
@@ -168,16 +194,13 @@ def collect_rankings(model: LoadedModel, pool, units: list[Unit], keep: int,
                 reservoir_index[slots[slots >= 0]] = index.numpy()[slots >= 0]
                 for layer in layers:
                     values = captured.pop(layer)  # (B, U)
-                    # Random tie-breaking: a jitter far below float32 resolution.
-                    jitter = torch.rand(values.shape, generator=generator, dtype=torch.float64)
-                    keys = values.double() + jitter * 1e-12 * values.double().abs().clamp(min=1.0)
-                    ranks[layer].update(keys.T, values.T, index.view(1, -1))
+                    keys = tie_keys(values.T, index, channel_index[layer], layer, seed)
+                    ranks[layer].update(keys, values.T, index.view(1, -1))
                     res = reservoir_value[layer]
                     if grow.any():
                         res = torch.cat([res, torch.zeros(int(grow.sum()), res.shape[1])])
                     res[torch.from_numpy(slots[slots >= 0])] = values[torch.from_numpy(slots >= 0)]
                     reservoir_value[layer] = res
-                bar.update(len(index))
     finally:
         for handle in hooks:
             handle.remove()
@@ -189,8 +212,35 @@ def collect_rankings(model: LoadedModel, pool, units: list[Unit], keep: int,
             res_value = reservoir_value[layer][:, k].numpy()
             order = np.argsort(res_value, kind="stable")
             out[unit] = UnitRanking(top[2][k].numpy(), top[1][k].numpy(), bottom[2][k].numpy(),
-                                    bottom[1][k].numpy(), reservoir_index[order], res_value[order], n)
+                                    bottom[1][k].numpy(), reservoir_index[order], res_value[order],
+                                    seen)
     return out
+
+
+def merge_rankings(parts: list[dict[Unit, UnitRanking]], keep: int, seed: int = 0
+                   ) -> dict[Unit, UnitRanking]:
+    """Combine the rankings of disjoint pool shards: the top/bottom of the union, and the union
+    of the reservoirs (each a uniform sample of an equal-sized shard)."""
+    import torch
+
+    merged = {}
+    for unit in parts[0]:
+        rankings = [part[unit] for part in parts]
+        fields = {}
+        for side, descending in (("top", True), ("bottom", False)):
+            index = np.concatenate([getattr(r, f"{side}_index") for r in rankings])
+            value = np.concatenate([getattr(r, f"{side}_value") for r in rankings])
+            key = tie_keys(torch.from_numpy(value)[None], torch.from_numpy(index),
+                           torch.tensor([unit.channel]), unit.layer, seed)[0].numpy()
+            order = np.argsort(-key if descending else key, kind="stable")[:keep]
+            fields[f"{side}_index"], fields[f"{side}_value"] = index[order], value[order]
+        index = np.concatenate([r.reservoir_index for r in rankings])
+        value = np.concatenate([r.reservoir_value for r in rankings])
+        order = np.argsort(value, kind="stable")
+        merged[unit] = UnitRanking(**fields, reservoir_index=index[order],
+                                   reservoir_value=value[order],
+                                   n_images=sum(r.n_images for r in rankings))
+    return merged
 
 
 def _pick_references(index: np.ndarray, sources: np.ndarray, n: int, cap: int | None
@@ -272,13 +322,22 @@ def build_exemplars(model: LoadedModel, pool, units: list[Unit], n_refs: int = 9
                     reservoir_size: int = 4096, batch_size: int = 64, seed: int = 0,
                     progress: bool = True) -> tuple[list[UnitExemplars], list[Unit]]:
     """Exemplars of every non-constant unit, plus the list of dropped constant units."""
-    keep = 3 * (n_refs + 1) * n_batches  # room for the source cap and the easy queries
-    rankings = collect_rankings(model, pool, units, keep, reservoir_size, batch_size, seed,
-                                progress)
+    rankings = collect_rankings(model, pool, units, keep_for(n_refs, n_batches), reservoir_size,
+                                batch_size, seed, progress)
+    return select_all(rankings, pool.sources, units, n_refs, n_batches, difficulties,
+                      max_refs_per_source, seed)
+
+
+def keep_for(n_refs: int, n_batches: int) -> int:
+    return 3 * (n_refs + 1) * n_batches  # room for the source cap and the easy queries
+
+
+def select_all(rankings, sources, units, n_refs, n_batches, difficulties, max_refs_per_source,
+               seed) -> tuple[list[UnitExemplars], list[Unit]]:
     kept, constant = [], []
-    for k, unit in enumerate(units):
-        exemplars = select_exemplars(rankings[unit], pool.sources, n_refs, n_batches,
-                                     difficulties, max_refs_per_source, seed + k)
+    for unit in units:
+        exemplars = select_exemplars(rankings[unit], sources, n_refs, n_batches,
+                                     difficulties, max_refs_per_source, unit_seed(seed, unit))
         if exemplars is None:
             constant.append(unit)
         else:

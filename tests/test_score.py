@@ -1,0 +1,129 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from interpscore.cli import main
+from interpscore.errors import InputError
+from interpscore.imagelayout import ImageIndex, resolve_trial
+from interpscore.responses import _structure_trials
+from interpscore.score import load
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(images="default", pool_size=300, image_size=64, n_refs=4, n_batches=3,
+             progress=False)
+
+
+@pytest.fixture(scope="module")
+def scorer(debug_run):
+    base, run, _, _ = debug_run
+    return load(run / "best.ckpt", cache_dir=base / "cache")
+
+
+def test_scores_one_row_per_unit_in_range_and_deterministic(scorer):
+    first = scorer.score_units("test_resnet@random", units=5, seed=3, **SMALL)
+    again = scorer.score_units("test_resnet@random", units=5, seed=3, **SMALL)
+    assert len(first) == 5 and first[["layer", "channel"]].drop_duplicates().shape[0] == 5
+    ok = first[first["status"] == "ok"]
+    assert len(ok) >= 3
+    assert ok["score"].between(0, 1).all() and (ok["score_low"] <= ok["score"]).all()
+    assert (ok["score"] <= ok["score_high"]).all() and (ok["n_tasks"] == 3).all()
+    assert ok["layer_depth"].between(0, 1).all()
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_units_scored_together_or_alone_get_the_same_scores(scorer):
+    together = scorer.score_units("test_resnet@random", units=["layer1.0.conv1:3", "layer2.0.conv2:5",
+                                                              "layer1.0:0"], **SMALL)
+    alone = scorer.score_units("test_resnet@random", units=["layer2.0.conv2:5"], **SMALL)
+    assert together.iloc[1]["score"] == pytest.approx(alone.iloc[0]["score"], abs=1e-6)
+
+
+def test_sharded_pass_over_two_processes_and_resume(scorer, debug_run, tmp_path):
+    base, run, _, _ = debug_run
+    args = [sys.executable, "-m", "interpscore.cli", "score", "--checkpoint", str(run / "best.ckpt"),
+            "--model", "test_resnet@random", "--units", "4", "--pool-size", "300",
+            "--image-size", "64", "--n-refs", "4", "--n-batches", "3",
+            "--cache-dir", str(base / "cache"), "--out", str(tmp_path / "sharded")]
+    ranks = [subprocess.Popen(args + ["--shard", f"{r}/2"], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    for process in ranks:
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output[-2000:]
+    shards = sorted((tmp_path / "sharded" / "shards").glob("*.pt"))
+    assert [p.name for p in shards] == ["activations-0-of-2.pt", "activations-1-of-2.pt"]
+    shards[1].unlink()  # an interrupted run: rank 1 never finished
+    kept = shards[0].stat().st_mtime_ns
+    assert main(args[3:]) == 0  # the merge computes only the missing shard
+    assert shards[0].stat().st_mtime_ns == kept and shards[1].exists()
+    merged = pd.read_parquet(tmp_path / "sharded" / "scores.parquet")
+    single = scorer.score_units("test_resnet@random", units=4, **SMALL)
+    # top/bottom ranks are exact under sharding, so easy-query scores match a single pass
+    np.testing.assert_allclose(merged["score"], single["score"], atol=1e-6)
+    assert (tmp_path / "sharded" / "summary_by_layer.csv").is_file()
+
+
+def test_scoring_path_does_not_import_lightning(debug_run):
+    base, run, _, _ = debug_run
+    code = ("import sys, interpscore; s = interpscore.load(sys.argv[1], cache_dir=sys.argv[2]); "
+            "s.score_units('test_resnet@random', units=2, pool_size=300, image_size=64, n_refs=4, "
+            "n_batches=3, progress=False); "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')"
+            " or m in ('interpscore.lit', 'interpscore.train')]; assert not bad, bad")
+    done = subprocess.run([sys.executable, "-c", code, str(run / "best.ckpt"), str(base / "cache")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_score_a_unit_from_exemplars_you_already_have(scorer, imi_fixtures):
+    trial = imi_fixtures / "screenshots_9_references" / "task_1" / "trials" / "trial_1"
+    result = scorer.score_exemplars(
+        [(trial / "queries" / "max.png", trial / "queries" / "min.png")],
+        [sorted((trial / "references").glob("max_*.png"))],
+        [sorted((trial / "references").glob("min_*.png"))])
+    assert 0 <= result["score"] <= 1 and result["n_tasks"] == 1
+
+
+def test_export_experiment_is_readable_by_the_prepare_resolver(scorer, tmp_path, capsys):
+    out = tmp_path / "scored"
+    scorer.score_units("test_resnet@random", units=4, out=out, save_stimuli=True, **SMALL)
+    exp = tmp_path / "experiment"
+    assert main(["export-experiment", "--stimuli", str(out / "stimuli"), "--out", str(exp),
+                 "--scores", str(out / "scores.parquet"), "--select", "uncertain", "-n", "2"]) == 0
+    structure = _structure_trials((exp / "structure.json").read_bytes(), exp / "structure.json")
+    modes = [t["mode"] for trials in structure.values() for t in trials]
+    assert modes.count("natural") == 2 * 3 and "catch_trial" in modes
+    index = ImageIndex(exp)
+    for k, trials in structure.items():
+        for j, _ in enumerate(trials, start=1):
+            row = dict(max_query=f"https://host/exp/task_{k}/trials/trial_{j}/queries/max.png",
+                       min_query=f"https://host/exp/task_{k}/trials/trial_{j}/queries/min.png",
+                       max_references=[], min_references=[], model="m", layer="l", channel=0,
+                       mode="natural")
+            found = resolve_trial(index, row)
+            assert found is not None and len(found.refs_max) == 4
+
+
+def test_bad_scoring_inputs(scorer, tmp_path, imi_fixtures, capsys):
+    with pytest.raises(InputError, match="layers of interest: .*layer1.0.conv1"):
+        scorer.score_units("test_resnet@random", layers=["nope"], **SMALL)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images"):
+        scorer.score_units("test_resnet@random", **{**SMALL, "images": tmp_path / "empty"})
+    pool = tmp_path / "pool"
+    shutil.copytree(imi_fixtures, pool)
+    (pool / "broken.png").write_bytes(b"\x89PNG broken")
+    with pytest.warns(UserWarning, match="broken.png"):
+        frame = scorer.score_units("test_resnet@random", units=2, out=tmp_path / "o",
+                                   **{**SMALL, "images": pool})
+    assert "skipped 1 unreadable image" in capsys.readouterr().out
+    assert len(frame) == 2
+    (tmp_path / "not.ckpt").write_bytes(b"nope")
+    assert main(["score", "--checkpoint", str(tmp_path / "not.ckpt"), "--model", "test_resnet@random",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import InputError
 
@@ -136,6 +137,30 @@ def _export(args) -> int:
     return 0
 
 
+def _leaderboard(args) -> int:
+    from . import leaderboard as board
+
+    root = Path(args.root) if args.root else board.ROOT
+    if args.action == "validate":
+        problems = board.validate_all(args.files, root)
+        for item in problems.items:
+            print(item)
+        print(f"{len(problems.items)} problem(s)" if problems else "all entries valid")
+        return 1 if problems else 0
+    if args.action == "score":
+        for path in board.score_entries(args.ids, root, args.data_root, args.imi_data, args.n_boot):
+            print(f"scored -> {path}")
+        return 0
+    if args.action == "submit":
+        path = board.submit(args.meta, root, checkpoint=args.checkpoint, baseline=args.baseline,
+                            data_root=args.data_root, cache_dir=args.cache_dir)
+        print(f"entry -> {path}\nnext: interpscore leaderboard validate {path}")
+        return 0
+    for path in board.render(root):
+        print(f"rendered -> {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="interpscore", description="Predict per-unit human interpretability (IMI 2-AFC).")
@@ -246,6 +271,21 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("-n", type=int, default=10, help="how many units --select picks")
     ex.add_argument("--seed", type=int, default=0)
     ex.set_defaults(run=_export)
+
+    lb = commands.add_parser("leaderboard", help="validate, score, submit and render entries")
+    lb.add_argument("action", choices=["validate", "score", "submit", "render"])
+    lb.add_argument("files", nargs="*", help="validate: entry files (default: all)")
+    lb.add_argument("--root", help="leaderboard folder (default: the project's leaderboard/)")
+    lb.add_argument("--ids", nargs="*", help="score: only these entries")
+    lb.add_argument("--meta", help="submit: the entry's metadata YAML")
+    lb.add_argument("--checkpoint", help="submit: a trained checkpoint")
+    lb.add_argument("--baseline", choices=["mis", "layer_depth", "constant"],
+                    help="submit: a built-in baseline instead of a checkpoint")
+    lb.add_argument("--data-root", default="data", help="where simulated datasets are cached")
+    lb.add_argument("--imi-data", help="score: the prepared real IMI dataset, if at hand")
+    lb.add_argument("--cache-dir", default=".cache/interpscore")
+    lb.add_argument("--n-boot", type=int, default=1000)
+    lb.set_defaults(run=_leaderboard)
 
     # `train` hands all its arguments to LightningCLI (see main); listed here for --help.
     commands.add_parser("train", help="train a metric (LightningCLI: `interpscore train --help`)")

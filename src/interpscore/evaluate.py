@@ -152,10 +152,10 @@ def model_level(predicted, measured, models, n_boot: int = 1000, seed: int = 0) 
             row["spearman_within"] = float(spearman(group["p"].to_numpy(), group["m"].to_numpy()))
         rows[model] = row
     out = {"models": rows}
-    if len(rows) >= 3:
+    means = np.array([r["predicted"] for r in rows.values()])
+    if len(rows) >= 3 and np.ptp(means) > 1e-9:  # equal means (a constant) have no ranking
         out["spearman_of_model_means"] = float(spearman(
-            np.array([r["predicted"] for r in rows.values()]),
-            np.array([r["measured"] for r in rows.values()])))
+            means, np.array([r["measured"] for r in rows.values()])))
     return out
 
 
@@ -208,6 +208,38 @@ def metadata_baselines(tensors: TaskTensors, train_ids) -> dict[str, Predictor]:
 
 # --- the whole evaluation ----------------------------------------------------------------------
 
+def ceilings(units: pd.DataFrame) -> dict:
+    """Noise ceilings of the units' measured HIS (and the recorded truth on simulated data)."""
+    n, k = units["n_trials"].to_numpy(), units["n_correct"].to_numpy()
+    ceiling = {"split_half_spearman_brown": split_half_ceiling(n, k),
+               "binomial_simulation": binomial_ceiling(n, k)}
+    if "true_accuracy" in units and units["true_accuracy"].notna().all():
+        ceiling["true_vs_measured"] = float(spearman(units["true_accuracy"].to_numpy(float),
+                                                     units["his"].to_numpy(float)))
+    return ceiling
+
+
+def ceiling_used(ceiling: dict) -> float:
+    """The recorded truth where it exists, else the binomial simulation."""
+    return ceiling.get("true_vs_measured", ceiling["binomial_simulation"])
+
+
+def predictor_report(predicted, units: pd.DataFrame, ceiling: dict, n_boot: int = 1000,
+                     seed: int = 0, name: str = "") -> dict:
+    """Every unit- and model-level measure of one predictor's predictions for these units."""
+    predicted = np.asarray(predicted, float)
+    measured = units["his"].to_numpy(float)
+    report = unit_metrics(predicted, measured, n_boot, seed, name)
+    if "true_vs_measured" in ceiling:
+        report["spearman_vs_true_accuracy"] = float(
+            spearman(predicted, units["true_accuracy"].to_numpy(float)))
+    report["fraction_of_ceiling"] = report["spearman"] / ceiling_used(ceiling)
+    report["calibration"] = calibration(predicted, measured)
+    report["model_level"] = model_level(predicted, measured, units["model"], n_boot, seed)
+    report["breakdowns"] = breakdowns(predicted, units)
+    return report
+
+
 def evaluate_predictors(predictors: dict[str, Predictor], tensors: TaskTensors, ids,
                         reference: str | None = None, n_boot: int = 1000, seed: int = 0
                         ) -> tuple[dict, pd.DataFrame]:
@@ -219,26 +251,12 @@ def evaluate_predictors(predictors: dict[str, Predictor], tensors: TaskTensors, 
     units = tensors.conditions.iloc[ids].reset_index(drop=True)
     measured = units["his"].to_numpy(float)
     table = units.copy()
+    ceiling = ceilings(units)
     results = {}
     for name, predictor in predictors.items():
         table[f"pred_{name}"] = predict_conditions(predictor, tensors, ids)
-        results[name] = unit_metrics(table[f"pred_{name}"], measured, n_boot, seed, name)
-    n, k = units["n_trials"].to_numpy(), units["n_correct"].to_numpy()
-    ceiling = {"split_half_spearman_brown": split_half_ceiling(n, k, seed=seed),
-               "binomial_simulation": binomial_ceiling(n, k, seed=seed)}
-    if "true_accuracy" in units and units["true_accuracy"].notna().all():
-        truth = units["true_accuracy"].to_numpy(float)
-        ceiling["true_vs_measured"] = float(spearman(truth, measured))
-        for name in predictors:
-            results[name]["spearman_vs_true_accuracy"] = float(
-                spearman(table[f"pred_{name}"].to_numpy(), truth))
-    best_ceiling = ceiling.get("true_vs_measured", ceiling["binomial_simulation"])
-    for name in predictors:
-        pred = table[f"pred_{name}"].to_numpy()
-        results[name]["fraction_of_ceiling"] = results[name]["spearman"] / best_ceiling
-        results[name]["calibration"] = calibration(pred, measured)
-        results[name]["model_level"] = model_level(pred, measured, units["model"], n_boot, seed)
-        results[name]["breakdowns"] = breakdowns(pred, units)
+        results[name] = predictor_report(table[f"pred_{name}"], units, ceiling, n_boot, seed,
+                                         name)
     reference = reference or next(iter(predictors))
     tests = {f"{reference} vs {other}": paired_bootstrap(table[f"pred_{reference}"],
                                                          table[f"pred_{other}"], measured,
@@ -247,7 +265,7 @@ def evaluate_predictors(predictors: dict[str, Predictor], tensors: TaskTensors, 
              and np.ptp(table[f"pred_{other}"]) > 0}
     measured_level = {"models": model_level(measured, measured, units["model"], n_boot, seed)["models"],
                       "breakdowns": breakdowns(measured, units)}
-    metrics = {"predictors": results, "ceiling": ceiling, "ceiling_used": best_ceiling,
+    metrics = {"predictors": results, "ceiling": ceiling, "ceiling_used": ceiling_used(ceiling),
                "paired_tests": tests, "measured": measured_level, "n_units": len(ids),
                "notes": ["Activation-statistics baselines (sparsity, spatial contrast) need the "
                          "units' activation maps, which prepared datasets do not carry."]}

@@ -97,17 +97,12 @@ class IMIDataModule(L.LightningDataModule):
         self.cache_dir, self.batch_size, self.fold = cache_dir, batch_size, fold
         self.images_dir = images_dir
         self.simulation = simulation
-        if data_dir is None:
-            from .simulate import SimulationConfig
+        self.simulated = data_dir is None
+        if self.simulated:
+            from .simulate import simulated_dataset_dir
 
-            try:
-                config = SimulationConfig(**(simulation or {}))
-            except TypeError as err:
-                raise InputError(f"data.simulation: {err}") from err
-            self.release_dir = Path(data_root) / f"simulated-{config.key()}"
-            data_dir = str(self.release_dir / "prepared")
-        else:
-            self.release_dir = None
+            data_dir = str(simulated_dataset_dir(simulation, data_root))
+        self.data_root = data_root
         self.data_dir = data_dir
         self.hparams["data_dir"] = data_dir  # the checkpoint records the resolved dataset
         self._backbone = None
@@ -115,16 +110,10 @@ class IMIDataModule(L.LightningDataModule):
 
     # -- building (rank 0 only, through prepare_data) --
     def ensure_dataset(self) -> None:
-        if self.release_dir is None or (Path(self.data_dir) / "dataset_dict.json").is_file():
-            return
-        from .dataset import prepare
-        from .simulate import SimulationConfig, simulate
+        if self.simulated:
+            from .simulate import ensure_simulated
 
-        release = self.release_dir / "release"
-        if not (release / "responses_main.csv").is_file():
-            simulate(release, SimulationConfig(**(self.simulation or {})), overwrite=True)
-        prepare(release / "responses_main.csv", self.data_dir, images=release / "images",
-                overwrite=True)
+            ensure_simulated(self.simulation, self.data_root)
 
     @property
     def backbone(self):

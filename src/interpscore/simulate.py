@@ -368,3 +368,26 @@ def simulate(out: str | Path, config: SimulationConfig | None = None, pool=None,
         if tmp.exists():
             shutil.rmtree(tmp)
     return out
+
+
+def simulated_dataset_dir(simulation: dict | None = None, data_root: str | Path = "data") -> Path:
+    """Where the prepared simulated dataset of this config lives (built or not)."""
+    try:
+        config = SimulationConfig(**(simulation or {}))
+    except TypeError as err:
+        raise InputError(f"simulation config: {err}") from err
+    return Path(data_root) / f"simulated-{config.key()}" / "prepared"
+
+
+def ensure_simulated(simulation: dict | None = None, data_root: str | Path = "data") -> Path:
+    """The prepared simulated dataset of this config, generated and prepared once (cached)."""
+    from .dataset import prepare
+
+    prepared = simulated_dataset_dir(simulation, data_root)
+    if not (prepared / "dataset_dict.json").is_file():
+        release = prepared.parent / "release"
+        if not (release / "responses_main.csv").is_file():
+            simulate(release, SimulationConfig(**(simulation or {})), overwrite=True)
+        prepare(release / "responses_main.csv", prepared, images=release / "images",
+                overwrite=True)
+    return prepared

@@ -1,0 +1,184 @@
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from interpscore import leaderboard as board
+from interpscore.cli import main
+from interpscore.errors import InputError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+META = dict(method="test method", authors=["A. Tester"], link=None, code=None,
+            training_data={"dataset": "debug", "split": "train"},
+            flags={"extra_human_data": False, "uses_test_labels": False})
+
+
+@pytest.fixture(scope="module")
+def tiny_board(debug_run, tmp_path_factory):
+    """A leaderboard over the debug dataset: the trained checkpoint, MIS and a constant."""
+    from interpscore.dataset import load_prepared
+    from interpscore.simulate import simulated_dataset_dir
+
+    base, run, _, _ = debug_run
+    simulation = yaml.safe_load((CONFIGS / "debug.yaml").read_text())["data"]["simulation"]
+    root = tmp_path_factory.mktemp("board")
+    shutil.copy(board.ROOT / "schema.json", root)
+    (root / "submissions").mkdir()
+    (root / "tracks").mkdir()
+    units = load_prepared(simulated_dataset_dir(simulation, base / "data"))["units"].to_pandas()
+    units[units["split"] == "test"][board.KEYS].to_csv(root / "tracks" / "debug-v1.csv", index=False)
+    (root / "tracks.yaml").write_text(yaml.safe_dump({"tracks": {
+        "debug-v1": {"title": "Debug", "description": "tiny", "dataset": "simulated",
+                     "simulation": simulation, "units": "tracks/debug-v1.csv"},
+        "imi-v1": {"title": "IMI", "description": "human", "dataset": "imi",
+                   "units": "tracks/imi-v1.csv"}}}))
+    common = ["--root", str(root), "--data-root", str(base / "data"), "--cache-dir", str(base / "cache")]
+    for name, source in (("trained", ["--checkpoint", str(run / "best.ckpt")]),
+                         ("mis", ["--baseline", "mis"]), ("constant", ["--baseline", "constant"])):
+        meta = root / f"{name}.meta.yaml"
+        extra = {} if name == "trained" else {"backbone": "efficientnet_lite0", "trainable_parameters": 1}
+        meta.write_text(yaml.safe_dump({"id": name, **META, **extra}))
+        assert main(["leaderboard", "submit", "--meta", str(meta), *source, *common]) == 0
+    assert main(["leaderboard", "score", "--n-boot", "200", *common]) == 0
+    assert main(["leaderboard", "render", "--root", str(root)]) == 0
+    return root, base, run
+
+
+def test_committed_entries_validate_and_the_page_is_fresh(tmp_path):
+    problems = board.validate_all()
+    assert not problems, problems.items
+    assert len(list((board.ROOT / "submissions").glob("*.yaml"))) >= 4
+    board.render(board.ROOT, tmp_path)
+    for name in ("README.md", "index.html"):
+        assert (tmp_path / name).read_text() == (board.ROOT / name).read_text(), (
+            f"leaderboard/{name} is stale: run `interpscore leaderboard render`")
+
+
+def test_made_entries_validate_and_scores_match_the_harness(tiny_board):
+    from interpscore.checkpoint import load_checkpoint
+    from interpscore.evaluate import evaluate_predictors
+    from interpscore.lit import IMIDataModule
+
+    root, _, run = tiny_board
+    assert not board.validate_all(root=root)
+    result = json.loads((root / "results" / "trained.json").read_text())["debug-v1"]
+    data = IMIDataModule(**yaml.safe_load((run / "config.yaml").read_text())["data"])
+    data.setup("test")
+    metrics, _ = evaluate_predictors({"trained": load_checkpoint(run / "best.ckpt").head},
+                                     data.tensors, data.split_ids["test"], n_boot=200)
+    harness = metrics["predictors"]["trained"]
+    assert result["spearman"] == pytest.approx(harness["spearman"], abs=1e-4)
+    assert result["mae"] == pytest.approx(harness["mae"], abs=1e-5)
+    assert result["fraction_of_ceiling"] == pytest.approx(harness["fraction_of_ceiling"], abs=1e-3)
+    assert result["n_units"] == harness["n_units"]
+    imi = json.loads((root / "results" / "trained.json").read_text()).get("imi-v1")
+    assert imi is None  # the entry made no prediction for a track whose data is not at hand
+
+
+def _entry(root, name, meta_changes=None, rows=None):
+    """A copy of the trained entry with broken parts."""
+    meta = yaml.safe_load((root / "submissions" / "trained.yaml").read_text())
+    meta.update(id=name, predictions={"debug-v1": f"{name}.debug-v1.csv"})
+    meta.update(meta_changes or {})
+    table = pd.read_csv(root / "submissions" / "trained.debug-v1.csv", dtype=str)
+    table = rows(table) if rows else table
+    table.to_csv(root / "submissions" / f"{name}.debug-v1.csv", index=False)
+    path = root / "submissions" / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(meta, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("changes,rows,message", [
+    ({"trainable_parameters": "12"}, None, r"trainable_parameters: '12' is not of type 'integer'"),
+    ({"method": None}, None, r"method: None is not of type 'string'"),
+    ({"id": "someone-else"}, None, r"id 'someone-else' must equal the file name"),
+    ({"flags": {"extra_human_data": "no", "uses_test_labels": False}}, None, r"flags/extra_human_data"),
+    ({"predictions": {"nope-v1": "x.csv"}}, None, r"unknown track 'nope-v1'"),
+    (None, lambda t: t.assign(predicted=t["predicted"].where(t.index != 1, "1.5")), r":3: predicted 1.5 is outside \[0, 1\]"),
+    (None, lambda t: t.assign(predicted=t["predicted"].where(t.index != 0, "high")), r":2: predicted 'high' is not a number"),
+    (None, lambda t: pd.concat([t, t.iloc[[0]]]), r"duplicate unit"),
+    (None, lambda t: t.iloc[1:], r"1 test unit\(s\) missing"),
+    (None, lambda t: pd.concat([t, t.iloc[[0]].assign(unit_id="x/y/1")]), r"unit x/y/1/.* is not a test unit"),
+    (None, lambda t: t.rename(columns={"predicted": "score"}), r":1: columns must be"),
+])
+def test_broken_entries_are_rejected_with_file_and_line(tiny_board, changes, rows, message, capsys):
+    root, _, _ = tiny_board
+    path = _entry(root, "broken", changes, rows)
+    try:
+        assert main(["leaderboard", "validate", str(path), "--root", str(root)]) == 1
+        out = capsys.readouterr().out
+        assert "broken." in out
+        import re
+
+        assert re.search(message, out), out
+    finally:
+        for p in root.glob("submissions/broken*"):
+            p.unlink()
+
+
+def test_every_problem_is_reported_at_once(tiny_board):
+    root, _, _ = tiny_board
+    path = _entry(root, "many", {"trainable_parameters": -1, "authors": []},
+                  lambda t: t.assign(predicted=t["predicted"].where(t.index != 0, "-0.5")))
+    try:
+        items = board.validate_entry(path, root).items
+        assert len(items) == 3
+        assert any(f"{path}:" in item and "authors" in item for item in items)
+        with pytest.raises(InputError, match="fix these before scoring"):
+            board.score_entries(["many"], root)
+    finally:
+        for p in root.glob("submissions/many*"):
+            p.unlink()
+
+
+def test_rendering_is_deterministic_and_ranked(tiny_board, tmp_path):
+    root, _, _ = tiny_board
+    first = (root / "index.html").read_text()
+    board.render(root, tmp_path)
+    assert (tmp_path / "index.html").read_text() == first
+    rows = [line for line in (root / "README.md").read_text().splitlines()
+            if line.startswith("| ") and "`" in line]
+    ranked = [line.split("`")[1] for line in rows]
+    scores = {e: json.loads((root / "results" / f"{e}.json").read_text())["debug-v1"]["spearman"]
+              for e in ranked}
+    assert ranked[-1] == "constant" and scores["constant"] is None  # undefined Spearman last
+    defined = [scores[e] for e in ranked if scores[e] is not None]
+    assert defined == sorted(defined, reverse=True)
+
+
+def test_page_in_a_real_browser(tiny_board):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium (see .ci/run)")
+        pytest.skip("Debian's chromium is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    root, _, _ = tiny_board
+    errors = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((root / "index.html").as_uri())
+        rows = page.locator("section#track-debug-v1 table.ranking tbody tr")
+        assert rows.count() == 3
+        first_ids = [rows.nth(i).get_attribute("data-id") for i in range(3)]
+        page.locator("section#track-debug-v1 th[data-key=mae]").click()
+        mae_order = [rows.nth(i).get_attribute("data-id") for i in range(3)]
+        page.locator("section#track-debug-v1 th[data-key=mae]").click()
+        assert [rows.nth(i).get_attribute("data-id") for i in range(3)] == mae_order[::-1]
+        maes = {e: json.loads((root / "results" / f"{e}.json").read_text())["debug-v1"]["mae"]
+                for e in first_ids}
+        assert mae_order == sorted(maes, key=maes.get)
+        assert page.locator("section#track-debug-v1 svg.scatter circle").count() > 0
+        assert page.locator("section#track-debug-v1 line.ceiling").count() == 1
+        assert "Not yet scored" in page.locator("section#track-imi-v1").inner_text()
+        browser.close()
+    assert errors == []

@@ -188,3 +188,20 @@ def test_cli_stimuli_from_an_image_folder(tmp_path, imi_fixtures, capsys):
     assert main(["stimuli", "--model", "test_resnet@random", "--images", str(imi_fixtures),
                  "--out", str(out), "--layers", "nope"]) == 2
     assert "layers of interest" in capsys.readouterr().err
+
+
+def test_hf_datasets_image_pool(tmp_path, imi_fixtures):
+    import datasets
+
+    from interpscore.pools import HFPool, open_pool
+
+    files = sorted(str(p) for p in (imi_fixtures / "demo_natural_9_references").rglob("*.png"))
+    data = datasets.Dataset.from_dict({"image": files}).cast_column("image", datasets.Image())
+    data.save_to_disk(str(tmp_path / "hf"))
+    pool = open_pool(tmp_path / "hf", size=32)
+    assert isinstance(pool, HFPool) and len(pool) == len(files)
+    assert tuple(pool[3].shape) == (3, 32, 32) and pool[3].dtype == torch.uint8
+    model = load_model("test_resnet@random", image_size=32)
+    exemplars, _ = build_exemplars(model, pool, [Unit("layer1.0.conv1", 0)], n_refs=2,
+                                   n_batches=2, progress=False)
+    assert len(exemplars[0].refs_max) == 2

@@ -8,14 +8,13 @@ main trial) and `units` (one row per unit x mode x difficulty).
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_folder
 from .errors import InputError
 from .exclusion import ExclusionCriteria, ExclusionReport, apply_exclusions
 from .imagelayout import ImageIndex, MissingImages, describe_trial, resolve_trial
@@ -217,16 +216,11 @@ Criteria: `{json.dumps(report.criteria)}`
 
 def write_dataset(out: Path, trials: pd.DataFrame, units: pd.DataFrame, card: str,
                   extra: dict, overwrite: bool) -> None:
-    """Write into a temporary folder beside OUT, then rename: a failure leaves nothing half-done."""
+    """Write the dataset folder whole or not at all."""
     import datasets
 
     datasets.disable_progress_bars()
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: already exists (pass --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out, overwrite) as tmp:
         keep = [c for c in trials.columns if c not in ("max_references", "min_references",
                                                        "model_label")]
         data = datasets.DatasetDict({
@@ -236,16 +230,6 @@ def write_dataset(out: Path, trials: pd.DataFrame, units: pd.DataFrame, card: st
         data.save_to_disk(str(tmp))
         (tmp / "README.md").write_text(card)
         (tmp / "prepare_info.json").write_text(json.dumps(extra, indent=2, default=str))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def prepare(responses: str | Path, out: str | Path, images: str | Path | None = None,

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_folder
 from .errors import InputError
 from .stimuli import _link_or_copy
 
@@ -72,18 +71,14 @@ def export_experiment(stimuli, out, scores=None, units=None, select=None, n: int
     if not available:
         raise InputError(f"{stimuli}: no stimulus store here (expected "
                          "<model>/<layer>/channel_<c>/natural_images/batch_<b>/max_9.png)")
-    if out.exists():
-        raise InputError(f"{out}: already exists")
     score_table = pd.read_parquet(scores) if scores else None
     chosen = choose_units(sorted(available), score_table, units, select, n, seed)
     rng = np.random.default_rng(seed)
     trials = [(unit, batch) for unit in chosen for batch in available[unit]]
     order = rng.permutation(len(trials))
     trials = [trials[i] for i in order]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     structure = {"tasks": []}
-    try:
+    with atomic_folder(out) as tmp:
         for k, start in enumerate(range(0, len(trials), trials_per_task), start=1):
             main = trials[start:start + trials_per_task]
             catch_at = set(rng.choice(len(main) + catch_per_task, catch_per_task,
@@ -110,8 +105,4 @@ def export_experiment(stimuli, out, scores=None, units=None, select=None, n: int
             structure["tasks"].append({"index": k, "trials": entries})
         (tmp / "structure.json").write_text(json.dumps(structure, indent=1))
         (tmp / "units.json").write_text(json.dumps({"units": chosen, "select": select}, indent=1))
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .atomic import atomic_folder
 
 FIGURES = ("scatter", "model_means", "layer_depth", "difficulty", "calibration")
 
@@ -186,25 +186,13 @@ def html(markdown_text: str, out: Path) -> str:
 
 
 def write_report(metrics: dict, table: pd.DataFrame, out: str | Path, predictor: str) -> Path:
-    """Write the report folder atomically (a temporary folder renamed into place)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    figures = make_figures(metrics, table, tmp, predictor)
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
-    text = markdown(metrics, figures)
-    (tmp / "report.md").write_text(text)
-    (tmp / "report.html").write_text(html(text, tmp))
-    table.drop(columns=[c for c in table.columns if table[c].dtype == object
-                        and isinstance(table[c].iloc[0], (list, np.ndarray))],
-               errors="ignore").to_csv(tmp / "predictions.csv", index=False)
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-        tmp.rename(out)
-        import shutil
-
-        shutil.rmtree(old)
-    else:
-        tmp.rename(out)
-    return out
+    """Write the report folder whole or not at all (replacing an earlier report)."""
+    with atomic_folder(out, overwrite=True) as tmp:
+        figures = make_figures(metrics, table, tmp, predictor)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+        text = markdown(metrics, figures)
+        (tmp / "report.md").write_text(text)
+        (tmp / "report.html").write_text(html(text, tmp))
+        lists = [c for c in table.columns if isinstance(table[c].iloc[0], (list, np.ndarray))]
+        table.drop(columns=lists).to_csv(tmp / "predictions.csv", index=False)
+    return Path(out)

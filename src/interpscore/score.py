@@ -151,7 +151,8 @@ class Scorer:
                  else [layers] if isinstance(layers, str) else list(layers))
         check_layers(loaded.module, names)
         chosen = parse_units(units, layer_channels(loaded, names, image_size), seed)
-        pool = open_pool(images, size=image_size, n_images=pool_size, seed=seed)
+        pool = open_pool(images, size=image_size, n_images=pool_size, seed=seed,
+                         cache_dir=self.cache_dir / "pools")
         keep = keep_for(n_refs, n_batches)
         work = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="interpscore-"))
         shards = work / "shards"

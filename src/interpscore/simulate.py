@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
+from .atomic import atomic_folder
 from .errors import InputError
 from .stimuli import (batch_dir, build_exemplars, condition_label, layer_channels, sample_units,
                       unit_depths, write_store)
@@ -319,14 +318,9 @@ def simulate(out: str | Path, config: SimulationConfig | None = None, pool=None,
     from .pools import default_pool
 
     config = config or SimulationConfig()
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: already exists (pass --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
     pool = pool or default_pool(config.pool_size, config.image_size, config.seed)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out, overwrite) as tmp:
         images = tmp / "images"
         conditions, trial_images = [], {}
         for m, spec in enumerate(config.models):
@@ -361,13 +355,7 @@ def simulate(out: str | Path, config: SimulationConfig | None = None, pool=None,
         (tmp / "simulation.json").write_text(json.dumps(asdict(config) | {"key": config.key()},
                                                         indent=2))
         (tmp / "README.md").write_text(simulation_card(config, table))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
+    return Path(out)
 
 
 def simulated_dataset_dir(simulation: dict | None = None, data_root: str | Path = "data") -> Path:

@@ -178,8 +178,8 @@ def _counts_table(trials: pd.DataFrame, units: pd.DataFrame) -> str:
                 participants=("participant_id", "nunique"), his=("correct", "mean")))
     lines = ["| model | mode | difficulty | units | trials | participants | mean HIS |",
              "|---|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {m} | {mode} | {d} | {r.units} | {r.trials} | {r.participants} | {r.his:.3f} |"
-              for (m, mode, d), r in per.iterrows()]
+    lines += [f"| {m} | {mode} | {d} | {int(r.units)} | {int(r.trials)} | {int(r.participants)} "
+              f"| {r.his:.3f} |" for (m, mode, d), r in per.iterrows()]
     splits = units.drop_duplicates("unit_id")["split"].value_counts()
     lines += ["", "Units per split: " + ", ".join(f"{s} {splits.get(s, 0)}"
                                                    for s in ("train", "val", "test"))]

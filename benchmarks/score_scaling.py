@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 
+from common import emit
+
 
 def one(args):
     """Child process: score once, report seconds and peak RSS."""
@@ -70,12 +72,8 @@ def main():
                      "units_per_second": round(units / result["seconds"], 3),
                      "peak_rss_mb": round(result["peak_rss_mb"], 1)})
         print(json.dumps(runs[-1]), file=sys.stderr)
-    text = json.dumps({"benchmark": "score_scaling", "model": args.model,
-                       "checkpoint": args.checkpoint, "image_size": 64, "runs": runs}, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
+    emit({"benchmark": "score_scaling", "model": args.model, "checkpoint": args.checkpoint,
+          "image_size": 64, "runs": runs}, args.out)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import emit
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,10 +40,7 @@ def main():
               "mis_spearman": metrics["baselines"]["mis"]["spearman"],
               "fraction_of_ceiling": metrics["test"]["fraction_of_ceiling"],
               "ceiling": metrics["ceiling"]}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

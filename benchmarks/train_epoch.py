@@ -9,7 +9,6 @@ reference means and spreads) are computed once, then every epoch reads only them
 """
 
 import argparse
-import json
 import platform
 import time
 
@@ -18,6 +17,8 @@ import torch
 
 from interpscore.heads import create_head, nll
 from interpscore.tasks import ConditionDataset, TaskTensors, summarise_tasks
+
+from common import emit
 
 
 def imi_sized(conditions=2500, tasks_per_condition=20, refs=9, images=170_000, dim=1776,
@@ -67,11 +68,7 @@ def main():
               "task_summaries_seconds": round(imi_sized.summary_seconds, 2),
               "epoch_seconds": {h: round(time_epoch(tensors, h), 2)
                                 for h in ("mis", "twoafc", "setreg")}}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

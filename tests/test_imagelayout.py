@@ -1,6 +1,5 @@
 import shutil
 
-import pandas as pd
 import pytest
 
 from imi_table import build_table

@@ -1,7 +1,5 @@
-import io
 import json
 import pickle
-import shutil
 import sys
 import types
 import zipfile

@@ -11,7 +11,7 @@ from interpscore.imagelayout import ImageIndex, resolve_trial
 from interpscore.models import LoadedModel, layers_of_interest, load_model
 from interpscore.pools import ArrayPool, FolderPool
 from interpscore.stimuli import (Unit, build_exemplars, collect_rankings, layer_channels,
-                                 sample_units, select_exemplars, write_store)
+                                 sample_units, write_store)
 
 
 class Lookup(nn.Module):

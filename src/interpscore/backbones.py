@@ -14,6 +14,11 @@ mean of the per-stage cosine similarities.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used
+    import torch
+
 import hashlib
 import json
 from dataclasses import dataclass

@@ -4,6 +4,11 @@ stack."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used
+    import torch
+
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -3,7 +3,6 @@ LightningModule (a head, its likelihood, per-unit Spearman/Pearson/MAE). The mod
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import lightning as L
 import numpy as np

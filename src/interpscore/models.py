@@ -5,6 +5,11 @@ Layers are addressed by `named_modules()` names, never by integer index.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used
+    import torch
+
 import math
 import re
 from dataclasses import dataclass

@@ -76,6 +76,14 @@ def test_mis_on_a_case_with_a_known_answer():
     assert nll(mis(batch), batch, "trial") < nll(MISHead(3, alpha=0.1)(batch), batch, "trial")
 
 
+def test_the_training_free_mis_head_gives_a_checkpoint_equal_to_the_baseline(debug_run):
+    _, _, _, debug_args = debug_run
+    metrics = main(debug_args + ["--config", str(CONFIG_DIR / "heads" / "mis.yaml")])
+    assert Path(metrics["checkpoint"]).is_file() and metrics["head"] == "mis"
+    assert metrics["test"]["spearman"] == pytest.approx(metrics["baselines"]["mis"]["spearman"])
+    assert metrics["test"]["mae"] == pytest.approx(metrics["baselines"]["mis"]["mae"], abs=1e-6)
+
+
 def test_every_config_parses():
     configs = sorted(CONFIG_DIR.rglob("*.yaml"))
     assert len(configs) >= 8

@@ -11,7 +11,6 @@ import pandas as pd
 
 from .atomic import atomic_folder
 
-FIGURES = ("scatter", "model_means", "layer_depth", "difficulty", "calibration")
 
 
 def _title(text: str, source: str) -> str:

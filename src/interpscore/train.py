@@ -76,11 +76,14 @@ def main(argv: list[str] | None = None) -> dict | None:
     finally:
         if not inherited:  # the next run in this process gets its own folder
             os.environ.pop(RUN_DIR_ENV, None)
+    best = cli.trainer.checkpoint_callback.best_model_path
+    if not best:  # the training-free MIS takes no optimizer step, so nothing was saved yet
+        best = str(cli.run_dir / "best.ckpt")
+        cli.trainer.save_checkpoint(best)  # on every rank: it synchronises under DDP
     if not cli.config.evaluate or cli.trainer.global_rank != 0:
         return None
     from .evaluate import evaluate_run, format_summary
 
-    best = cli.trainer.checkpoint_callback.best_model_path or None
     metrics = evaluate_run(cli.datamodule, best, cli.model)
     path = cli.run_dir / "metrics.json"
     path.write_text(json.dumps(metrics, indent=2))

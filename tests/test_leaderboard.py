@@ -182,3 +182,20 @@ def test_page_in_a_real_browser(tiny_board):
         assert "Not yet scored" in page.locator("section#track-imi-v1").inner_text()
         browser.close()
     assert errors == []
+
+
+def test_fixing_a_tracks_units_from_a_prepared_dataset(tiny_board, tmp_path, capsys):
+    from interpscore.simulate import simulated_dataset_dir
+
+    root, base, _ = tiny_board
+    simulation = yaml.safe_load((CONFIGS / "debug.yaml").read_text())["data"]["simulation"]
+    dataset = simulated_dataset_dir(simulation, base / "data")
+    args = ["leaderboard", "fix-track", "--root", str(root), "--track", "imi-v1",
+            "--imi-data", str(dataset)]
+    assert main(args) == 0
+    fixed = pd.read_csv(root / "tracks" / "imi-v1.csv")
+    expected = pd.read_csv(root / "tracks" / "debug-v1.csv")
+    assert sorted(map(tuple, fixed.to_numpy())) == sorted(map(tuple, expected.to_numpy()))
+    assert main(args) == 2  # a fixed list is never silently replaced
+    assert "already fixed" in capsys.readouterr().err
+    (root / "tracks" / "imi-v1.csv").unlink()

@@ -147,6 +147,11 @@ def _leaderboard(args) -> int:
             print(item)
         print(f"{len(problems.items)} problem(s)" if problems else "all entries valid")
         return 1 if problems else 0
+    if args.action == "fix-track":
+        if not (args.track and args.imi_data):
+            raise InputError("fix-track needs --track NAME and --imi-data DIR (a prepared dataset)")
+        print(f"track units -> {board.fix_track_units(args.track, args.imi_data, root)}")
+        return 0
     if args.action == "score":
         for path in board.score_entries(args.ids, root, args.data_root, args.imi_data, args.n_boot):
             print(f"scored -> {path}")
@@ -273,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(run=_export)
 
     lb = commands.add_parser("leaderboard", help="validate, score, submit and render entries")
-    lb.add_argument("action", choices=["validate", "score", "submit", "render"])
+    lb.add_argument("action", choices=["validate", "score", "submit", "render", "fix-track"])
     lb.add_argument("files", nargs="*", help="validate: entry files (default: all)")
     lb.add_argument("--root", help="leaderboard folder (default: the project's leaderboard/)")
     lb.add_argument("--ids", nargs="*", help="score: only these entries")
@@ -282,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--baseline", choices=["mis", "layer_depth", "constant"],
                     help="submit: a built-in baseline instead of a checkpoint")
     lb.add_argument("--data-root", default="data", help="where simulated datasets are cached")
-    lb.add_argument("--imi-data", help="score: the prepared real IMI dataset, if at hand")
+    lb.add_argument("--imi-data", help="score, fix-track: the prepared real IMI dataset")
+    lb.add_argument("--track", help="fix-track: the track whose test units to freeze")
     lb.add_argument("--cache-dir", default=".cache/interpscore")
     lb.add_argument("--n-boot", type=int, default=1000)
     lb.set_defaults(run=_leaderboard)

@@ -62,6 +62,26 @@ def track_dataset(track: dict, data_root: str | Path = "data", imi_data=None) ->
     return Path(imi_data) if imi_data else None
 
 
+def fix_track_units(name: str, dataset, root: Path = ROOT) -> Path:
+    """Freeze a track's test units from a prepared dataset's test split (once, then versioned)."""
+    from .dataset import load_prepared
+
+    tracks = load_tracks(root)
+    if name not in tracks:
+        raise InputError(f"unknown track {name!r}; tracks: {', '.join(tracks)}")
+    out = root / tracks[name]["units"]
+    if out.exists():
+        raise InputError(f"{out}: the track's units are already fixed; a new list is a new track "
+                         "version (add e.g. imi-v2 to tracks.yaml)")
+    units = load_prepared(dataset)["units"].to_pandas()
+    test = units[units["split"] == "test"][KEYS].sort_values(KEYS)
+    if test.empty:
+        raise InputError(f"{dataset}: no units in the 'test' split")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    test.to_csv(out, index=False)
+    return out
+
+
 # --- validation --------------------------------------------------------------------------------
 
 def _line_of(node, path) -> int | None:

@@ -90,7 +90,9 @@ def test_evaluate_command_writes_the_report(debug_run, tmp_path, capsys):
             "model_means.png", "layer_depth.png", "difficulty.png", "calibration.png"} <= files
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["data"]["source"] == "simulated" and metrics["split"] == "all"
-    assert set(metrics["predictors"]) == {"trained", "mis", "constant", "layer_depth"}
+    assert set(metrics["predictors"]) == {"trained", "mis", "constant", "layer_depth",
+                                          "act_sparsity", "act_spatial_contrast"}
+    assert metrics["notes"] == []  # the simulated data records activation statistics
     for key in ("spearman", "spearman_ci", "pearson", "kendall", "mae", "calibration",
                 "model_level", "breakdowns", "fraction_of_ceiling", "spearman_vs_true_accuracy"):
         assert key in metrics["predictors"]["trained"], key

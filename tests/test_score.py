@@ -32,7 +32,7 @@ def test_scores_one_row_per_unit_in_range_and_deterministic(scorer):
     assert len(ok) >= 3
     assert ok["score"].between(0, 1).all() and (ok["score_low"] <= ok["score"]).all()
     assert (ok["score"] <= ok["score_high"]).all() and (ok["n_tasks"] == 3).all()
-    assert ok["layer_depth"].between(0, 1).all()
+    assert ok["layer_depth"].between(0, 1).all() and ok["act_sparsity"].between(0, 1).all()
     pd.testing.assert_frame_equal(first, again)
 
 

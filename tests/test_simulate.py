@@ -48,6 +48,7 @@ def test_round_trip_through_prepare(tiny_release, tmp_path):
     units = datasets.load_from_disk(str(tmp_path / "ds"))["units"].to_pandas()
     assert set(units["difficulty"]) == {"easy", "hard85"}
     assert units["true_accuracy"].notna().all() and units["layer_depth"].between(0, 1).all()
+    assert units["act_sparsity"].between(0, 1).all() and (units["act_spatial_contrast"] >= 0).all()
     assert 20 <= units["n_trials"].median() <= 30
     assert spearmanr(units["his"], units["true_accuracy"])[0] > 0.5
     assert "source: simulated" in (tmp_path / "ds" / "README.md").read_text()

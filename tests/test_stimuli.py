@@ -118,6 +118,24 @@ def test_ties_are_broken_randomly_and_flagged_and_constant_units_dropped():
     assert ex.flags["ties_cover_min_refs"] and not ex.flags["ties_cover_max_refs"]
 
 
+def test_activation_statistics_of_hand_made_units():
+    from interpscore.models import spatial_contrast
+
+    maps = torch.tensor([[[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 4.0]]])  # (B=1, C=2, S=4)
+    assert spatial_contrast(maps)[0].tolist() == pytest.approx([0.0, 2.0])
+    n = 2000
+    table = np.zeros((n, 2))
+    table[:, 0] = np.where(np.arange(n) % 2 == 0, 0.0, np.linspace(1, 2, n))  # half exactly 0
+    table[:, 1] = np.linspace(0, 1, n)  # uniform: a tenth of the range holds a tenth of images
+    model, pool = lookup_setup(table)
+    exemplars, _ = build_exemplars(model, pool, [Unit("feat", 0), Unit("feat", 1)], n_refs=3,
+                                   n_batches=2, progress=False)
+    half, uniform = (ex.stats for ex in exemplars)
+    assert half["act_sparsity"] == pytest.approx(0.5, abs=0.02)
+    assert uniform["act_sparsity"] == pytest.approx(0.1, abs=0.02)
+    assert half["act_spatial_contrast"] == 0.0  # Lookup maps are spatially uniform
+
+
 def test_references_per_source_are_capped():
     n = 1000
     table = np.linspace(0, 1, n)[:, None]

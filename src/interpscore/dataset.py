@@ -22,6 +22,7 @@ from .models import imi_layer_depths, split_difficulty
 from .responses import read_responses
 
 TRUTH_FILE = "unit_truth.csv"  # written by the simulator: each unit's true expected accuracy
+STATS_FILE = "unit_activation_stats.csv"  # activation statistics, where activations were seen
 UNIT_KEYS = ["unit_id", "model", "layer", "channel", "mode", "difficulty"]
 
 
@@ -134,8 +135,8 @@ def assign_splits(units: pd.DataFrame, seed: int, val_fraction: float, test_frac
     return units["unit_id"].map(split)
 
 
-def unit_table(trials: pd.DataFrame, truth: pd.DataFrame | None, seed: int,
-               val_fraction: float, test_fraction: float) -> pd.DataFrame:
+def unit_table(trials: pd.DataFrame, truth: pd.DataFrame | None, stats: pd.DataFrame | None,
+               seed: int, val_fraction: float, test_fraction: float) -> pd.DataFrame:
     units = (trials.groupby(UNIT_KEYS, sort=True)
              .agg(n_trials=("correct", "size"), n_correct=("correct", "sum"),
                   model_label=("model_label", "first"))
@@ -153,23 +154,38 @@ def unit_table(trials: pd.DataFrame, truth: pd.DataFrame | None, seed: int,
             units.loc[group.index, "layer_depth"] = group["layer"].map(depths)
     if truth is not None:
         units = units.merge(truth, on=["model_label", "layer", "channel", "mode"], how="left")
+    if stats is not None:
+        units = units.merge(stats, on=["model", "layer", "channel"], how="left")
     units["split"] = assign_splits(units, seed, val_fraction, test_fraction)
     models = sorted(units["model"].unique())
     units["fold"] = units["model"].map({m: i for i, m in enumerate(models)})
     return units.drop(columns="model_label")
 
 
-def read_truth(responses: Path) -> pd.DataFrame | None:
+def read_side_table(responses: Path, name: str, needed: set) -> pd.DataFrame | None:
+    """A per-unit table the simulator writes beside responses_main.csv (absent for human data)."""
     folder = responses if responses.is_dir() else responses.parent
-    path = folder / TRUTH_FILE
+    path = folder / name
     if not path.is_file():
         return None
-    truth = pd.read_csv(path)
-    needed = {"model", "layer", "channel", "mode", "true_accuracy"}
-    if not needed <= set(truth.columns):
-        raise InputError(f"{path}: missing column(s) {', '.join(sorted(needed - set(truth)))}")
+    table = pd.read_csv(path)
+    if not needed <= set(table.columns):
+        raise InputError(f"{path}: missing column(s) {', '.join(sorted(needed - set(table)))}")
+    return table
+
+
+def read_truth(responses: Path) -> pd.DataFrame | None:
+    truth = read_side_table(responses, TRUTH_FILE,
+                            {"model", "layer", "channel", "mode", "true_accuracy"})
+    if truth is None:
+        return None
     return truth.rename(columns={"model": "model_label"})[
         ["model_label", "layer", "channel", "mode", "true_accuracy"]]
+
+
+def read_stats(responses: Path) -> pd.DataFrame | None:
+    return read_side_table(responses, STATS_FILE,
+                           {"model", "layer", "channel", "act_sparsity", "act_spatial_contrast"})
 
 
 def _counts_table(trials: pd.DataFrame, units: pd.DataFrame) -> str:
@@ -248,7 +264,8 @@ def prepare(responses: str | Path, out: str | Path, images: str | Path | None = 
         raise InputError(f"{responses}: no valid main trials are left after the exclusions:\n"
                          f"{report.table()}")
     trials = resolve_images(build_trials(valid, responses), images, allow_missing, report)
-    units = unit_table(trials, read_truth(responses), seed, val_fraction, test_fraction)
+    units = unit_table(trials, read_truth(responses), read_stats(responses), seed,
+                       val_fraction, test_fraction)
     card = dataset_card(source, responses, images, trials, units, report, seed)
     extra = dict(source=source, responses=str(responses.resolve()),
                  images=str(images.resolve()) if images is not None else None, seed=seed,

@@ -190,19 +190,28 @@ def fit_mis(tensors: TaskTensors, train_ids, batch_size: int = 256) -> MISHead:
     return mis
 
 
+METADATA_COLUMNS = ("layer_depth", "act_sparsity", "act_spatial_contrast")
+
+
 def metadata_baselines(tensors: TaskTensors, train_ids) -> dict[str, Predictor]:
-    """Baselines from unit metadata alone: the training mean, and a linear fit on layer depth."""
+    """Baselines from unit metadata alone: the training mean, and a linear fit of HIS on each
+    per-unit quantity the dataset has (layer depth; activation sparsity and spatial contrast
+    where the units' activations were seen, as in the simulated data)."""
     units = tensors.conditions
     train = units.iloc[list(train_ids)]
     mean = float(train["his"].mean())
     baselines = {"constant": lambda batch: torch.full((len(batch["condition"]),), mean)}
-    depth = train["layer_depth"].to_numpy(float)
-    ok = np.isfinite(depth)
-    if ok.sum() >= 3 and np.ptp(depth[ok]) > 0:
-        slope, intercept = np.polyfit(depth[ok], train["his"].to_numpy()[ok], 1)
-        all_depth = units["layer_depth"].fillna(float(np.nanmean(depth))).to_numpy(float)
-        baselines["layer_depth"] = lambda batch: torch.as_tensor(
-            intercept + slope * all_depth[batch["condition"].numpy()], dtype=torch.float32)
+    for column in METADATA_COLUMNS:
+        if column not in units:
+            continue
+        x = train[column].to_numpy(float)
+        ok = np.isfinite(x)
+        if ok.sum() < 3 or np.ptp(x[ok]) == 0:
+            continue
+        slope, intercept = np.polyfit(x[ok], train["his"].to_numpy()[ok], 1)
+        values = units[column].fillna(float(np.nanmean(x))).to_numpy(float)
+        baselines[column] = lambda batch, v=values, a=slope, b=intercept: torch.as_tensor(
+            b + a * v[batch["condition"].numpy()], dtype=torch.float32)
     return baselines
 
 
@@ -267,8 +276,9 @@ def evaluate_predictors(predictors: dict[str, Predictor], tensors: TaskTensors, 
                       "breakdowns": breakdowns(measured, units)}
     metrics = {"predictors": results, "ceiling": ceiling, "ceiling_used": ceiling_used(ceiling),
                "paired_tests": tests, "measured": measured_level, "n_units": len(ids),
-               "notes": ["Activation-statistics baselines (sparsity, spatial contrast) need the "
-                         "units' activation maps, which prepared datasets do not carry."]}
+               "notes": [] if "act_sparsity" in units else [
+                   "Activation-statistics baselines (sparsity, spatial contrast) need the units' "
+                   "activations, which this dataset does not record (human IMI data)."]}
     return metrics, table
 
 

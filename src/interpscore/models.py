@@ -250,9 +250,10 @@ def layers_of_interest(model) -> list[str]:
     return keep or [n for n, m in named if isinstance(m, (nn.Conv2d, nn.Linear))][1:]
 
 
-def reduce_to_channels(module, output) -> "torch.Tensor":
-    """Spatially averaged activation (B, C): mean over H, W of NCHW maps, over tokens of
-    (B, N, C), over all but the last dim for channels-last layers (LayerNorm, Linear)."""
+def channel_maps(module, output) -> "torch.Tensor":
+    """A layer's output as (B, C, S): each channel's activation at its S positions (pixels of
+    NCHW maps, tokens of (B, N, C), all but the last dim of channels-last layers such as
+    LayerNorm and Linear; S = 1 for (B, C))."""
     import torch.nn as nn
 
     if isinstance(output, (tuple, list)):
@@ -260,10 +261,18 @@ def reduce_to_channels(module, output) -> "torch.Tensor":
     channels_last = (isinstance(module, (nn.LayerNorm, nn.Linear))
                      and type(module).__name__ != "LayerNorm2d")
     if output.dim() == 2:
-        return output
+        return output[:, :, None]
     if output.dim() == 3 or channels_last:
-        return output.flatten(1, -2).mean(1)
-    return output.flatten(2).mean(2)
+        return output.flatten(1, -2).transpose(1, 2)
+    return output.flatten(2)
+
+
+def spatial_contrast(maps: "torch.Tensor") -> "torch.Tensor":
+    """Local spatial contrast of (B, C, S) maps: the spread of a channel's activation over
+    positions relative to its mean magnitude (0 for a spatially uniform response)."""
+    if maps.shape[2] < 2:
+        return maps.new_zeros(maps.shape[:2])
+    return maps.std(2) / (maps.abs().mean(2) + 1e-8)
 
 
 def check_layers(model, layers) -> None:

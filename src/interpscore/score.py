@@ -139,7 +139,8 @@ class Scorer:
                     save_stimuli: bool = False, shard: tuple[int, int] | None = None,
                     progress: bool = True) -> pd.DataFrame | None:
         """One row per requested unit: model, layer, channel, layer_depth, score (predicted HIS),
-        score_low/high (95 % interval over tasks), n_tasks, status. With `shard=(rank, world)`
+        score_low/high (95 % interval over tasks), n_tasks, activation sparsity and spatial
+        contrast, status. With `shard=(rank, world)`
         only that rank's part of the activation pass is computed (into OUT/shards/) and None is
         returned; a call without `shard` merges all shards, computing any that are missing."""
         from .models import check_layers, layers_of_interest, load_model, module_depths
@@ -218,13 +219,14 @@ class Scorer:
                   for b, (q_max, q_min) in enumerate(ex.queries[difficulty])] for ex in exemplars]
         scored = dict(zip([ex.unit for ex in exemplars],
                           self._score_tasks(embeddings, tasks, seed) if tasks else []))
+        stats = {ex.unit: ex.stats for ex in exemplars}
         depths = module_depths(loaded.module)
         rows = []
         for unit in chosen:
             row = dict(model=loaded.label, layer=unit.layer, channel=unit.channel,
                        layer_depth=depths[unit.layer], difficulty=difficulty)
             if unit in scored:
-                rows.append({**row, **scored[unit], "status": "ok"})
+                rows.append({**row, **scored[unit], **stats[unit], "status": "ok"})
             else:
                 rows.append({**row, "score": np.nan, "score_low": np.nan, "score_high": np.nan,
                              "n_tasks": 0, "status": "constant over the pool"})

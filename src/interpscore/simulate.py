@@ -8,7 +8,9 @@ and side bias; a few are careless so that the exclusion criteria have something 
 
 Output, exactly as the real release would hold it and labelled `source: simulated`:
 `responses_main.csv` (trial level, demo and catch rows included), `images/` (stimulus store),
-`unit_truth.csv` (each unit's expected accuracy for a typical valid participant), `README.md`.
+`unit_truth.csv` (each unit's expected accuracy for a typical valid participant),
+`unit_activation_stats.csv` (sparsity and spatial contrast of each unit over the pool),
+`README.md`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pandas as pd
 from scipy.special import ndtr
 
 from .atomic import atomic_folder
+from .dataset import STATS_FILE
 from .errors import InputError
 from .stimuli import (batch_dir, build_exemplars, condition_label, layer_channels, sample_units,
                       unit_depths, write_store)
@@ -322,7 +325,7 @@ def simulate(out: str | Path, config: SimulationConfig | None = None, pool=None,
     pool = pool or default_pool(config.pool_size, config.image_size, config.seed)
     with atomic_folder(out, overwrite) as tmp:
         images = tmp / "images"
-        conditions, trial_images = [], {}
+        conditions, trial_images, stats = [], {}, []
         for m, spec in enumerate(config.models):
             model = load_model(spec, image_size=config.image_size)
             channels = layer_channels(model, layers_of_interest(model.module), config.image_size)
@@ -334,6 +337,8 @@ def simulate(out: str | Path, config: SimulationConfig | None = None, pool=None,
             paths = write_store(images, model.label, exemplars, pool)
             depths = unit_depths(model, [ex.unit for ex in exemplars])
             for ex in exemplars:
+                stats.append(dict(model=model.label, layer=ex.unit.layer,
+                                  channel=ex.unit.channel, **ex.stats))
                 for difficulty, queries in ex.queries.items():
                     conditions.append(dict(
                         model=model.label, model_label=condition_label(model.label, difficulty),
@@ -352,6 +357,7 @@ def simulate(out: str | Path, config: SimulationConfig | None = None, pool=None,
         truth["ties_cover_refs"] = conditions["ties"].to_numpy()
         table.to_csv(tmp / "responses_main.csv", index=False)
         truth.to_csv(tmp / "unit_truth.csv", index=False)
+        pd.DataFrame(stats).to_csv(tmp / STATS_FILE, index=False)
         (tmp / "simulation.json").write_text(json.dumps(asdict(config) | {"key": config.key()},
                                                         indent=2))
         (tmp / "README.md").write_text(simulation_card(config, table))

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .models import LoadedModel, check_layers, module_depths, reduce_to_channels
+from .models import LoadedModel, channel_maps, check_layers, module_depths, spatial_contrast
 
 # Query percentiles of the hard conditions (the max query at P, the min query at 100 - P).
 DIFFICULTY_PERCENTILES = {"hard85": 85.0, "hard95": 95.0, "hard99": 99.0}
@@ -43,6 +43,15 @@ class UnitRanking:
     reservoir_index: np.ndarray  # a uniform sample of the pool, sorted by activation
     reservoir_value: np.ndarray
     n_images: int
+    spatial_contrast: float = float("nan")  # mean over images (see models.spatial_contrast)
+
+    def activation_stats(self) -> dict:
+        """Statistics the IMI authors related to interpretability: sparsity (the fraction of
+        images activating the unit less than a tenth of its range above its minimum, from the
+        uniform reservoir) and local spatial contrast."""
+        low, high = self.bottom_value[0], self.top_value[0]
+        sparsity = float(np.mean(self.reservoir_value < low + 0.1 * (high - low)))
+        return {"act_sparsity": sparsity, "act_spatial_contrast": float(self.spatial_contrast)}
 
 
 @dataclass
@@ -52,6 +61,7 @@ class UnitExemplars:
     refs_min: list[list[int]]
     queries: dict[str, list[tuple[int, int]]]  # difficulty -> per batch (max query, min query)
     flags: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)  # UnitRanking.activation_stats
 
 
 def layer_channels(model: LoadedModel, layers: list[str], image_size: int) -> dict[str, int]:
@@ -63,7 +73,7 @@ def layer_channels(model: LoadedModel, layers: list[str], image_size: int) -> di
     sizes, hooks = {}, []
     for layer in layers:
         def hook(module, _inputs, output, layer=layer):
-            sizes[layer] = int(reduce_to_channels(module, output).shape[1])
+            sizes[layer] = int(channel_maps(module, output).shape[1])
         hooks.append(modules[layer].register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -150,10 +160,13 @@ def collect_rankings(model: LoadedModel, pool, units: list[Unit], keep: int,
     reservoir_index = np.empty(0, np.int64)
     reservoir_value = {layer: torch.empty(0, len(us)) for layer, us in per_layer.items()}
     captured: dict[str, torch.Tensor] = {}
+    contrast_sum = {layer: torch.zeros(len(us), dtype=torch.float64) for layer, us in per_layer.items()}
     hooks = []
     for layer in layers:
         def hook(module, _inputs, output, layer=layer):
-            captured[layer] = reduce_to_channels(module, output)[:, channel_index[layer]].float()
+            maps = channel_maps(module, output)[:, channel_index[layer]].float()
+            captured[layer] = maps.mean(2)
+            contrast_sum[layer] += spatial_contrast(maps).double().sum(0)
         hooks.append(modules[layer].register_forward_hook(hook))
 
     rng = np.random.default_rng(seed)
@@ -213,7 +226,7 @@ def collect_rankings(model: LoadedModel, pool, units: list[Unit], keep: int,
             order = np.argsort(res_value, kind="stable")
             out[unit] = UnitRanking(top[2][k].numpy(), top[1][k].numpy(), bottom[2][k].numpy(),
                                     bottom[1][k].numpy(), reservoir_index[order], res_value[order],
-                                    seen)
+                                    seen, float(contrast_sum[layer][k]) / max(seen, 1))
     return out
 
 
@@ -237,9 +250,11 @@ def merge_rankings(parts: list[dict[Unit, UnitRanking]], keep: int, seed: int = 
         index = np.concatenate([r.reservoir_index for r in rankings])
         value = np.concatenate([r.reservoir_value for r in rankings])
         order = np.argsort(value, kind="stable")
+        n_images = sum(r.n_images for r in rankings)
+        contrast = sum(r.spatial_contrast * r.n_images for r in rankings) / max(n_images, 1)
         merged[unit] = UnitRanking(**fields, reservoir_index=index[order],
-                                   reservoir_value=value[order],
-                                   n_images=sum(r.n_images for r in rankings))
+                                   reservoir_value=value[order], n_images=n_images,
+                                   spatial_contrast=contrast)
     return merged
 
 
@@ -342,6 +357,7 @@ def select_all(rankings, sources, units, n_refs, n_batches, difficulties, max_re
             constant.append(unit)
         else:
             exemplars.unit = unit
+            exemplars.stats = rankings[unit].activation_stats()
             kept.append(exemplars)
     return kept, constant
 

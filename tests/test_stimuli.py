@@ -223,3 +223,11 @@ def test_hf_datasets_image_pool(tmp_path, imi_fixtures):
     exemplars, _ = build_exemplars(model, pool, [Unit("layer1.0.conv1", 0)], n_refs=2,
                                    n_batches=2, progress=False)
     assert len(exemplars[0].refs_max) == 2
+
+
+def test_cli_lists_layers_of_interest(capsys):
+    assert main(["layers", "test_resnet@random", "--image-size", "64"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in out[1:]}
+    assert "layer1.0.conv1" in rows and "conv1.0" not in rows  # never the first conv
+    assert all(int(units) > 0 and 0 <= float(depth) <= 1 for units, depth in rows.values())

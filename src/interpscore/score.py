@@ -249,11 +249,12 @@ class Scorer:
 
 
 def summarise_scores(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Mean predicted HIS per layer (with its depth) and per model, over the scored units."""
     ok = frame[frame["status"] == "ok"]
-    return {key: ok.groupby(columns).agg(units=("score", "size"), mean_score=("score", "mean"),
-                                         sd=("score", "std"), depth=("layer_depth", "first"))
-            .reset_index()
-            for key, columns in (("layer", ["model", "layer"]), ("model", ["model"]))}
+    stats = dict(units=("score", "size"), mean_score=("score", "mean"), sd=("score", "std"))
+    return {"layer": ok.groupby(["model", "layer"]).agg(**stats, depth=("layer_depth", "first"))
+            .reset_index().sort_values(["model", "depth"]),
+            "model": ok.groupby("model").agg(**stats).reset_index()}
 
 
 def load(checkpoint: str | Path, cache_dir: str | Path = DEFAULT_CACHE) -> Scorer:

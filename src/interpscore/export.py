@@ -22,7 +22,7 @@ import pandas as pd
 
 from .atomic import atomic_folder
 from .errors import InputError
-from .stimuli import _link_or_copy
+from .stimuli import link_or_copy
 
 _BATCH = re.compile(r"^(?P<unit>.+/channel_(?P<channel>\d+))/natural_images/batch_(?P<batch>\d+)$")
 
@@ -91,10 +91,10 @@ def export_experiment(stimuli, out, scores=None, units=None, select=None, n: int
                 refs = [batch / f"{side}_{i}.png" for side in ("max", "min") for i in range(9)]
                 for ref in refs:
                     if ref.is_file():
-                        _link_or_copy(ref, trial / "references" / ref.name)
+                        link_or_copy(ref, trial / "references" / ref.name)
                 for side in ("max", "min"):  # a catch trial's query is one of its references
                     query = batch / (f"{side}_0.png" if catch else f"{side}_9.png")
-                    _link_or_copy(query, trial / "queries" / f"{side}.png")
+                    link_or_copy(query, trial / "queries" / f"{side}.png")
                 _model, layer, channel = unit.split("/")
                 entries.append({"queries": f"catch_trials/{layer}/channel_{channel}/trial_{j}"
                                 if catch else batch.relative_to(stimuli).as_posix(),

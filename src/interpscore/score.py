@@ -84,14 +84,14 @@ class Scorer:
                      ) -> list[dict]:
         """tasks[u] = [(q_max, q_min, refs_max, refs_min) as embedding row indices, ...]."""
         from .heads import unit_prediction
-        from .tasks import TaskTensors, _pad, gather, summarise_tasks
+        from .tasks import TaskTensors, pad_rows, gather, summarise_tasks
 
         flat = [task for unit_tasks in tasks for task in unit_tasks]
         summaries = summarise_tasks(embeddings, [t[0] for t in flat], [t[1] for t in flat],
                                     [t[2] for t in flat], [t[3] for t in flat])
         starts = np.cumsum([0] + [len(t) for t in tasks])
         tensors = TaskTensors(**summaries, n=torch.zeros(len(flat)), k=torch.zeros(len(flat)),
-                              condition_tasks=_pad([list(range(a, b)) for a, b in
+                              condition_tasks=pad_rows([list(range(a, b)) for a, b in
                                                     zip(starts[:-1], starts[1:])]),
                               conditions=pd.DataFrame(index=range(len(tasks))))
         rows = []

@@ -373,7 +373,7 @@ def batch_dir(model_label: str, unit: Unit, batch: int, difficulty: str = "easy"
             f"natural_images/batch_{batch}")
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def link_or_copy(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(source, target)  # the same pool image in many trials costs no extra disk
@@ -408,11 +408,11 @@ def write_store(root: str | Path, model_label: str, exemplars: list[UnitExemplar
                 for side, refs in (("max", ex.refs_max[b]), ("min", ex.refs_min[b])):
                     for i, image in enumerate(refs):
                         rel = f"{folder}/{side}_{i}.png"
-                        _link_or_copy(pool_file(image), root / rel)
+                        link_or_copy(pool_file(image), root / rel)
                         paths[f"refs_{side}"].append(rel)
                 for side, image in (("max", q_max), ("min", q_min)):
                     rel = f"{folder}/{side}_{QUERY_INDEX}.png"
-                    _link_or_copy(pool_file(image), root / rel)
+                    link_or_copy(pool_file(image), root / rel)
                     paths[f"query_{side}"] = rel
                 trials[(ex.unit, difficulty, b)] = paths
     return trials

@@ -40,7 +40,8 @@ class TaskTensors:
         return int(self.q_max.shape[1])
 
 
-def _pad(rows: list[list[int]]) -> torch.Tensor:
+def pad_rows(rows: list[list[int]]) -> torch.Tensor:
+    """Index lists of unequal length as one tensor, -1 marking the padding."""
     width = max(len(r) for r in rows)
     return torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long)
 
@@ -50,7 +51,7 @@ def summarise_tasks(embeddings: torch.Tensor, q_max, q_min, refs_max: list, refs
     emb = torch.nn.functional.normalize(embeddings.float(), dim=1)
     out = {"q_max": emb[torch.as_tensor(q_max)], "q_min": emb[torch.as_tensor(q_min)]}
     for side, refs in (("max", refs_max), ("min", refs_min)):
-        index = _pad([list(r) for r in refs])
+        index = pad_rows([list(r) for r in refs])
         mask = (index >= 0).float().unsqueeze(-1)
         members = emb[index.clamp(min=0)] * mask
         mean = members.sum(1) / mask.sum(1).clamp(min=1)
@@ -88,7 +89,7 @@ def build_task_tensors(trials: pd.DataFrame, conditions: pd.DataFrame, embed_pat
         **summaries,
         n=torch.tensor(tasks["size"].to_numpy(), dtype=torch.float32),
         k=torch.tensor(tasks["sum"].to_numpy(), dtype=torch.float32),
-        condition_tasks=_pad(per_condition),
+        condition_tasks=pad_rows(per_condition),
         conditions=conditions,
     )
 

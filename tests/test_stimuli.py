@@ -175,7 +175,7 @@ def test_efficientnet_lite0_offline_weights_classify_coffee():
     x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
     x = (x - torch.tensor(model.mean).view(1, 3, 1, 1)) / torch.tensor(model.std).view(1, 3, 1, 1)
     with torch.no_grad():
-        assert model.module(x).argmax().item() == 967  # ImageNet "espresso"
+        assert model.module(x.to(model.device)).argmax().item() == 967  # ImageNet "espresso"
 
 
 def test_pretrained_model_offline_fails_fast_with_a_clear_message():

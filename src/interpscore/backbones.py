@@ -68,8 +68,12 @@ class Backbone:
         import torch
         import torch.nn.functional as F
 
-        x = torch.stack([self.to_input(image) for image in images])
-        x = (x - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1)
+        from .models import module_device
+
+        device = module_device(self.module)
+        x = torch.stack([self.to_input(image) for image in images]).to(device)
+        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
+        x = (x - mean) / torch.tensor(self.std, device=device).view(1, 3, 1, 1)
         with torch.no_grad():
             if self.stages and hasattr(self.module, "forward_intermediates"):
                 final, maps = self.module.forward_intermediates(x, indices=self.stages)
@@ -80,7 +84,7 @@ class Backbone:
                 out = self.module(x)
                 blocks = [out if out.dim() == 2 else out.flatten(1)]
         blocks = [F.normalize(b.float(), dim=1) for b in blocks]
-        return torch.cat(blocks, 1) / len(blocks) ** 0.5
+        return (torch.cat(blocks, 1) / len(blocks) ** 0.5).cpu()
 
     @property
     def dim(self) -> int:

@@ -106,6 +106,29 @@ class LoadedModel:
     std: tuple
     input_size: int
 
+    @property
+    def device(self):
+        return module_device(self.module)
+
+
+def module_device(module):
+    """Where a module's weights live (CPU for a module without any)."""
+    import itertools
+
+    import torch
+
+    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def default_device() -> str:
+    """Forward passes run on the GPU where there is one (INTERPSCORE_DEVICE overrides)."""
+    import os
+
+    import torch
+
+    return os.environ.get("INTERPSCORE_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+
 
 def model_label(spec: str) -> str:
     """A folder-safe name: `resnet18@random` -> `resnet18-random`, `open_clip:RN50:openai` ->
@@ -182,7 +205,7 @@ def load_model(spec: str, image_size: int | None = None) -> LoadedModel:
                              "need network access (unset HF_HUB_OFFLINE) or a local file: "
                              f"{name}@/path/to/weights") from err
     config = timm.data.resolve_data_config({}, model=model)
-    model.eval().requires_grad_(False)
+    model.eval().requires_grad_(False).to(default_device())
     return LoadedModel(model, label, tuple(config["mean"]), tuple(config["std"]),
                        int(config["input_size"][-1]))
 
@@ -199,7 +222,7 @@ def _load_open_clip(spec: str, label: str) -> LoadedModel:
     except Exception as err:
         raise InputError(f"{spec}: could not be loaded ({err}); pretrained tags need network "
                          "access, or pass a local file as the tag") from err
-    visual = model.visual.eval().requires_grad_(False)
+    visual = model.visual.eval().requires_grad_(False).to(default_device())
     size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
     return LoadedModel(visual, label, tuple(open_clip.OPENAI_DATASET_MEAN),
                        tuple(open_clip.OPENAI_DATASET_STD), int(size))

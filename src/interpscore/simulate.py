@@ -92,13 +92,14 @@ def semantic_features(pool, indices: np.ndarray, n_components: int = 16,
     from .models import load_model
 
     model = load_model(OBSERVER_SEMANTIC_MODEL)
-    mean = torch.tensor(model.mean).view(1, 3, 1, 1)
-    std = torch.tensor(model.std).view(1, 3, 1, 1)
+    mean = torch.tensor(model.mean, device=model.device).view(1, 3, 1, 1)
+    std = torch.tensor(model.std, device=model.device).view(1, 3, 1, 1)
     out = []
     with torch.no_grad():
         for start in range(0, len(indices), 64):
-            batch = torch.stack([pool[int(i)] for i in indices[start:start + 64]]).float() / 255
-            out.append(model.module((batch - mean) / std).log_softmax(-1).numpy())
+            batch = torch.stack([pool[int(i)] for i in indices[start:start + 64]])
+            batch = batch.to(model.device).float() / 255
+            out.append(model.module((batch - mean) / std).log_softmax(-1).cpu().numpy())
     logp = np.concatenate(out)
     k = min(n_components, len(indices) - 1, logp.shape[1])
     return PCA(k, random_state=0).fit_transform(logp)

@@ -77,7 +77,7 @@ def layer_channels(model: LoadedModel, layers: list[str], image_size: int) -> di
         hooks.append(modules[layer].register_forward_hook(hook))
     try:
         with torch.no_grad():
-            model.module(torch.zeros(1, 3, image_size, image_size))
+            model.module(torch.zeros(1, 3, image_size, image_size, device=model.device))
     finally:
         for handle in hooks:
             handle.remove()
@@ -164,14 +164,15 @@ def collect_rankings(model: LoadedModel, pool, units: list[Unit], keep: int,
     hooks = []
     for layer in layers:
         def hook(module, _inputs, output, layer=layer):
-            maps = channel_maps(module, output)[:, channel_index[layer]].float()
-            captured[layer] = maps.mean(2)
-            contrast_sum[layer] += spatial_contrast(maps).double().sum(0)
+            maps = channel_maps(module, output)
+            maps = maps[:, channel_index[layer].to(maps.device)].float()
+            captured[layer] = maps.mean(2).cpu()
+            contrast_sum[layer] += spatial_contrast(maps).double().sum(0).cpu()
         hooks.append(modules[layer].register_forward_hook(hook))
 
     rng = np.random.default_rng(seed)
-    mean = torch.tensor(model.mean).view(1, 3, 1, 1)
-    std = torch.tensor(model.std).view(1, 3, 1, 1)
+    mean = torch.tensor(model.mean, device=model.device).view(1, 3, 1, 1)
+    std = torch.tensor(model.std, device=model.device).view(1, 3, 1, 1)
     positions = list(range(len(pool)) if indices is None else indices)
     seen = 0
     try:
@@ -185,8 +186,8 @@ def collect_rankings(model: LoadedModel, pool, units: list[Unit], keep: int,
                 if not loaded:
                     continue
                 index = torch.tensor([i for i, _ in loaded])
-                images = torch.stack([image for _, image in loaded]).float() / 255.0
-                model.module((images - mean) / std)
+                images = torch.stack([image for _, image in loaded]).to(model.device)
+                model.module((images.float() / 255.0 - mean) / std)
                 # Algorithm R, shared by all units: which pool images enter the reservoir.
                 slots = []
                 for i in index.tolist():

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
-from .heads import create_head
-
-HEAD_OPTIONS = {"mis": (), "twoafc": ("rank", "reg"), "setreg": ("hidden", "dropout", "reg")}
+from .heads import HEADS, create_head
 
 
 @dataclass
@@ -34,10 +32,6 @@ class LoadedMetric:
         return self.hparams.get("image_size", self.data_hparams.get("image_size"))
 
 
-def head_kwargs(hparams: dict) -> dict:
-    return {k: hparams[k] for k in HEAD_OPTIONS[hparams["head"]] if k in hparams}
-
-
 def load_checkpoint(path: str | Path) -> LoadedMetric:
     """Read a checkpoint written by `python train.py`; clear errors for anything else."""
     import torch
@@ -51,10 +45,10 @@ def load_checkpoint(path: str | Path) -> LoadedMetric:
     except Exception as err:
         raise InputError(f"{path}: not a readable checkpoint ({err})") from err
     hparams = dict(data.get("hyper_parameters") or {}) if isinstance(data, dict) else {}
-    if hparams.get("head") not in HEAD_OPTIONS or "state_dict" not in data:
+    if hparams.get("head") not in HEADS or "state_dict" not in data:
         raise InputError(f"{path}: not an interpscore checkpoint (no head / state_dict); "
                          "expected a file written by `python train.py`")
-    head = create_head(hparams["head"], hparams["embedding_dim"], **head_kwargs(hparams))
+    head = create_head(hparams["head"], hparams["embedding_dim"], **hparams)
     state = {k[len("head."):]: v for k, v in data["state_dict"].items() if k.startswith("head.")}
     head.load_state_dict(state)
     hparams.setdefault("backbone", "efficientnet_lite0")

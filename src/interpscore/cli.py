@@ -300,17 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["train"]:
-        from .train import main as train_main
-
-        try:
-            train_main(argv[1:])
-        except InputError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        return 0
-    args = build_parser().parse_args(argv)
     try:
+        if argv[:1] == ["train"]:  # LightningCLI parses its own arguments
+            from .train import main as train_main
+
+            train_main(argv[1:])
+            return 0
+        args = build_parser().parse_args(argv)
         return args.run(args)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)

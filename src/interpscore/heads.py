@@ -41,6 +41,7 @@ def mis_delta(batch, transform=None):
 
 class MISHead(nn.Module):
     level = "trial"
+    options = ()  # hyperparameters create_head passes on
 
     def __init__(self, dim: int, alpha: float = 10.0):
         super().__init__()
@@ -76,6 +77,7 @@ class MISHead(nn.Module):
 
 class TwoAFCHead(nn.Module):
     level = "trial"
+    options = ("rank", "reg")
 
     def __init__(self, dim: int, rank: int | None = None, reg: float = 1e-3,
                  alpha: float = 10.0):
@@ -109,6 +111,7 @@ class TwoAFCHead(nn.Module):
 
 class SetRegHead(nn.Module):
     level = "unit"
+    options = ("hidden", "dropout", "reg")
 
     def __init__(self, dim: int, hidden: int = 64, dropout: float = 0.1, reg: float = 1e-3):
         super().__init__()
@@ -134,10 +137,13 @@ class SetRegHead(nn.Module):
 HEADS = {"mis": MISHead, "twoafc": TwoAFCHead, "setreg": SetRegHead}
 
 
-def create_head(name: str, dim: int, **kwargs) -> nn.Module:
+def create_head(name: str, dim: int, **hparams) -> nn.Module:
+    """The head `name` for `dim`-dimensional embeddings; of `hparams` (e.g. a checkpoint's
+    hyperparameters) it takes only the options that head has."""
     if name not in HEADS:
         raise InputError(f"unknown head {name!r}; valid: {', '.join(HEADS)}")
-    return HEADS[name](dim, **kwargs)
+    head = HEADS[name]
+    return head(dim, **{k: hparams[k] for k in head.options if k in hparams})
 
 
 def unit_prediction(p_task, batch):

@@ -10,7 +10,6 @@ import torch
 from torchmetrics import MeanAbsoluteError, MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
 
 from .errors import InputError
-from .checkpoint import HEAD_OPTIONS, head_kwargs
 from .heads import create_head, nll, unit_prediction
 from .tasks import ConditionDataset, TaskTensors, dataset_info, load_task_tensors
 
@@ -25,14 +24,12 @@ class InterpScoreModule(L.LightningModule):
         """`backbone` and `image_size` are linked from the data module, so that a checkpoint
         alone says which embeddings its head reads."""
         super().__init__()
-        if head not in HEAD_OPTIONS:
-            raise InputError(f"unknown head {head!r}; valid: {', '.join(HEAD_OPTIONS)}")
         if embedding_dim <= 0:
             raise InputError("embedding_dim must be positive (it is linked from the data module)")
         if lr <= 0:
             raise InputError(f"lr must be positive, got {lr}")
         self.save_hyperparameters()
-        self.head = create_head(head, embedding_dim, **head_kwargs(dict(self.hparams)))
+        self.head = create_head(head, embedding_dim, **self.hparams)
         metrics = MetricCollection({"spearman": SpearmanCorrCoef(), "pearson": PearsonCorrCoef(),
                                     "mae": MeanAbsoluteError()})
         self.val_metrics = metrics.clone(prefix="val/")

@@ -218,7 +218,7 @@ def _load_open_clip(spec: str, label: str) -> LoadedModel:
         raise InputError(f"{spec}: open_clip models are written open_clip:NAME:TAG")
     _, name, tag = parts
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=tag)
+        model, _, _ = open_clip.create_model_and_transforms(name, pretrained=tag)
     except Exception as err:
         raise InputError(f"{spec}: could not be loaded ({err}); pretrained tags need network "
                          "access, or pass a local file as the tag") from err

@@ -262,7 +262,7 @@ def _participant_rows(task_number, worker, trials, conditions, trial_images, evi
             layer_depth=row["layer_depth"])
 
     attentive = 0.99  # demo and catch trials are easy for anyone who looks
-    for attempt in range(5):  # the practice block repeats until passed
+    for _ in range(5):  # the practice block repeats until passed
         passed = True
         for j in range(config.demo_trials):
             trial("demo", 0.5 if careless == "random" else attentive, model="demo", layer="demo", channel=f"demo_{j}",

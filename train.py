@@ -1,6 +1,8 @@
 """Train the default proxy metric on the embedded simulated IMI (offline). See `--help`."""
 
-from interpscore.train import main
+import sys
+
+from interpscore.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(["train", *sys.argv[1:]]))

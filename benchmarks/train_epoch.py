@@ -1,4 +1,4 @@
-"""Speed of training on cached embeddings at IMI scale (DESIGN.md section 4).
+"""Speed of training on cached embeddings at IMI scale (target: an epoch in <= 2 s on 2 CPU cores).
 
 An IMI-sized problem: ~2,500 conditions (767 units x modes x difficulties) with 20 tasks each,
 ~76k trials, ~170k distinct images embedded in 1776 dimensions (EfficientNet-Lite0 multi-stage).
@@ -15,8 +15,8 @@ import time
 import pandas as pd
 import torch
 
-from interpscore.heads import create_head, nll
-from interpscore.tasks import ConditionDataset, TaskTensors, summarise_tasks
+from interpscore.metric.heads import create_head, nll
+from interpscore.metric.tasks import ConditionDataset, TaskTensors, summarise_tasks
 
 from common import emit
 

@@ -10,13 +10,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 sys.path.insert(0, str(Path(__file__).parent))
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "imi_task_tree"
+# A subset of the real IMI stimuli, shipped with the tests (see fixtures/README.md).
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "imi_task_tree"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
 def imi_fixtures() -> Path:
-    if not FIXTURES.is_dir():
-        pytest.skip(f"real IMI fixtures not found at {FIXTURES} (../shared beside the checkout)")
     return FIXTURES
 
 
@@ -24,10 +24,10 @@ def imi_fixtures() -> Path:
 def debug_run(tmp_path_factory):
     """One tiny training run (configs/debug.yaml) shared by the tests that need a checkpoint:
     (base folder, run folder, metrics, the arguments used)."""
-    from interpscore.train import CONFIG_DIR, main
+    from interpscore.train.cli import main
 
     base = tmp_path_factory.mktemp("train")
-    args = ["--config", str(CONFIG_DIR / "debug.yaml"), "--data.data_root", str(base / "data"),
+    args = ["--config", "debug", "--data.data_root", str(base / "data"),
             "--data.cache_dir", str(base / "cache"), "--checkpoints_root", str(base / "ckpt")]
     metrics = main(args)
     (run,) = (base / "ckpt").iterdir()

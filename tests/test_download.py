@@ -6,9 +6,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from interpscore import download
+from interpscore.data import download
 from interpscore.cli import main
-from interpscore.download import DownloadError, download_file
+from interpscore.data.download import DownloadError, download_file
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 MD5 = hashlib.md5(PAYLOAD).hexdigest()

@@ -5,11 +5,12 @@ import pandas as pd
 import pytest
 import torch
 
-from interpscore.checkpoint import load_checkpoint
 from interpscore.cli import main
 from interpscore.errors import InputError
-from interpscore.evaluate import (binomial_ceiling, evaluate_predictors, paired_bootstrap,
-                                  spearman, split_half_ceiling, split_ids, unit_metrics)
+from interpscore.evaluation.agreement import (binomial_ceiling, paired_bootstrap, spearman,
+                                              split_half_ceiling, unit_metrics)
+from interpscore.evaluation.harness import evaluate_predictors, split_ids
+from interpscore.metric.checkpoint import load_checkpoint
 
 
 def _simulated_units(n_units=400, n=30, seed=0):
@@ -63,7 +64,7 @@ def test_nan_predictions_and_missing_split_are_refused():
 
 
 def test_any_callable_is_evaluated_with_the_same_code(debug_run):
-    from interpscore.lit import IMIDataModule
+    from interpscore.train.lit import IMIDataModule
     import yaml
 
     _, run, _, _ = debug_run

@@ -3,8 +3,8 @@ import shutil
 import pytest
 
 from imi_table import build_table
-from interpscore.dataset import prepare
-from interpscore.imagelayout import ImageIndex, MissingImages, resolve_trial
+from interpscore.data.dataset import prepare
+from interpscore.data.layouts import ImageIndex, MissingImages, resolve_trial
 
 HOST = "https://example.org/static/experiments"
 
@@ -65,7 +65,7 @@ def store(tmp_path, imi_fixtures):
     unit = tmp_path / "images" / "resnet50" / "layer1.0.conv1" / "channel_3"
     shutil.copytree(imi_fixtures / "flat_batch_experiments/exp1/task_1/trials/trial_1",
                     unit / "natural_images" / "batch_0")
-    shutil.copytree(imi_fixtures / "demo_optimized_9_references/trials/trial_1/references",
+    shutil.copytree(imi_fixtures / "demo_optimized_9_references/trials/trial_2/references",
                     unit / "optimized_images")
     return tmp_path / "images"
 
@@ -85,7 +85,7 @@ def test_stimulus_store_layout(store):
 
 def _table_on_fixture_urls():
     table = build_table()
-    table["max_query"] = f"{HOST}/screenshots_9_references/task_1/trials/trial_2/queries/max.png"
+    table["max_query"] = f"{HOST}/screenshots_9_references/task_1/trials/trial_1/queries/max.png"
     table["min_query"] = table["max_query"].str.replace("max.png", "min.png")
     table["max_references"] = "[]"
     table["min_references"] = "[]"
@@ -96,8 +96,8 @@ def test_prepare_resolves_images_relative_to_root(tmp_path, imi_fixtures):
     path = tmp_path / "r.csv"
     _table_on_fixture_urls().to_csv(path, index=False)
     trials = prepare(path, tmp_path / "ds", images=imi_fixtures).trials
-    assert (trials["query_max"] == "screenshots_9_references/task_1/trials/trial_2/queries/max.png").all()
-    assert all(len(refs) == 10 for refs in trials["refs_min"])
+    assert (trials["query_max"] == "screenshots_9_references/task_1/trials/trial_1/queries/max.png").all()
+    assert all(len(refs) == 9 for refs in trials["refs_min"])  # min_1..min_9
     assert all((imi_fixtures / p).is_file() for p in trials["refs_max"].iloc[0])
 
 

@@ -7,11 +7,16 @@ import pandas as pd
 import pytest
 import yaml
 
-from interpscore import leaderboard as board
+from conftest import ROOT
 from interpscore.cli import main
 from interpscore.errors import InputError
+from interpscore.leaderboard import entries as board
+from interpscore.leaderboard.render import render
+from interpscore.leaderboard.scoring import score_entries
+from interpscore.resources import package_file
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = package_file("configs")
+BOARD = ROOT / "leaderboard"  # the project's own leaderboard
 META = dict(method="test method", authors=["A. Tester"], link=None, code=None,
             training_data={"dataset": "debug", "split": "train"},
             flags={"extra_human_data": False, "uses_test_labels": False})
@@ -20,13 +25,12 @@ META = dict(method="test method", authors=["A. Tester"], link=None, code=None,
 @pytest.fixture(scope="module")
 def tiny_board(debug_run, tmp_path_factory):
     """A leaderboard over the debug dataset: the trained checkpoint, MIS and a constant."""
-    from interpscore.dataset import load_prepared
-    from interpscore.simulate import simulated_dataset_dir
+    from interpscore.data.dataset import load_prepared
+    from interpscore.simulate.experiment import simulated_dataset_dir
 
     base, run, _, _ = debug_run
     simulation = yaml.safe_load((CONFIGS / "debug.yaml").read_text())["data"]["simulation"]
     root = tmp_path_factory.mktemp("board")
-    shutil.copy(board.ROOT / "schema.json", root)
     (root / "submissions").mkdir()
     (root / "tracks").mkdir()
     units = load_prepared(simulated_dataset_dir(simulation, base / "data"))["units"].to_pandas()
@@ -36,32 +40,33 @@ def tiny_board(debug_run, tmp_path_factory):
                      "simulation": simulation, "units": "tracks/debug-v1.csv"},
         "imi-v1": {"title": "IMI", "description": "human", "dataset": "imi",
                    "units": "tracks/imi-v1.csv"}}}))
-    common = ["--root", str(root), "--data-root", str(base / "data"), "--cache-dir", str(base / "cache")]
+    common = ["--root", str(root), "--data-root", str(base / "data")]
     for name, source in (("trained", ["--checkpoint", str(run / "best.ckpt")]),
                          ("mis", ["--baseline", "mis"]), ("constant", ["--baseline", "constant"])):
         meta = root / f"{name}.meta.yaml"
         extra = {} if name == "trained" else {"backbone": "efficientnet_lite0", "trainable_parameters": 1}
         meta.write_text(yaml.safe_dump({"id": name, **META, **extra}))
-        assert main(["leaderboard", "submit", "--meta", str(meta), *source, *common]) == 0
+        assert main(["leaderboard", "submit", "--meta", str(meta), *source, *common,
+                     "--cache-dir", str(base / "cache")]) == 0
     assert main(["leaderboard", "score", "--n-boot", "200", *common]) == 0
     assert main(["leaderboard", "render", "--root", str(root)]) == 0
     return root, base, run
 
 
 def test_committed_entries_validate_and_the_page_is_fresh(tmp_path):
-    problems = board.validate_all()
+    problems = board.validate_all(root=BOARD)
     assert not problems, problems.items
-    assert len(list((board.ROOT / "submissions").glob("*.yaml"))) >= 4
-    board.render(board.ROOT, tmp_path)
+    assert len(list((BOARD / "submissions").glob("*.yaml"))) >= 4
+    render(BOARD, tmp_path)
     for name in ("README.md", "index.html"):
-        assert (tmp_path / name).read_text() == (board.ROOT / name).read_text(), (
+        assert (tmp_path / name).read_text() == (BOARD / name).read_text(), (
             f"leaderboard/{name} is stale: run `interpscore leaderboard render`")
 
 
 def test_made_entries_validate_and_scores_match_the_harness(tiny_board):
-    from interpscore.checkpoint import load_checkpoint
-    from interpscore.evaluate import evaluate_predictors
-    from interpscore.lit import IMIDataModule
+    from interpscore.metric.checkpoint import load_checkpoint
+    from interpscore.evaluation.harness import evaluate_predictors
+    from interpscore.train.lit import IMIDataModule
 
     root, _, run = tiny_board
     assert not board.validate_all(root=root)
@@ -129,7 +134,7 @@ def test_every_problem_is_reported_at_once(tiny_board):
         assert len(items) == 3
         assert any(f"{path}:" in item and "authors" in item for item in items)
         with pytest.raises(InputError, match="fix these before scoring"):
-            board.score_entries(["many"], root)
+            score_entries({}, ["many"], root)
     finally:
         for p in root.glob("submissions/many*"):
             p.unlink()
@@ -138,7 +143,7 @@ def test_every_problem_is_reported_at_once(tiny_board):
 def test_rendering_is_deterministic_and_ranked(tiny_board, tmp_path):
     root, _, _ = tiny_board
     first = (root / "index.html").read_text()
-    board.render(root, tmp_path)
+    render(root, tmp_path)
     assert (tmp_path / "index.html").read_text() == first
     rows = [line for line in (root / "README.md").read_text().splitlines()
             if line.startswith("| ") and "`" in line]
@@ -185,7 +190,7 @@ def test_page_in_a_real_browser(tiny_board):
 
 
 def test_fixing_a_tracks_units_from_a_prepared_dataset(tiny_board, tmp_path, capsys):
-    from interpscore.simulate import simulated_dataset_dir
+    from interpscore.simulate.experiment import simulated_dataset_dir
 
     root, base, _ = tiny_board
     simulation = yaml.safe_load((CONFIGS / "debug.yaml").read_text())["data"]["simulation"]

@@ -11,9 +11,9 @@ import pytest
 
 from imi_table import GOOD_CORRECT, N_GOOD, UNITS, build_table, expected_his
 from interpscore.cli import main
-from interpscore.dataset import prepare
+from interpscore.data.dataset import prepare
 from interpscore.errors import InputError
-from interpscore.responses import read_responses
+from interpscore.data.responses import read_responses
 
 
 @pytest.fixture

@@ -6,8 +6,9 @@ import pytest
 from scipy.stats import spearmanr
 
 from interpscore.cli import main
-from interpscore.dataset import prepare
-from interpscore.simulate import SimulationConfig, calibrate_sigma, p_correct, simulate
+from interpscore.data.dataset import prepare
+from interpscore.simulate.experiment import SimulationConfig, simulate
+from interpscore.simulate.observers import calibrate_sigma, p_correct
 
 TINY = dict(models=["efficientnet_lite0", "test_resnet@random"], units_per_model=10,
             hard={"efficientnet_lite0": ["hard85"]}, pool_size=300, image_size=64, n_batches=3,

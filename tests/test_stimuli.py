@@ -6,12 +6,14 @@ import torch
 from torch import nn
 
 from interpscore.cli import main
+from interpscore.data.layouts import ImageIndex, resolve_trial
 from interpscore.errors import InputError
-from interpscore.imagelayout import ImageIndex, resolve_trial
-from interpscore.models import LoadedModel, layers_of_interest, load_model
-from interpscore.pools import ArrayPool, FolderPool
-from interpscore.stimuli import (Unit, build_exemplars, collect_rankings, layer_channels,
-                                 sample_units, write_store)
+from interpscore.stimuli.activations import collect_rankings
+from interpscore.stimuli.networks import LoadedModel, layers_of_interest, load_model
+from interpscore.stimuli.pools import ArrayPool, FolderPool
+from interpscore.stimuli.selection import build_exemplars
+from interpscore.stimuli.store import write_store
+from interpscore.stimuli.units import Unit, layer_channels, sample_units
 
 
 class Lookup(nn.Module):
@@ -119,7 +121,7 @@ def test_ties_are_broken_randomly_and_flagged_and_constant_units_dropped():
 
 
 def test_activation_statistics_of_hand_made_units():
-    from interpscore.models import spatial_contrast
+    from interpscore.stimuli.networks import spatial_contrast
 
     maps = torch.tensor([[[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 4.0]]])  # (B=1, C=2, S=4)
     assert spatial_contrast(maps)[0].tolist() == pytest.approx([0.0, 2.0])
@@ -168,7 +170,7 @@ def test_efficientnet_lite0_offline_weights_classify_coffee():
     from PIL import Image
     from skimage.data import coffee
 
-    from interpscore.pools import resize_and_crop
+    from interpscore.stimuli.pools import resize_and_crop
 
     model = load_model("efficientnet_lite0")
     image = resize_and_crop(Image.fromarray(coffee()), model.input_size)
@@ -211,7 +213,7 @@ def test_cli_stimuli_from_an_image_folder(tmp_path, imi_fixtures, capsys):
 def test_hf_datasets_image_pool(tmp_path, imi_fixtures):
     import datasets
 
-    from interpscore.pools import HFPool, open_pool
+    from interpscore.stimuli.pools import HFPool, open_pool
 
     files = sorted(str(p) for p in (imi_fixtures / "demo_natural_9_references").rglob("*.png"))
     data = datasets.Dataset.from_dict({"image": files}).cast_column("image", datasets.Image())

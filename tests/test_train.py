@@ -8,11 +8,14 @@ import pytest
 import torch
 
 from interpscore.errors import InputError
-from interpscore.evaluate import predict_conditions
-from interpscore.heads import MISHead, nll
-from interpscore.lit import InterpScoreModule
-from interpscore.tasks import TaskTensors, gather
-from interpscore.train import CONFIG_DIR, main
+from interpscore.evaluation.harness import predict_conditions
+from interpscore.metric.heads import MISHead, nll
+from interpscore.train.lit import InterpScoreModule
+from interpscore.metric.tasks import TaskTensors, gather
+from interpscore.resources import package_file
+from interpscore.train.cli import main
+
+CONFIG_DIR = package_file("configs")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +35,7 @@ def test_debug_config_trains_end_to_end(debug_run):
 
 def test_checkpoint_round_trip_gives_the_same_predictions(debug_run):
     base, run, _, _ = debug_run
-    from interpscore.lit import IMIDataModule
+    from interpscore.train.lit import IMIDataModule
 
     import yaml
 
@@ -53,7 +56,7 @@ def _known_tensors(alpha_true: float, n: int = 2000) -> TaskTensors:
     """Two tasks with orthogonal max/min references: MIS delta = 2, and 1 + 1/sqrt(2)."""
     import pandas as pd
 
-    from interpscore.tasks import summarise_tasks
+    from interpscore.metric.tasks import summarise_tasks
 
     e = torch.eye(3)
     embeddings = torch.stack([e[0], e[1], (e[0] + e[2]) / 2 ** 0.5])

@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 def __getattr__(name):
     """`interpscore.load(CKPT)` without importing torch at `import interpscore`."""
     if name == "load":
-        from .score import load
+        from .metric.scorer import load
 
         return load
     raise AttributeError(f"module 'interpscore' has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""Outputs appear whole or not at all: a folder is built beside its destination and renamed."""
+"""Outputs appear whole or not at all: a file or folder is built beside its destination and
+renamed into place. Every writer of the package goes through here."""
 
 from __future__ import annotations
 
@@ -32,3 +33,26 @@ def atomic_folder(out: str | Path, overwrite: bool = False):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+@contextmanager
+def atomic_file(path: str | Path):
+    """Yield a temporary sibling path of PATH; if the block succeeds it replaces PATH, otherwise
+    it is removed and PATH is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a text file atomically."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)

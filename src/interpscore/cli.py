@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 from .errors import InputError
+from .resources import DEFAULT_CACHE, DEFAULT_DATA_ROOT, DEFAULT_LEADERBOARD
 
 
 def _download_imi(args) -> int:
-    from .download import download_imi
+    from .data.download import download_imi
 
     for path in download_imi(args.out, args.files or None, base_url=args.base_url):
         print(f"ok  {path}")
@@ -21,8 +22,8 @@ def _download_imi(args) -> int:
 
 
 def _prepare(args) -> int:
-    from .dataset import prepare
-    from .exclusion import ExclusionCriteria
+    from .data.dataset import prepare
+    from .data.exclusion import ExclusionCriteria
 
     criteria = ExclusionCriteria(
         min_catch_accuracy=args.min_catch_accuracy, min_total_time_s=args.min_total_time,
@@ -41,7 +42,7 @@ def _prepare(args) -> int:
 
 
 def _simulate(args) -> int:
-    from .simulate import SimulationConfig, simulate
+    from .simulate.experiment import SimulationConfig, simulate
 
     config = SimulationConfig(seed=args.seed)
     for name in ("models", "units_per_model", "pool_size", "image_size", "n_batches",
@@ -55,8 +56,8 @@ def _simulate(args) -> int:
 
 
 def _layers(args) -> int:
-    from .models import layers_of_interest, load_model, module_depths
-    from .stimuli import layer_channels
+    from .stimuli.networks import layers_of_interest, load_model, module_depths
+    from .stimuli.units import layer_channels
 
     model = load_model(args.model, image_size=args.image_size)
     layers = layers_of_interest(model.module)
@@ -69,15 +70,15 @@ def _layers(args) -> int:
 
 
 def _stimuli(args) -> int:
-    from .models import layers_of_interest, load_model
-    from .pools import open_pool
-    from .stimuli import build_exemplars, layer_channels, sample_units, write_store
+    from .stimuli.networks import load_model
+    from .stimuli.pools import open_pool
+    from .stimuli.selection import build_exemplars
+    from .stimuli.store import write_store
+    from .stimuli.units import choose_units
 
     model = load_model(args.model, image_size=args.image_size)
-    layers = (layers_of_interest(model.module) if args.layers == "auto"
-              else [name.strip() for name in args.layers.split(",")])
-    channels = layer_channels(model, layers, args.image_size)
-    units = sample_units(channels, None if args.units == "all" else int(args.units), args.seed)
+    units = choose_units(model, _layers_arg(args.layers), _units_arg(args.units), args.image_size,
+                         args.seed)
     pool = open_pool(args.images, size=args.image_size, seed=args.seed)
     exemplars, constant = build_exemplars(
         model, pool, units, args.n_refs, args.n_batches, args.difficulties.split(","),
@@ -88,13 +89,32 @@ def _stimuli(args) -> int:
     return 0
 
 
-def _evaluate(args) -> int:
-    from .evaluate import run_evaluation
+def _layers_arg(text: str):
+    return "auto" if text == "auto" else [name.strip() for name in text.split(",")]
 
-    metrics = run_evaluation(args.checkpoint, args.out, data_dir=args.data, split=args.split,
-                             folds=args.folds, backbone=args.backbone, images_dir=args.images_dir,
-                             cache_dir=args.cache_dir, lomo_epochs=args.lomo_epochs,
-                             n_boot=args.n_boot)
+
+def _units_arg(text: str):
+    return text if text == "all" or text.isdigit() else text.split(",")
+
+
+def _evaluate(args) -> int:
+    from .evaluation.harness import run_evaluation
+    from .evaluation.report import write_report
+
+    if args.folds not in (None, "lomo"):
+        raise InputError(f"--folds {args.folds}: unknown; valid: lomo")
+    metrics, table, tensors = run_evaluation(
+        args.checkpoint, data_dir=args.data, split=args.split, backbone=args.backbone,
+        images_dir=args.images_dir, cache_dir=args.cache_dir, n_boot=args.n_boot)
+    if args.folds == "lomo":  # retraining is the training stack's job
+        from .metric.checkpoint import load_checkpoint
+        from .train.lomo import leave_one_model_out
+
+        metric = load_checkpoint(args.checkpoint)
+        metrics["lomo"] = leave_one_model_out(
+            tensors, dict(metric.hparams), args.lomo_epochs,
+            batch_size=metric.data_hparams.get("batch_size", 32))
+    write_report(metrics, table, args.out, "trained")
     print(f"{'predictor':14s} {'spearman':>9s} {'95% CI':>16s} {'mae':>7s} {'of ceiling':>10s}")
     for name, m in metrics["predictors"].items():
         ci = f"[{m['spearman_ci'][0]:.3f}, {m['spearman_ci'][1]:.3f}]"
@@ -104,23 +124,40 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _score(args) -> int:
-    from .score import load, summarise_scores
+def _shard_arg(text: str | None) -> tuple[int, int] | None:
+    """`--shard R/W`, or torchrun's RANK and WORLD_SIZE when it launched us."""
+    import os
 
-    shard = None
-    if args.shard is not None:
-        shard = tuple(int(x) for x in args.shard.split("/"))
+    if text is None:
+        if os.environ.get("WORLD_SIZE", "1") == "1":
+            return None
+        text = f"{os.environ.get('RANK', '0')}/{os.environ['WORLD_SIZE']}"
+    rank, _, world = text.partition("/")
+    if not (rank.isdigit() and world.isdigit() and int(world) > 0):
+        raise InputError(f"--shard {text}: write it as RANK/WORLD, e.g. 0/4")
+    return int(rank), int(world)
+
+
+def _score(args) -> int:
+    from .metric.scorer import load, summarise_scores
+
+    shard = _shard_arg(args.shard)
     scorer = load(args.checkpoint, cache_dir=args.cache_dir)
-    frame = scorer.score_units(
-        args.model, layers="auto" if args.layers == "auto" else args.layers.split(","),
-        units=args.units if args.units == "all" or args.units.isdigit() else args.units.split(","),
-        images=args.images, difficulty=args.difficulty, n_refs=args.n_refs,
-        n_batches=args.n_batches, image_size=args.image_size, pool_size=args.pool_size,
-        seed=args.seed, batch_size=args.batch_size, out=args.out,
-        save_stimuli=args.save_stimuli, shard=shard)
-    if frame is None:
-        print(f"shard {args.shard} done -> {args.out}/shards/ (run without --shard to merge)")
+    request = dict(layers=_layers_arg(args.layers), units=_units_arg(args.units),
+                   images=args.images, difficulty=args.difficulty, n_refs=args.n_refs,
+                   n_batches=args.n_batches, image_size=args.image_size,
+                   pool_size=args.pool_size, seed=args.seed, batch_size=args.batch_size)
+    if shard is not None:
+        scorer.compute_shard(args.model, *shard, out=args.out, **request)
+        print(f"shard {shard[0]}/{shard[1]} done -> {args.out}/shards/ (run without --shard "
+              "to merge)")
         return 0
+    frame = scorer.score_units(args.model, out=args.out, save_stimuli=args.save_stimuli,
+                               **request)
+    skipped = frame.attrs["skipped_images"]
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image(s) of the pool, e.g. "
+              f"{next(iter(skipped.values()))}")
     for name, table in summarise_scores(frame).items():
         print(f"\nby {name}:\n{table.to_string(index=False, float_format='%.3f')}")
     print(f"\n{int((frame['status'] == 'ok').sum())} of {len(frame)} units scored -> "
@@ -129,7 +166,7 @@ def _score(args) -> int:
 
 
 def _export(args) -> int:
-    from .export import export_experiment
+    from .stimuli.export import export_experiment
 
     out = export_experiment(args.stimuli, args.out, scores=args.scores, units=args.units,
                             select=args.select, n=args.n, seed=args.seed)
@@ -137,33 +174,98 @@ def _export(args) -> int:
     return 0
 
 
-def _leaderboard(args) -> int:
-    from . import leaderboard as board
+def _track_datasets(root, data_root, imi_data) -> dict:
+    """Each track's prepared dataset: the simulated one is generated on demand (here, not in the
+    leaderboard package, which never simulates), the human one only where it is given."""
+    from .leaderboard.entries import load_tracks
+    from .simulate.experiment import ensure_simulated
 
-    root = Path(args.root) if args.root else board.ROOT
-    if args.action == "validate":
-        problems = board.validate_all(args.files, root)
-        for item in problems.items:
-            print(item)
-        print(f"{len(problems.items)} problem(s)" if problems else "all entries valid")
-        return 1 if problems else 0
-    if args.action == "fix-track":
-        if not (args.track and args.imi_data):
-            raise InputError("fix-track needs --track NAME and --imi-data DIR (a prepared dataset)")
-        print(f"track units -> {board.fix_track_units(args.track, args.imi_data, root)}")
-        return 0
-    if args.action == "score":
-        for path in board.score_entries(args.ids, root, args.data_root, args.imi_data, args.n_boot):
-            print(f"scored -> {path}")
-        return 0
-    if args.action == "submit":
-        path = board.submit(args.meta, root, checkpoint=args.checkpoint, baseline=args.baseline,
-                            data_root=args.data_root, cache_dir=args.cache_dir)
-        print(f"entry -> {path}\nnext: interpscore leaderboard validate {path}")
-        return 0
-    for path in board.render(root):
+    out = {}
+    for name, track in load_tracks(root).items():
+        if track["dataset"] == "simulated":
+            out[name] = ensure_simulated(track.get("simulation"), data_root)
+        else:
+            out[name] = Path(imi_data) if imi_data else None
+    return out
+
+
+def _leaderboard_validate(args) -> int:
+    from .leaderboard.entries import check_root, validate_all
+
+    problems = validate_all(args.files, check_root(args.root))
+    for item in problems.items:
+        print(item)
+    print(f"{len(problems.items)} problem(s)" if problems else "all entries valid")
+    return 1 if problems else 0
+
+
+def _leaderboard_fix_track(args) -> int:
+    from .leaderboard.entries import check_root, fix_track_units
+
+    print(f"track units -> {fix_track_units(args.track, args.imi_data, check_root(args.root))}")
+    return 0
+
+
+def _leaderboard_score(args) -> int:
+    from .leaderboard.entries import check_root
+    from .leaderboard.scoring import score_entries
+
+    root = check_root(args.root)
+    datasets = _track_datasets(root, args.data_root, args.imi_data)
+    for path in score_entries(datasets, args.ids, root, args.n_boot):
+        print(f"scored -> {path}")
+    return 0
+
+
+def _leaderboard_submit(args) -> int:
+    """Predictions through the evaluation harness, then the entry's files."""
+    import yaml
+
+    from .evaluation.harness import predict_units
+    from .leaderboard.entries import KEYS, check_root, load_tracks, track_units, write_entry
+
+    if (args.checkpoint is None) == (args.baseline is None):
+        raise InputError("leaderboard submit: give --checkpoint CKPT or --baseline NAME")
+    root = check_root(args.root)
+    meta = yaml.safe_load(Path(args.meta).read_text()) if Path(args.meta).is_file() else None
+    if not isinstance(meta, dict) or "id" not in meta:
+        raise InputError(f"--meta {args.meta}: a YAML file with at least an id")
+    tracks = load_tracks(root)
+    datasets = {name: path for name, path in _track_datasets(root, args.data_root, None).items()
+                if path is not None}
+    predictions = {}
+    for name, dataset in datasets.items():
+        units = track_units(root, name, tracks[name])
+        if units is None:
+            continue
+        frame = units[KEYS].copy()
+        frame["predicted"] = predict_units(
+            dataset, units, checkpoint=args.checkpoint, baseline=args.baseline,
+            backbone=meta.get("backbone", "efficientnet_lite0"), cache_dir=args.cache_dir
+        ).round(6)
+        predictions[name] = frame
+    if args.checkpoint:
+        from .metric.checkpoint import load_checkpoint
+
+        metric = load_checkpoint(args.checkpoint)
+        meta.setdefault("backbone", metric.backbone)
+        meta.setdefault("trainable_parameters", int(sum(
+            p.numel() for p in metric.head.parameters() if p.requires_grad)))
+    path = write_entry(meta, predictions, root)
+    print(f"entry -> {path}\nnext: interpscore leaderboard validate {path}")
+    return 0
+
+
+def _leaderboard_render(args) -> int:
+    from .leaderboard.entries import check_root
+    from .leaderboard.render import render
+
+    for path in render(check_root(args.root)):
         print(f"rendered -> {path}")
     return 0
+
+
+DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="report folder")
     ev.add_argument("--backbone", help="check the checkpoint reads this backbone")
     ev.add_argument("--images-dir", help="images root (default: as recorded by prepare)")
-    ev.add_argument("--cache-dir", default=".cache/interpscore")
+    ev.add_argument("--cache-dir", default=DEFAULT_CACHE)
     ev.add_argument("--lomo-epochs", type=int, default=60)
     ev.add_argument("--n-boot", type=int, default=1000)
     ev.set_defaults(run=_evaluate)
@@ -262,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--batch-size", type=int, default=64)
     sc.add_argument("--shard", help="RANK/WORLD: compute only this part of the activation pass")
     sc.add_argument("--save-stimuli", action="store_true", help="also write the exemplars")
-    sc.add_argument("--cache-dir", default=".cache/interpscore")
+    sc.add_argument("--cache-dir", default=DEFAULT_CACHE)
     sc.add_argument("--out", required=True)
     sc.set_defaults(run=_score)
 
@@ -278,20 +380,38 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(run=_export)
 
     lb = commands.add_parser("leaderboard", help="validate, score, submit and render entries")
-    lb.add_argument("action", choices=["validate", "score", "submit", "render", "fix-track"])
-    lb.add_argument("files", nargs="*", help="validate: entry files (default: all)")
-    lb.add_argument("--root", help="leaderboard folder (default: the project's leaderboard/)")
-    lb.add_argument("--ids", nargs="*", help="score: only these entries")
-    lb.add_argument("--meta", help="submit: the entry's metadata YAML")
-    lb.add_argument("--checkpoint", help="submit: a trained checkpoint")
-    lb.add_argument("--baseline", choices=["mis", "layer_depth", "constant"],
-                    help="submit: a built-in baseline instead of a checkpoint")
-    lb.add_argument("--data-root", default="data", help="where simulated datasets are cached")
-    lb.add_argument("--imi-data", help="score, fix-track: the prepared real IMI dataset")
-    lb.add_argument("--track", help="fix-track: the track whose test units to freeze")
-    lb.add_argument("--cache-dir", default=".cache/interpscore")
-    lb.add_argument("--n-boot", type=int, default=1000)
-    lb.set_defaults(run=_leaderboard)
+    actions = lb.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def board_command(name, run, help):
+        sub = actions.add_parser(name, help=help, formatter_class=DEFAULTS)
+        sub.add_argument("--root", type=Path, default=Path(DEFAULT_LEADERBOARD),
+                         help="leaderboard folder (tracks.yaml, submissions/, results/)")
+        sub.set_defaults(run=run)
+        return sub
+
+    val = board_command("validate", _leaderboard_validate, "check entries (the self-check "
+                        "before a pull request)")
+    val.add_argument("files", nargs="*", help="entry files (default: every entry under --root)")
+    sub = board_command("submit", _leaderboard_submit, "make an entry: predictions of a "
+                        "checkpoint or a baseline")
+    sub.add_argument("--meta", required=True, help="the entry's metadata YAML (id, method, ...)")
+    sub.add_argument("--checkpoint", help="a trained checkpoint")
+    sub.add_argument("--baseline", choices=["mis", "layer_depth", "constant"],
+                     help="a built-in baseline instead of a checkpoint")
+    sub.add_argument("--data-root", default=DEFAULT_DATA_ROOT,
+                     help="where simulated datasets are cached")
+    sub.add_argument("--cache-dir", default=DEFAULT_CACHE, help="embedding cache")
+    sco = board_command("score", _leaderboard_score, "measure every entry (maintainers)")
+    sco.add_argument("--ids", nargs="*", help="only these entries")
+    sco.add_argument("--data-root", default=DEFAULT_DATA_ROOT,
+                     help="where simulated datasets are cached")
+    sco.add_argument("--imi-data", help="the prepared real IMI dataset, for the imi track")
+    sco.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    board_command("render", _leaderboard_render, "write README.md and index.html")
+    fix = board_command("fix-track", _leaderboard_fix_track,
+                        "freeze a track's test units from a prepared dataset (once)")
+    fix.add_argument("--track", required=True, help="the track whose test units to freeze")
+    fix.add_argument("--imi-data", required=True, help="the prepared dataset")
 
     # `train` hands all its arguments to LightningCLI (see main); listed here for --help.
     commands.add_parser("train", help="train a metric (LightningCLI: `interpscore train --help`)")
@@ -302,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         if argv[:1] == ["train"]:  # LightningCLI parses its own arguments
-            from .train import main as train_main
+            from .train.cli import main as train_main
 
             train_main(argv[1:])
             return 0

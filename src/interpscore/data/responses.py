@@ -1,0 +1,276 @@
+"""Read IMI human responses into one trial-level table.
+
+Accepted inputs (the forms of the IMI release, Zenodo 8131197, and of the authors' analysis code):
+- a trial-level CSV in the authors' schema (`responses_main.csv` or any CSV with those columns);
+- the raw per-experiment form: `result_task_*.pkl` (pickled `RepeatedTaskResult` tuples of the
+  authors' MTurk code) plus `structure.json` (which unit each trial showed);
+- either of the above inside a folder or a zip (as `human_responses.zip` from Zenodo).
+
+The output is a pandas DataFrame with normalised types: booleans as bool, `participant_id`
+always present, `channel` left as given (catch trials carry non-numeric channels).
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import pickle
+import re
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+
+# Columns every trial table must carry (participant may be `participant_id` or `worker_id`).
+REQUIRED_COLUMNS = ("task_id", "model", "layer", "channel", "mode", "correct")
+BOOL_COLUMNS = ("correct", "is_demo", "catch_trial", "passed_checks", "multi_participation",
+                "switched_queries")
+LIST_COLUMNS = ("min_references", "max_references")
+_TRUE = {"true", "t", "1", "1.0", "yes", "y"}
+_FALSE = {"false", "f", "0", "0.0", "no", "n", "", "nan", "none"}
+
+
+def read_responses(path: str | Path) -> pd.DataFrame:
+    """Read responses from a CSV, a folder or a zip; return the normalised trial table."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        table = _read_from_folder(path)
+    elif zipfile.is_zipfile(path):
+        table = _read_from_zip(path)
+    elif path.suffix.lower() in (".zip",):
+        raise InputError(f"{path}: not a readable zip file (truncated download? check its md5)")
+    else:
+        table = _read_csv(path, path.read_bytes())
+    return normalise_table(table, path)
+
+
+def _read_csv(path: Path | str, data: bytes) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(io.BytesIO(data), low_memory=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise InputError(f"{path}: cannot be read as a CSV table ({err})") from err
+    return table
+
+
+def _choose_source(names: list[str], where) -> tuple[str, object]:
+    """Prefer `responses_main.csv`, then the raw pickles, then a lone CSV table."""
+    csvs = sorted(n for n in names if n.lower().endswith(".csv"))
+    main = [n for n in csvs if PurePosixPath(n).name == "responses_main.csv"]
+    if len(main) > 1:
+        raise InputError(f"{where}: several responses_main.csv files ({', '.join(main)}): "
+                         "point --responses at one of them")
+    if main:
+        return "csv", main[0]
+    pkls = sorted(n for n in names if re.fullmatch(r"result_task_.*\.pkl", PurePosixPath(n).name))
+    structures = sorted(n for n in names if PurePosixPath(n).name == "structure.json")
+    if pkls and structures:
+        return "raw", (pkls, structures[0])
+    if len(csvs) == 1:
+        return "csv", csvs[0]
+    raise InputError(f"{where}: found neither responses_main.csv (or a single CSV table) nor "
+                     f"result_task_*.pkl with structure.json; entries seen: {_few(names)}")
+
+
+def _read_from_folder(folder: Path) -> pd.DataFrame:
+    names = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+    kind, found = _choose_source(names, folder)
+    if kind == "csv":
+        return _read_csv(folder / found, (folder / found).read_bytes())
+    pkls, structure = found
+    return parse_raw_results({n: (folder / n).read_bytes() for n in pkls},
+                             (folder / structure).read_bytes(), folder / structure)
+
+
+def _read_from_zip(path: Path) -> pd.DataFrame:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if not n.endswith("/")]
+            kind, found = _choose_source(names, path)
+            if kind == "csv":
+                return _read_csv(f"{path}!{found}", archive.read(found))
+            pkls, structure = found
+            return parse_raw_results({n: archive.read(n) for n in pkls},
+                                     archive.read(structure), f"{path}!{structure}")
+    except (zipfile.BadZipFile, OSError) as err:
+        raise InputError(f"{path}: unreadable zip ({err})") from err
+
+
+def _few(items, k: int = 8) -> str:
+    items = list(items)
+    more = f" ... ({len(items)} in all)" if len(items) > k else ""
+    return ", ".join(map(str, items[:k])) + more or "(none)"
+
+
+# --- the raw per-experiment form ---------------------------------------------------------------
+
+RAW_RESULT_FIELDS = ("task_id", "raw_responses", "responses", "approved_responses",
+                     "rejected_responses")
+
+
+class _PickledRecord(tuple):
+    """Stand-in for any class of the authors' code (e.g. `RepeatedTaskResult`, a namedtuple).
+
+    Unpickling calls `cls(*fields)` (via `__new__`) and may set a state dict: both are kept.
+    """
+
+    def __new__(cls, *fields):
+        return tuple.__new__(cls, fields)
+
+    def __setstate__(self, state):
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+
+
+class _ShimUnpickler(pickle.Unpickler):
+    """Resolve classes of the authors' (uninstalled) code to `_PickledRecord`, never importing it."""
+
+    SAFE_MODULES = ("builtins", "collections", "copyreg", "datetime", "numpy", "pandas",
+                    "_codecs")
+
+    def find_class(self, module, name):
+        if module.split(".")[0] in self.SAFE_MODULES:
+            return super().find_class(module, name)
+        return _PickledRecord
+
+
+def _as_task_results(obj, source) -> list[dict]:
+    """Turn one unpickled object into a list of {task_id, raw_responses} dicts."""
+    if isinstance(obj, dict) and "raw_responses" in obj:
+        return [obj]
+    if isinstance(obj, tuple) and len(obj) >= 2 and isinstance(obj[1], list):
+        return [dict(zip(RAW_RESULT_FIELDS, obj))]
+    if isinstance(obj, list) and obj:
+        return [r for item in obj for r in _as_task_results(item, source)]
+    raise InputError(f"{source}: pickle of unknown shape: expected a RepeatedTaskResult "
+                     f"(task_id, raw_responses, ...) or a list of them, found {type(obj).__name__}")
+
+
+def _structure_trials(raw: bytes, source) -> dict[int, list[dict]]:
+    """structure.json: {"tasks": [{"index": k, "trials": [{"queries": PATH, "mode": M}, ...]}]}."""
+    try:
+        tasks = json.loads(raw)["tasks"]
+        structure = {int(item["index"]): item["trials"] for item in tasks}
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{source}: expected {{'tasks': [{{'index': k, 'trials': [...]}}]}} "
+                         f"({err!r})") from err
+    parsed = {}
+    for index, trials in structure.items():
+        rows = []
+        for trial in trials:
+            query_path = str(trial["queries"]).rstrip("/")
+            parts = query_path.split("/")
+            if trial["mode"] == "catch_trial":
+                rows.append(dict(mode="catch_trial", model="catch/manual", layer=parts[-3],
+                                 channel=parts[-2].split("_")[-1], batch=-1,
+                                 query_path=query_path))
+            else:
+                rows.append(dict(mode=trial["mode"], model=parts[-5], layer=parts[-4],
+                                 channel=parts[-3].split("_")[-1],
+                                 batch=int(parts[-1].split("_")[-1]), query_path=query_path))
+        parsed[index] = rows
+    return parsed
+
+
+def parse_raw_results(pickles: dict[str, bytes], structure_json: bytes, structure_source
+                      ) -> pd.DataFrame:
+    """Build the trial table from `result_task_*.pkl` contents and `structure.json`."""
+    structure = _structure_trials(structure_json, structure_source)
+    frames = []
+    for name, data in pickles.items():
+        try:
+            obj = _ShimUnpickler(io.BytesIO(data)).load()
+        except Exception as err:  # any unpickling failure is a bad file, said plainly
+            raise InputError(f"{name}: cannot be unpickled ({err!r})") from err
+        for task in _as_task_results(obj, name):
+            task_id = str(task["task_id"])
+            task_number = int(task_id.split("-")[-1])
+            if task_number not in structure:
+                raise InputError(f"{name}: task {task_id} is not in {structure_source}")
+            for response_index, response in enumerate(task["raw_responses"] or []):
+                if not isinstance(response, dict) or response.get("main_data") is None:
+                    continue  # a timed-out assignment has no data
+                frame = pd.DataFrame(response["main_data"])
+                frame["participant_id"] = response.get("worker_id")
+                frame["response_index"] = response_index
+                frame["task_id"] = task_id
+                frame["task_number"] = task_number
+                frame["passed_checks"] = response.get("passed_checks")
+                for check, value in (response.get("check_results") or {}).items():
+                    frame[f"{check}_result"] = value[0] if isinstance(value, (list, tuple)) else value
+                is_demo = frame["is_demo"].astype(bool)
+                frame["corrected_trial_index"] = (
+                    frame["trial_index"] - frame.loc[~is_demo, "trial_index"].min())
+                trials = structure[task_number]
+                info = [trials[int(i)] if not demo and 0 <= i < len(trials) else {}
+                        for i, demo in zip(frame["corrected_trial_index"], is_demo)]
+                if any(not demo and not row for row, demo in zip(info, is_demo)):
+                    raise InputError(f"{name}: task {task_id} has more trials than "
+                                     f"{structure_source} lists for it")
+                frame = pd.concat([frame, pd.DataFrame(info, index=frame.index)], axis=1)
+                frames.append(frame)
+    if not frames:
+        raise InputError(f"{structure_source}: the result pickles hold no responses")
+    return pd.concat(frames, ignore_index=True)
+
+
+# --- normalisation ------------------------------------------------------------------------------
+
+def parse_bool(values: pd.Series, column: str, source) -> pd.Series:
+    """Booleans arrive as bools, 'True'/'False' strings or 0/1; missing means False."""
+    if values.dtype == bool:
+        return values
+    text = values.astype(str).str.strip().str.lower()
+    bad = ~text.isin(_TRUE | _FALSE)
+    if bad.any():
+        raise InputError(f"{source}: column '{column}' has non-boolean values such as "
+                         f"{values[bad].iloc[0]!r} ({int(bad.sum())} rows)")
+    return text.isin(_TRUE)
+
+
+def parse_list(value) -> list:
+    """Reference lists arrive as lists or as their string form ("['a.png', 'b.png']")."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return list(value)
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        return []
+    try:
+        parsed = json.loads(value)
+    except (TypeError, ValueError):
+        parsed = ast.literal_eval(value)
+    return list(parsed)
+
+
+def normalise_table(table: pd.DataFrame, source) -> pd.DataFrame:
+    """Check required columns and bring types into one form."""
+    if table.empty:
+        raise InputError(f"{source}: the trial table is empty")
+    table = table.copy()
+    if "participant_id" not in table and "worker_id" in table:
+        table["participant_id"] = table["worker_id"]
+    missing = [c for c in REQUIRED_COLUMNS + ("participant_id",) if c not in table]
+    if missing:
+        hint = " (or 'worker_id')" if "participant_id" in missing else ""
+        raise InputError(f"{source}: missing required column(s): {', '.join(missing)}{hint}; "
+                         f"columns found: {_few(table.columns, 30)}")
+    for column in BOOL_COLUMNS:
+        if column in table:
+            if column == "passed_checks" and table[column].isna().all():
+                table = table.drop(columns=column)  # present but empty: compute the checks
+                continue
+            table[column] = parse_bool(table[column], column, source)
+    for column in ("is_demo", "catch_trial"):
+        if column not in table:
+            table[column] = False
+    table["catch_trial"] = table["catch_trial"] | (table["mode"].astype(str) == "catch_trial")
+    for column in LIST_COLUMNS:
+        if column in table:
+            table[column] = table[column].map(parse_list)
+    for column in ("task_id", "participant_id", "model", "layer", "mode"):
+        table[column] = table[column].astype(str)
+    return table

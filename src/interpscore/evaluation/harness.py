@@ -1,0 +1,211 @@
+"""The evaluation harness: any predictor against measured HIS, on exactly the same units.
+
+A predictor is any callable that maps a batch of conditions (`metric.tasks.gather`: embeddings of
+each task's queries and references, plus `condition` ids) to P(correct) per task (B, T) or to one
+prediction per condition (B,). Trained heads, MIS, the metadata baselines and outside methods all
+go through `predict_conditions`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import InputError
+from ..metric.heads import unit_prediction
+from ..metric.tasks import TaskTensors, gather
+from ..resources import DEFAULT_CACHE
+from .agreement import (breakdowns, ceiling_used, ceilings, model_level, paired_bootstrap,
+                        predictor_report)
+from .baselines import Predictor, fit_mis, metadata_baselines
+
+
+@torch.no_grad()
+def predict_conditions(predictor: Predictor, tensors: TaskTensors, ids,
+                       batch_size: int = 256) -> np.ndarray:
+    """Predicted accuracy of each condition in `ids` (mean P(correct) over its tasks)."""
+    ids = list(ids)
+    out = []
+    for start in range(0, len(ids), batch_size):
+        batch = gather(tensors, ids[start:start + batch_size])
+        p = torch.as_tensor(predictor(batch), dtype=torch.float32)
+        out.append(unit_prediction(p, batch) if p.dim() == 2 else p)
+    return torch.cat(out).numpy().astype(float) if out else np.empty(0)
+
+
+def evaluate_predictors(predictors: dict[str, Predictor], tensors: TaskTensors, ids,
+                        reference: str | None = None, n_boot: int = 1000, seed: int = 0
+                        ) -> tuple[dict, pd.DataFrame]:
+    """Every measure for every predictor on the conditions `ids`. Returns (metrics, per-unit
+    predictions). `reference` (default: the first predictor) is tested against the others."""
+    ids = list(ids)
+    if len(ids) < 3:
+        raise InputError(f"only {len(ids)} units to evaluate: too few for correlations")
+    units = tensors.conditions.iloc[ids].reset_index(drop=True)
+    measured = units["his"].to_numpy(float)
+    table = units.copy()
+    ceiling = ceilings(units)
+    results = {}
+    for name, predictor in predictors.items():
+        table[f"pred_{name}"] = predict_conditions(predictor, tensors, ids)
+        results[name] = predictor_report(table[f"pred_{name}"], units, ceiling, n_boot, seed,
+                                         name)
+    reference = reference or next(iter(predictors))
+    tests = {f"{reference} vs {other}": paired_bootstrap(table[f"pred_{reference}"],
+                                                         table[f"pred_{other}"], measured,
+                                                         n_boot, seed)
+             for other in predictors if other != reference
+             and np.ptp(table[f"pred_{other}"]) > 0}
+    measured_level = {"models": model_level(measured, measured, units["model"], n_boot, seed)["models"],
+                      "breakdowns": breakdowns(measured, units)}
+    metrics = {"predictors": results, "ceiling": ceiling, "ceiling_used": ceiling_used(ceiling),
+               "paired_tests": tests, "measured": measured_level, "n_units": len(ids),
+               "notes": [] if "act_sparsity" in units else [
+                   "Activation-statistics baselines (sparsity, spatial contrast) need the units' "
+                   "activations, which this dataset does not record (human IMI data)."]}
+    return metrics, table
+
+
+def evaluate_run(datamodule, checkpoint: str | None, module=None, n_boot: int = 1000) -> dict:
+    """End of `python train.py`: the best checkpoint and MIS on the test units."""
+    from ..metric.checkpoint import load_checkpoint
+
+    if datamodule.tensors is None:
+        datamodule.setup("test")
+    head = load_checkpoint(checkpoint).head if checkpoint else module.head.eval()
+    hparams = module.hparams if module is not None else {}
+    tensors, split = datamodule.tensors, datamodule.split_ids
+    mis = fit_mis(tensors, split["train"])
+    metrics, _ = evaluate_predictors({"trained": head, "mis": mis}, tensors, split["test"],
+                                     n_boot=n_boot)
+    trained, baseline = metrics["predictors"]["trained"], metrics["predictors"]["mis"]
+    keep = ("spearman", "spearman_ci", "pearson", "pearson_ci", "kendall", "mae", "n_units",
+            "fraction_of_ceiling")
+    return {
+        "test": {k: trained[k] for k in keep},
+        "baselines": {"mis": {**{k: baseline[k] for k in keep}, "alpha": float(mis.alpha)}},
+        "ceiling": metrics["ceiling"],
+        "trained_vs_mis": metrics["paired_tests"]["trained vs mis"],
+        "head": hparams.get("head"), "backbone": datamodule.backbone_name,
+        "checkpoint": checkpoint,
+        "data": {"source": datamodule.dataset_info().get("source", "unknown"),
+                 "path": str(datamodule.data_dir), "fold": datamodule.fold},
+    }
+
+
+def format_summary(metrics: dict) -> str:
+    rows = [(f"trained {metrics['head']}", metrics["test"]),
+            ("MIS (baseline)", metrics["baselines"]["mis"])]
+    lines = [f"test units: {metrics['test']['n_units']} ({metrics['data']['source']} data)",
+             f"{'predictor':22s} {'spearman':>20s} {'pearson':>8s} {'mae':>7s} {'of ceiling':>10s}"]
+    for name, m in rows:
+        ci = f"[{m['spearman_ci'][0]:.2f}, {m['spearman_ci'][1]:.2f}]"
+        lines.append(f"{name:22s} {m['spearman']:7.3f} {ci:>12s} {m['pearson']:8.3f} "
+                     f"{m['mae']:7.3f} {m['fraction_of_ceiling']:10.2f}")
+    ceiling = metrics["ceiling"]
+    lines.append("noise ceiling: " + ", ".join(f"{k} {v:.3f}" for k, v in ceiling.items()))
+    test = metrics["trained_vs_mis"]
+    lines.append(f"trained - MIS Spearman: {test['spearman_difference']:+.3f} "
+                 f"[{test['ci'][0]:+.3f}, {test['ci'][1]:+.3f}], p = {test['p_value']:.3f}")
+    return "\n".join(lines)
+
+
+# --- the `interpscore evaluate` command --------------------------------------------------------
+
+SPLITS = ("test", "val", "all")
+
+
+def split_ids(units: pd.DataFrame, split: str, source) -> list[int]:
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    ids = list(range(len(units))) if split == "all" else np.flatnonzero(units["split"] == split).tolist()
+    if not ids:
+        raise InputError(f"{source}: no units in the '{split}' split")
+    return ids
+
+
+def predictors_for(tensors: TaskTensors, train_ids, head=None, only: str | None = None
+                   ) -> dict[str, Predictor]:
+    """The one rule from 'a checkpoint or a baseline' to predictors: the checkpoint's head as
+    `trained` (when given), MIS fitted on the training units, and the metadata baselines.
+    `only` keeps one of them by name."""
+    predictors = {"trained": head} if head is not None else {}
+    predictors.update(mis=fit_mis(tensors, train_ids), **metadata_baselines(tensors, train_ids))
+    if only is None:
+        return predictors
+    if only not in predictors:
+        raise InputError(f"unknown baseline {only!r}; valid: "
+                         f"{', '.join(k for k in predictors if k != 'trained')}")
+    return {only: predictors[only]}
+
+
+def checkpoint_tensors(checkpoint, data_dir=None, backbone: str | None = None, images_dir=None,
+                       cache_dir: str = DEFAULT_CACHE):
+    """A checkpoint and the task tensors of a dataset in its backbone's embeddings."""
+    from ..metric.backbones import create_backbone
+    from ..metric.checkpoint import load_checkpoint
+    from ..metric.tasks import load_task_tensors
+
+    metric = load_checkpoint(checkpoint)
+    if backbone and backbone != metric.backbone:
+        raise InputError(f"{checkpoint}: the checkpoint reads {metric.backbone!r} embeddings, "
+                         f"not {backbone!r}; a head only works with the backbone it was trained on")
+    data_dir = data_dir or metric.data_hparams.get("data_dir")
+    if not data_dir:
+        raise InputError(f"{checkpoint}: it records no dataset; pass --data DIR")
+    tensors = load_task_tensors(data_dir, create_backbone(metric.backbone, metric.image_size),
+                                cache_dir, images_dir)
+    if tensors.dim != metric.hparams["embedding_dim"]:
+        raise InputError(f"{checkpoint}: the head expects {metric.hparams['embedding_dim']}-dim "
+                         f"embeddings, backbone {metric.backbone!r} gives {tensors.dim}")
+    return metric, tensors, data_dir
+
+
+def run_evaluation(checkpoint, data_dir=None, split: str = "test", backbone: str | None = None,
+                   images_dir=None, cache_dir: str = DEFAULT_CACHE, n_boot: int = 1000):
+    """Evaluate a checkpoint, MIS and the metadata baselines on one split.
+    Returns (metrics, per-unit table, the task tensors)."""
+    from ..metric.tasks import dataset_info
+
+    metric, tensors, data_dir = checkpoint_tensors(checkpoint, data_dir, backbone, images_dir,
+                                                   cache_dir)
+    units = tensors.conditions
+    ids = split_ids(units, split, data_dir)
+    train = np.flatnonzero(units["split"] == "train").tolist()
+    metrics, table = evaluate_predictors(predictors_for(tensors, train, metric.head), tensors,
+                                         ids, reference="trained", n_boot=n_boot)
+    metrics.update(split=split, checkpoint=str(checkpoint), head=metric.hparams["head"],
+                   backbone=metric.backbone,
+                   data={"source": dataset_info(data_dir).get("source", "unknown"),
+                         "path": str(data_dir)})
+    return metrics, table, tensors
+
+
+def predict_units(dataset, keys: pd.DataFrame, checkpoint=None, baseline: str | None = None,
+                  backbone: str = "efficientnet_lite0", image_size: int = 128,
+                  cache_dir: str = DEFAULT_CACHE) -> np.ndarray:
+    """Predictions of a checkpoint or a baseline for the units `keys` (unit_id, mode,
+    difficulty) of a prepared dataset: what a leaderboard entry submits."""
+    from ..metric.backbones import create_backbone
+    from ..metric.tasks import CONDITION_KEYS, load_task_tensors
+
+    if (checkpoint is None) == (baseline is None):
+        raise InputError("give a checkpoint or a baseline (mis, layer_depth, constant)")
+    if checkpoint is not None:
+        metric, tensors, _ = checkpoint_tensors(checkpoint, dataset, cache_dir=cache_dir)
+        head = metric.head
+    else:
+        tensors = load_task_tensors(dataset, create_backbone(backbone, image_size), cache_dir)
+        head = None
+    position = {k: i for i, k in enumerate(map(tuple, tensors.conditions[CONDITION_KEYS].to_numpy()))}
+    missing = [k for k in map(tuple, keys[CONDITION_KEYS].to_numpy()) if k not in position]
+    if missing:
+        raise InputError(f"{dataset}: {len(missing)} of the requested units are not in the "
+                         f"dataset, e.g. {'/'.join(map(str, missing[0]))}")
+    ids = [position[k] for k in map(tuple, keys[CONDITION_KEYS].to_numpy())]
+    if head is not None:
+        return predict_conditions(head, tensors, ids)
+    train = np.flatnonzero(tensors.conditions["split"] == "train").tolist()
+    (predictor,) = predictors_for(tensors, train, only=baseline).values()
+    return predict_conditions(predictor, tensors, ids)

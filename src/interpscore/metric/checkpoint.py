@@ -1,0 +1,56 @@
+"""Load a trained metric from its checkpoint without Lightning: the head, its hyperparameters and
+the backbone it reads. This is the inference door (`interpscore.load`), kept free of the training
+stack."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used
+    import torch
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+from .heads import HEADS, create_head
+
+
+@dataclass
+class LoadedMetric:
+    head: "torch.nn.Module"
+    hparams: dict
+    data_hparams: dict
+    path: Path
+
+    @property
+    def backbone(self) -> str:
+        return self.hparams["backbone"]
+
+    @property
+    def image_size(self):
+        return self.hparams.get("image_size", self.data_hparams.get("image_size"))
+
+
+def load_checkpoint(path: str | Path) -> LoadedMetric:
+    """Read a checkpoint written by `python train.py`; clear errors for anything else."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such checkpoint")
+    try:
+        # Our own files: Lightning stores hyperparameters as plain containers.
+        data = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise InputError(f"{path}: not a readable checkpoint ({err})") from err
+    hparams = dict(data.get("hyper_parameters") or {}) if isinstance(data, dict) else {}
+    if hparams.get("head") not in HEADS or "state_dict" not in data:
+        raise InputError(f"{path}: not an interpscore checkpoint (no head / state_dict); "
+                         "expected a file written by `python train.py`")
+    head = create_head(hparams["head"], hparams["embedding_dim"], **hparams)
+    state = {k[len("head."):]: v for k, v in data["state_dict"].items() if k.startswith("head.")}
+    head.load_state_dict(state)
+    hparams.setdefault("backbone", "efficientnet_lite0")
+    return LoadedMetric(head.eval(), hparams, dict(data.get("datamodule_hyper_parameters") or {}),
+                        path)

@@ -1,0 +1,295 @@
+"""Score units of any vision model with a trained metric, no humans needed.
+
+    scorer = interpscore.load("checkpoints/default-.../best.ckpt")
+    scores = scorer.score_units("resnet18@random", layers="auto", units=20, images="default")
+
+The path reuses the stimulus code (one hooked pass over the pool for all units, streaming
+exemplar selection) and the checkpoint's backbone with its embedding cache. It never imports
+Lightning or the training code. The activation pass can be split over processes by pool shards
+(`compute_shard(rank, world)`): each writes its shard file under OUT/shards/, and `score_units`
+with the same OUT merges them, computing only the shards that are missing (resume).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..atomic import atomic_file, write_text
+from ..errors import InputError
+from ..resources import DEFAULT_CACHE
+from .checkpoint import LoadedMetric, load_checkpoint
+
+
+@dataclass
+class ScoringOptions:
+    """How stimuli are made for scoring (as in IMI: 9 references x 20 batches, easy queries)."""
+
+    difficulty: str = "easy"
+    n_refs: int = 9
+    n_batches: int = 20
+    image_size: int = 224
+    pool_size: int = 3000  # images of the default pool
+    max_refs_per_source: int | None = None
+    seed: int = 0
+    batch_size: int = 64
+    progress: bool = True
+
+    @classmethod
+    def from_kwargs(cls, options: dict) -> "ScoringOptions":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise InputError(f"unknown scoring option(s) {unknown}; valid: {', '.join(sorted(names))}")
+        return cls(**options)
+
+
+def task_interval(p_tasks: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95 % bootstrap interval of a unit's score over its tasks (stimulus-sampling uncertainty)."""
+    rng = np.random.default_rng(seed)
+    means = p_tasks[rng.integers(0, len(p_tasks), (n_boot, len(p_tasks)))].mean(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def save_table(frame: pd.DataFrame, out: Path, stem: str) -> None:
+    """parquet and CSV, each written atomically."""
+    for suffix, write in ((".parquet", frame.to_parquet), (".csv", frame.to_csv)):
+        with atomic_file(out / f"{stem}{suffix}") as tmp:
+            write(tmp, index=False)
+
+
+class _Job:
+    """One scoring request: the model, its units, the pool, and the shard files under OUT."""
+
+    def __init__(self, model, layers, units, images, options: ScoringOptions, cache_dir: Path,
+                 out: Path | None):
+        from ..stimuli.networks import load_model
+        from ..stimuli.pools import open_pool
+        from ..stimuli.selection import keep_for
+        from ..stimuli.units import choose_units
+
+        self.spec, self.images, self.options = model, images, options
+        self.model = load_model(model, image_size=options.image_size)
+        self.units = choose_units(self.model, layers, units, options.image_size, options.seed)
+        self.pool = open_pool(images, size=options.image_size, n_images=options.pool_size,
+                              seed=options.seed, cache_dir=cache_dir / "pools")
+        self.keep = keep_for(options.n_refs, options.n_batches)
+        self.shards = out / "shards" if out is not None else None
+        self.signature = json.dumps(dict(
+            model=model, units=[(u.layer, u.channel) for u in self.units], pool=str(images),
+            pool_size=len(self.pool), image_size=options.image_size, keep=self.keep,
+            seed=options.seed), sort_keys=True)
+
+    def shard_file(self, rank: int, world: int) -> Path:
+        return self.shards / f"activations-{rank}-of-{world}.pt"
+
+    def rankings(self, rank: int = 0, world: int = 1) -> dict:
+        """The activation pass over this rank's slice of the pool."""
+        from ..stimuli.activations import collect_rankings
+
+        n = len(self.pool)
+        part = collect_rankings(self.model, self.pool, self.units, self.keep,
+                                batch_size=self.options.batch_size, seed=self.options.seed,
+                                progress=self.options.progress,
+                                indices=range(rank * n // world, (rank + 1) * n // world))
+        return {"signature": self.signature, "rankings": part,
+                "skipped": dict(getattr(self.pool, "skipped", {}))}
+
+    def compute_shard(self, rank: int, world: int) -> Path:
+        path = self.shard_file(rank, world)
+        if not path.exists():
+            with atomic_file(path) as tmp:
+                torch.save(self.rankings(rank, world), tmp)
+        return path
+
+    def read_shard(self, rank: int, world: int) -> dict:
+        path = self.shard_file(rank, world)
+        data = torch.load(path, weights_only=False)
+        if data["signature"] != self.signature:
+            raise InputError(f"{path}: a shard of another scoring job; use another --out or "
+                             "delete the shards folder")
+        return data
+
+    def merged(self) -> tuple[dict, dict]:
+        """Rankings of the whole pool and the unreadable images: from the shard files where a
+        sharded run left them (computing only the missing ones), else in one pass."""
+        from ..stimuli.activations import merge_rankings
+
+        existing = sorted(self.shards.glob("activations-*-of-*.pt")) if self.shards else []
+        if not existing:
+            data = self.rankings()
+            return data["rankings"], data["skipped"]
+        world = max(int(p.stem.split("-of-")[1]) for p in existing)
+        parts = [self.read_shard(r, world) if self.shard_file(r, world).exists()
+                 else torch.load(self.compute_shard(r, world), weights_only=False)
+                 for r in range(world)]
+        rankings = merge_rankings([p["rankings"] for p in parts], self.keep, self.options.seed)
+        return rankings, {k: v for p in parts for k, v in p["skipped"].items()}
+
+
+class Scorer:
+    """A trained metric ready to score units: its head and the backbone it reads."""
+
+    def __init__(self, metric: LoadedMetric, cache_dir: str | Path = DEFAULT_CACHE):
+        self.metric, self.cache_dir = metric, Path(cache_dir)
+        self._cache = None
+
+    @property
+    def cache(self):
+        if self._cache is None:
+            from .backbones import EmbeddingCache, create_backbone
+
+            backbone = create_backbone(self.metric.backbone, image_size=self.metric.image_size)
+            self._cache = EmbeddingCache(self.cache_dir, backbone)
+        return self._cache
+
+    # -- scoring from exemplars ------------------------------------------------------------
+    def _score_tasks(self, embeddings: torch.Tensor, tasks: list[list[tuple]], seed: int
+                     ) -> list[dict]:
+        """tasks[u] = [(q_max, q_min, refs_max, refs_min) as embedding row indices, ...]."""
+        from .heads import unit_prediction
+        from .tasks import TaskTensors, gather, pad_rows, summarise_tasks
+
+        flat = [task for unit_tasks in tasks for task in unit_tasks]
+        summaries = summarise_tasks(embeddings, [t[0] for t in flat], [t[1] for t in flat],
+                                    [t[2] for t in flat], [t[3] for t in flat])
+        starts = np.cumsum([0] + [len(t) for t in tasks])
+        tensors = TaskTensors(**summaries, n=torch.zeros(len(flat)), k=torch.zeros(len(flat)),
+                              condition_tasks=pad_rows([list(range(a, b)) for a, b in
+                                                        zip(starts[:-1], starts[1:])]),
+                              conditions=pd.DataFrame(index=range(len(tasks))))
+        rows = []
+        with torch.no_grad():
+            for start in range(0, len(tasks), 256):
+                batch = gather(tensors, range(start, min(start + 256, len(tasks))))
+                p = self.metric.head(batch)
+                for i, score in enumerate(unit_prediction(p, batch).tolist()):
+                    p_tasks = p[i][batch["task_mask"][i]].numpy()
+                    low, high = task_interval(p_tasks, seed=seed + start + i)
+                    rows.append(dict(score=score, score_low=low, score_high=high,
+                                     n_tasks=len(p_tasks)))
+        return rows
+
+    def score_exemplars(self, queries: list[tuple], refs_max: list[list], refs_min: list[list],
+                        seed: int = 0) -> dict:
+        """Score one unit from exemplar images you already have: per task, a (max query, min
+        query) pair and its reference lists. Images are file paths or uint8 (3, H, W) tensors."""
+        from ..stimuli.pools import read_image
+
+        if not (len(queries) == len(refs_max) == len(refs_min)) or not queries:
+            raise InputError("score_exemplars needs one (max, min) query pair and two reference "
+                             "lists per task, and at least one task")
+        items = [im for (q_max, q_min), rmax, rmin in zip(queries, refs_max, refs_min)
+                 for im in (q_max, q_min, *rmax, *rmin)]
+        if all(isinstance(im, (str, Path)) for im in items):
+            embeddings = self.cache.embed_files([Path(p) for p in items], progress=False)
+        else:
+            tensors = [im if isinstance(im, torch.Tensor) else read_image(im) for im in items]
+            embeddings = self.cache.embed_images(tensors, progress=False)
+        tasks, row = [], 0
+        for rmax, rmin in zip(refs_max, refs_min):
+            r_max = list(range(row + 2, row + 2 + len(rmax)))
+            r_min = list(range(row + 2 + len(rmax), row + 2 + len(rmax) + len(rmin)))
+            tasks.append((row, row + 1, r_max, r_min))
+            row += 2 + len(rmax) + len(rmin)
+        return self._score_tasks(torch.from_numpy(embeddings), [tasks], seed)[0]
+
+    # -- scoring units of a model -----------------------------------------------------------
+    def compute_shard(self, model: str, rank: int, world: int, out: str | Path, layers="auto",
+                      units=20, images="default", **options) -> Path:
+        """One process's part of a sharded activation pass (pool slice `rank` of `world`),
+        saved under OUT/shards/; `score_units(..., out=OUT)` merges the shards."""
+        if not 0 <= rank < world:
+            raise InputError(f"--shard {rank}/{world}: rank must be in 0..{world - 1}")
+        job = _Job(model, layers, units, images, ScoringOptions.from_kwargs(options),
+                   self.cache_dir, Path(out))
+        return job.compute_shard(rank, world)
+
+    def score_units(self, model: str, layers="auto", units=20, images="default",
+                    out: str | Path | None = None, save_stimuli: bool = False,
+                    **options) -> pd.DataFrame:
+        """One row per requested unit: model, layer, channel, layer_depth, score (predicted HIS),
+        score_low/high (95 % interval over tasks), n_tasks, activation sparsity and spatial
+        contrast, status. `options` are the fields of `ScoringOptions`. With OUT, the tables
+        are written there and shard files a sharded run left there are merged.
+        `frame.attrs["skipped_images"]` holds the pool images that could not be read."""
+        options = ScoringOptions.from_kwargs(options)
+        job = _Job(model, layers, units, images, options, self.cache_dir,
+                   Path(out) if out is not None else None)
+        rankings, skipped = job.merged()
+        exemplars, constant = self._exemplars(job, rankings)
+        frame = self._unit_rows(job, exemplars)
+        frame.attrs["skipped_images"] = skipped
+        if out is not None:
+            self._write(frame, job, Path(out), len(constant), save_stimuli, exemplars)
+        return frame
+
+    def _exemplars(self, job: _Job, rankings: dict):
+        from ..stimuli.selection import select_all
+
+        o = job.options
+        return select_all(rankings, job.pool.sources, job.units, o.n_refs, o.n_batches,
+                          [o.difficulty], o.max_refs_per_source, o.seed)
+
+    def _unit_rows(self, job: _Job, exemplars: list) -> pd.DataFrame:
+        from ..stimuli.networks import module_depths
+
+        o = job.options
+        used = sorted({i for ex in exemplars for b in range(o.n_batches) for i in
+                       (*ex.refs_max[b], *ex.refs_min[b], *ex.queries[o.difficulty][b])})
+        row_of = {image: r for r, image in enumerate(used)}
+        embeddings = torch.from_numpy(self.cache.embed_images([job.pool[i] for i in used],
+                                                              progress=o.progress))
+        tasks = [[(row_of[q_max], row_of[q_min], [row_of[i] for i in ex.refs_max[b]],
+                   [row_of[i] for i in ex.refs_min[b]])
+                  for b, (q_max, q_min) in enumerate(ex.queries[o.difficulty])] for ex in exemplars]
+        scored = dict(zip([ex.unit for ex in exemplars],
+                          self._score_tasks(embeddings, tasks, o.seed) if tasks else []))
+        stats = {ex.unit: ex.stats for ex in exemplars}
+        depths = module_depths(job.model.module)
+        rows = []
+        for unit in job.units:
+            row = dict(model=job.model.label, layer=unit.layer, channel=unit.channel,
+                       layer_depth=depths[unit.layer], difficulty=o.difficulty)
+            if unit in scored:
+                rows.append({**row, **scored[unit], **stats[unit], "status": "ok"})
+            else:
+                rows.append({**row, "score": np.nan, "score_low": np.nan, "score_high": np.nan,
+                             "n_tasks": 0, "status": "constant over the pool"})
+        return pd.DataFrame(rows)
+
+    def _write(self, frame, job: _Job, out: Path, n_constant: int, save_stimuli: bool,
+               exemplars) -> None:
+        from ..stimuli.store import write_store
+
+        out.mkdir(parents=True, exist_ok=True)
+        save_table(frame, out, "scores")
+        for name, table in summarise_scores(frame).items():
+            save_table(table, out, f"summary_by_{name}")
+        meta = dict(asdict(job.options), checkpoint=str(self.metric.path),
+                    backbone=self.metric.backbone, model=job.spec, images=str(job.images),
+                    pool_size=len(job.pool), skipped_images=len(frame.attrs["skipped_images"]),
+                    constant_units=n_constant)
+        write_text(out / "score_config.json", json.dumps(meta, indent=2))
+        if save_stimuli:
+            write_store(out / "stimuli", job.model.label, exemplars, job.pool)
+
+
+def summarise_scores(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Mean predicted HIS per layer (with its depth) and per model, over the scored units."""
+    ok = frame[frame["status"] == "ok"]
+    stats = dict(units=("score", "size"), mean_score=("score", "mean"), sd=("score", "std"))
+    return {"layer": ok.groupby(["model", "layer"]).agg(**stats, depth=("layer_depth", "first"))
+            .reset_index().sort_values(["model", "depth"]),
+            "model": ok.groupby("model").agg(**stats).reset_index()}
+
+
+def load(checkpoint: str | Path, cache_dir: str | Path = DEFAULT_CACHE) -> Scorer:
+    """`interpscore.load(CKPT)`: a Scorer for a checkpoint written by `python train.py`."""
+    return Scorer(load_checkpoint(checkpoint), cache_dir)

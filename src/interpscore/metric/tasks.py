@@ -1,0 +1,150 @@
+"""2-AFC tasks as tensors: the shared input of every head, in training, evaluation and scoring.
+
+A *condition* is one unit x mode x difficulty (one row of the `units` table); it holds several
+*tasks* (one batch of references plus its two queries) and each task was answered by several
+participants (`n` trials, `k` correct). Images are indices into one embedding matrix, so each image
+is embedded once however many tasks show it. Pure torch: no Lightning needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+CONDITION_KEYS = ["unit_id", "mode", "difficulty"]
+
+
+@dataclass
+class TaskTensors:
+    """Per task, what every head reads, computed once from unit-norm image embeddings: the two
+    queries, the means of the two reference sets, and each set's spread (mean cosine similarity
+    of its members to their mean). Keeping summaries instead of every reference makes an
+    IMI-sized epoch cheap; the similarity comparisons of MIS-like heads are exact from them."""
+
+    q_max: torch.Tensor  # (T, D)
+    q_min: torch.Tensor
+    mean_max: torch.Tensor  # (T, D) mean of the max reference embeddings
+    mean_min: torch.Tensor
+    spread_max: torch.Tensor  # (T,)
+    spread_min: torch.Tensor
+    n: torch.Tensor  # (T,) trials per task (0 for unanswered tasks, e.g. when scoring)
+    k: torch.Tensor  # (T,) correct trials
+    condition_tasks: torch.Tensor  # (C, T_max) task index, -1 = padding
+    conditions: pd.DataFrame  # one row per condition, aligned with condition_tasks
+
+    @property
+    def dim(self) -> int:
+        return int(self.q_max.shape[1])
+
+
+def pad_rows(rows: list[list[int]]) -> torch.Tensor:
+    """Index lists of unequal length as one tensor, -1 marking the padding."""
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def summarise_tasks(embeddings: torch.Tensor, q_max, q_min, refs_max: list, refs_min: list):
+    """Task summaries from an embedding matrix and per-task image indices."""
+    emb = torch.nn.functional.normalize(embeddings.float(), dim=1)
+    out = {"q_max": emb[torch.as_tensor(q_max)], "q_min": emb[torch.as_tensor(q_min)]}
+    for side, refs in (("max", refs_max), ("min", refs_min)):
+        index = pad_rows([list(r) for r in refs])
+        mask = (index >= 0).float().unsqueeze(-1)
+        members = emb[index.clamp(min=0)] * mask
+        mean = members.sum(1) / mask.sum(1).clamp(min=1)
+        spread = (members * mean.unsqueeze(1)).sum(-1).sum(1) / mask.sum((1, 2)).clamp(min=1)
+        out[f"mean_{side}"] = mean
+        out[f"spread_{side}"] = spread / mean.norm(dim=1).clamp(min=1e-8)
+    return out
+
+
+def build_task_tensors(trials: pd.DataFrame, conditions: pd.DataFrame, embed_paths) -> TaskTensors:
+    """Group trials into tasks per condition. `embed_paths(list_of_paths) -> (N, D) array`."""
+    trials = trials.assign(_refs_max=trials["refs_max"].map(tuple),
+                           _refs_min=trials["refs_min"].map(tuple))
+    task_keys = CONDITION_KEYS + ["query_max", "query_min", "_refs_max", "_refs_min"]
+    tasks = (trials.groupby(task_keys, sort=True)["correct"].agg(["size", "sum"]).reset_index())
+    paths = sorted(set(tasks["query_max"]) | set(tasks["query_min"])
+                   | {p for refs in tasks["_refs_max"] for p in refs}
+                   | {p for refs in tasks["_refs_min"] for p in refs})
+    where = {p: i for i, p in enumerate(paths)}
+    embeddings = torch.from_numpy(np.asarray(embed_paths(paths), dtype=np.float32))
+    conditions = conditions.reset_index(drop=True)
+    position = {key: i for i, key in enumerate(map(tuple, conditions[CONDITION_KEYS].to_numpy()))}
+    per_condition: list[list[int]] = [[] for _ in range(len(conditions))]
+    for t, key in enumerate(map(tuple, tasks[CONDITION_KEYS].to_numpy())):
+        if key in position:
+            per_condition[position[key]].append(t)
+    if any(not ts for ts in per_condition):
+        missing = [c for c, ts in zip(conditions["unit_id"], per_condition) if not ts][:5]
+        raise ValueError(f"conditions without any task: {missing}")
+    summaries = summarise_tasks(
+        embeddings, [where[p] for p in tasks["query_max"]], [where[p] for p in tasks["query_min"]],
+        [[where[p] for p in refs] for refs in tasks["_refs_max"]],
+        [[where[p] for p in refs] for refs in tasks["_refs_min"]])
+    return TaskTensors(
+        **summaries,
+        n=torch.tensor(tasks["size"].to_numpy(), dtype=torch.float32),
+        k=torch.tensor(tasks["sum"].to_numpy(), dtype=torch.float32),
+        condition_tasks=pad_rows(per_condition),
+        conditions=conditions,
+    )
+
+
+def gather(tensors: TaskTensors, condition_ids) -> dict[str, torch.Tensor]:
+    """A batch of conditions with their tasks' summaries: the input of every head."""
+    ids = torch.as_tensor(condition_ids, dtype=torch.long)
+    tasks = tensors.condition_tasks[ids]  # (B, T)
+    task_mask = tasks >= 0
+    t = tasks.clamp(min=0)
+    batch = {name: getattr(tensors, name)[t] for name in
+             ("q_max", "q_min", "mean_max", "mean_min", "spread_max", "spread_min")}
+    batch.update(task_mask=task_mask, n=torch.where(task_mask, tensors.n[t], 0.0),
+                 k=torch.where(task_mask, tensors.k[t], 0.0), condition=ids)
+    return batch
+
+
+class ConditionDataset(torch.utils.data.Dataset):
+    """Items are condition indices; `collate` gathers their tasks (DDP splits by condition)."""
+
+    def __init__(self, tensors: TaskTensors, condition_ids):
+        self.tensors, self.ids = tensors, list(condition_ids)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return self.ids[i]
+
+    def collate(self, ids):
+        return gather(self.tensors, ids)
+
+
+def dataset_info(data_dir) -> dict:
+    """`prepare_info.json` of a prepared dataset (source, images root, filters)."""
+    import json
+    from pathlib import Path
+
+    info = Path(data_dir) / "prepare_info.json"
+    return json.loads(info.read_text()) if info.is_file() else {}
+
+
+def load_task_tensors(data_dir, backbone, cache_dir, images_dir=None) -> TaskTensors:
+    """Prepared dataset + backbone -> task tensors, embedding each image once (cached)."""
+    from pathlib import Path
+
+    from ..data.dataset import load_prepared
+    from ..errors import InputError
+    from .backbones import EmbeddingCache
+
+    data = load_prepared(data_dir)
+    root = images_dir or dataset_info(data_dir).get("images")
+    if not root or root == "None":
+        raise InputError(f"{data_dir}: the dataset records no images root; pass the images "
+                         "folder explicitly")
+    cache = EmbeddingCache(cache_dir, backbone)
+    return build_task_tensors(data["trials"].to_pandas(), data["units"].to_pandas(),
+                              lambda paths: cache.embed_files([Path(root) / p for p in paths]))

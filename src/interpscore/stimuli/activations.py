@@ -1,0 +1,202 @@
+"""The activation pass: one forward pass over the image pool with hooks on all needed layers at
+once. Each hook keeps only what exemplar selection needs (streaming top/bottom ranks and a
+fixed-size uniform reservoir for the hard-query percentiles), so memory does not grow with the
+pool. Ties are broken by a fixed pseudo-random key, identically in every pass, shard and merge.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .networks import LoadedModel, channel_maps, check_layers, spatial_contrast
+from .units import Unit
+
+
+@dataclass
+class UnitRanking:
+    """What the activation pass keeps of one unit (pool indices and their activations)."""
+
+    top_index: np.ndarray  # most activating first
+    top_value: np.ndarray
+    bottom_index: np.ndarray  # least activating first
+    bottom_value: np.ndarray
+    reservoir_index: np.ndarray  # a uniform sample of the pool, sorted by activation
+    reservoir_value: np.ndarray
+    n_images: int
+    spatial_contrast: float = float("nan")  # mean over images (see models.spatial_contrast)
+
+    def activation_stats(self) -> dict:
+        """Statistics the IMI authors related to interpretability: sparsity (the fraction of
+        images activating the unit less than a tenth of its range above its minimum, from the
+        uniform reservoir) and local spatial contrast."""
+        low, high = self.bottom_value[0], self.top_value[0]
+        sparsity = float(np.mean(self.reservoir_value < low + 0.1 * (high - low)))
+        return {"act_sparsity": sparsity, "act_spatial_contrast": float(self.spatial_contrast)}
+
+
+
+def tie_keys(values, image_index, channels, layer: str, seed: int):
+    """Activations as float64 sort keys with a pseudo-random jitter far below float32 resolution,
+    a fixed function of (image, unit, seed): ties break randomly, yet identically in every pass,
+    shard and merge. values (U, B), image_index (B,), channels (U,)."""
+    import torch
+
+    salt = zlib.crc32(f"{seed}:{layer}".encode()) % 10007
+    phase = (image_index.double()[None, :] * 12.9898 + channels.double()[:, None] * 78.233
+             + salt * 0.618)
+    jitter = torch.frac(torch.sin(phase) * 43758.5453).abs()
+    values = torch.as_tensor(values).double()
+    return values + jitter * 1e-12 * values.abs().clamp(min=1.0)
+
+
+class _StreamingRanks:
+    """Top-k and bottom-k (activation, pool index) per unit, updated batch by batch."""
+
+    def __init__(self, n_units: int, keep: int):
+        import torch
+
+        self.keep = keep
+        empty = lambda dtype: torch.empty(n_units, 0, dtype=dtype)  # noqa: E731
+        self.top = [empty(torch.float64), empty(torch.float32), empty(torch.int64)]
+        self.bottom = [empty(torch.float64), empty(torch.float32), empty(torch.int64)]
+
+    def update(self, keys, values, index) -> None:
+        import torch
+
+        for state, largest in ((self.top, True), (self.bottom, False)):
+            key = torch.cat([state[0], keys], 1)
+            value = torch.cat([state[1], values], 1)
+            idx = torch.cat([state[2], index.expand(keys.shape[0], -1)], 1)
+            k = min(self.keep, key.shape[1])
+            key, order = key.topk(k, dim=1, largest=largest, sorted=True)
+            state[:] = [key, value.gather(1, order), idx.gather(1, order)]
+
+
+class _Reservoir:
+    """Algorithm R, shared by all units: which pool images enter a uniform sample of fixed size
+    (the hard-query percentiles are read from it)."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seen = size, 0
+        self.rng = np.random.default_rng(seed)
+
+    def slots(self, n: int) -> np.ndarray:
+        """The reservoir slot of each of the next n images (-1: not kept)."""
+        slots = []
+        for _ in range(n):
+            if self.seen < self.size:
+                slots.append(self.seen)
+            else:
+                j = int(self.rng.integers(0, self.seen + 1))
+                slots.append(j if j < self.size else -1)
+            self.seen += 1
+        slots = np.array(slots)
+        # Two images of one batch may draw the same slot: the later one wins.
+        _, last = np.unique(slots[::-1], return_index=True)
+        repeated = np.ones(len(slots), bool)
+        repeated[len(slots) - 1 - last] = False
+        slots[repeated] = -1
+        return slots
+
+
+def collect_rankings(model: LoadedModel, pool, units: list[Unit], keep: int,
+                     reservoir_size: int = 4096, batch_size: int = 64, seed: int = 0,
+                     progress: bool = True, indices=None) -> dict[Unit, UnitRanking]:
+    """One pass over the pool (or the pool positions `indices`, a shard of it) for all units,
+    all their layers hooked at once. Images the pool cannot read (None) are skipped."""
+    import torch
+    from tqdm.auto import tqdm
+
+    layers = sorted({u.layer for u in units})
+    check_layers(model.module, layers)
+    modules = dict(model.module.named_modules())
+    per_layer = {layer: [u for u in units if u.layer == layer] for layer in layers}
+    channel_index = {layer: torch.tensor([u.channel for u in us]) for layer, us in per_layer.items()}
+    ranks = {layer: _StreamingRanks(len(us), keep) for layer, us in per_layer.items()}
+    reservoir_index = np.empty(0, np.int64)
+    reservoir_value = {layer: torch.empty(0, len(us)) for layer, us in per_layer.items()}
+    captured: dict[str, torch.Tensor] = {}
+    contrast_sum = {layer: torch.zeros(len(us), dtype=torch.float64) for layer, us in per_layer.items()}
+    hooks = []
+    for layer in layers:
+        def hook(module, _inputs, output, layer=layer):
+            maps = channel_maps(module, output)
+            maps = maps[:, channel_index[layer].to(maps.device)].float()
+            captured[layer] = maps.mean(2).cpu()
+            contrast_sum[layer] += spatial_contrast(maps).double().sum(0).cpu()
+        hooks.append(modules[layer].register_forward_hook(hook))
+
+    sampler = _Reservoir(reservoir_size, seed)
+    positions = list(range(len(pool)) if indices is None else indices)
+    try:
+        with torch.no_grad(), tqdm(total=len(positions), desc=f"activations {model.label}",
+                                   unit="img", disable=not progress) as bar:
+            for start in range(0, len(positions), batch_size):
+                chunk = positions[start:start + batch_size]
+                bar.update(len(chunk))
+                loaded = [(i, pool[i]) for i in chunk]
+                loaded = [(i, image) for i, image in loaded if image is not None]
+                if not loaded:
+                    continue
+                index = torch.tensor([i for i, _ in loaded])
+                model(torch.stack([image for _, image in loaded]))
+                slots = sampler.slots(len(index))
+                grow = slots >= len(reservoir_index)
+                reservoir_index = np.concatenate([reservoir_index, np.full(grow.sum(), -1)])
+                reservoir_index[slots[slots >= 0]] = index.numpy()[slots >= 0]
+                for layer in layers:
+                    values = captured.pop(layer)  # (B, U)
+                    keys = tie_keys(values.T, index, channel_index[layer], layer, seed)
+                    ranks[layer].update(keys, values.T, index.view(1, -1))
+                    res = reservoir_value[layer]
+                    if grow.any():
+                        res = torch.cat([res, torch.zeros(int(grow.sum()), res.shape[1])])
+                    res[torch.from_numpy(slots[slots >= 0])] = values[torch.from_numpy(slots >= 0)]
+                    reservoir_value[layer] = res
+    finally:
+        for handle in hooks:
+            handle.remove()
+
+    out, seen = {}, sampler.seen
+    for layer, us in per_layer.items():
+        top, bottom = ranks[layer].top, ranks[layer].bottom
+        for k, unit in enumerate(us):
+            res_value = reservoir_value[layer][:, k].numpy()
+            order = np.argsort(res_value, kind="stable")
+            out[unit] = UnitRanking(top[2][k].numpy(), top[1][k].numpy(), bottom[2][k].numpy(),
+                                    bottom[1][k].numpy(), reservoir_index[order], res_value[order],
+                                    seen, float(contrast_sum[layer][k]) / max(seen, 1))
+    return out
+
+
+def merge_rankings(parts: list[dict[Unit, UnitRanking]], keep: int, seed: int = 0
+                   ) -> dict[Unit, UnitRanking]:
+    """Combine the rankings of disjoint pool shards: the top/bottom of the union, and the union
+    of the reservoirs (each a uniform sample of an equal-sized shard)."""
+    import torch
+
+    merged = {}
+    for unit in parts[0]:
+        rankings = [part[unit] for part in parts]
+        fields = {}
+        for side, descending in (("top", True), ("bottom", False)):
+            index = np.concatenate([getattr(r, f"{side}_index") for r in rankings])
+            value = np.concatenate([getattr(r, f"{side}_value") for r in rankings])
+            key = tie_keys(torch.from_numpy(value)[None], torch.from_numpy(index),
+                           torch.tensor([unit.channel]), unit.layer, seed)[0].numpy()
+            order = np.argsort(-key if descending else key, kind="stable")[:keep]
+            fields[f"{side}_index"], fields[f"{side}_value"] = index[order], value[order]
+        index = np.concatenate([r.reservoir_index for r in rankings])
+        value = np.concatenate([r.reservoir_value for r in rankings])
+        order = np.argsort(value, kind="stable")
+        n_images = sum(r.n_images for r in rankings)
+        contrast = sum(r.spatial_contrast * r.n_images for r in rankings) / max(n_images, 1)
+        merged[unit] = UnitRanking(**fields, reservoir_index=index[order],
+                                   reservoir_value=value[order], n_images=n_images,
+                                   spatial_contrast=contrast)
+    return merged
+
+

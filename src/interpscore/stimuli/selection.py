@@ -1,0 +1,136 @@
+"""Exemplars the way the IMI study chose them: references in batches (one image from each
+extremeness bin), queries just past the references (easy) or at the hard percentiles. Constant
+units are dropped (max - min < 1e-8, as MIS does) and units whose references sit inside a tie are
+flagged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..data.layouts import QUERY_INDEX
+from ..errors import InputError
+from .activations import UnitRanking, collect_rankings
+from .networks import LoadedModel
+from .units import Unit, unit_seed
+
+# Query percentiles of the hard conditions (the max query at P, the min query at 100 - P).
+DIFFICULTY_PERCENTILES = {"hard85": 85.0, "hard95": 95.0, "hard99": 99.0}
+CONSTANT_RANGE = 1e-8
+
+
+@dataclass
+class UnitExemplars:
+    unit: Unit
+    refs_max: list[list[int]]  # per batch, n_refs pool indices, most extreme bin first
+    refs_min: list[list[int]]
+    queries: dict[str, list[tuple[int, int]]]  # difficulty -> per batch (max query, min query)
+    flags: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)  # UnitRanking.activation_stats
+
+
+
+def _pick_references(index: np.ndarray, sources: np.ndarray, n: int, cap: int | None
+                     ) -> tuple[list[int], int]:
+    """The first n images in rank order, at most `cap` from one source photo where possible.
+    Returns the picks and the rank position after the last pick."""
+    picked, counts, skipped = [], {}, []
+    position = 0
+    for position, image in enumerate(index):
+        source = sources[image]
+        if cap is None or counts.get(source, 0) < cap:
+            picked.append(int(image))
+            counts[source] = counts.get(source, 0) + 1
+        else:
+            skipped.append(int(image))
+        if len(picked) == n:
+            return picked, position + 1
+    picked += skipped[: n - len(picked)]  # too few sources: relax the cap
+    if len(picked) < n:
+        raise InputError(f"the pool yields only {len(picked)} references per side, {n} needed: "
+                         "use a larger pool or fewer references/batches")
+    return picked, position + 1
+
+
+def select_exemplars(ranking: UnitRanking, sources: np.ndarray, n_refs: int = 9,
+                     n_batches: int = 20, difficulties=("easy",), max_refs_per_source=None,
+                     seed: int = 0) -> UnitExemplars | None:
+    """References in n_batches batches (one image from each of n_refs extremeness bins of
+    n_batches), the query at the next ranks (easy) or at the hard percentiles. None when the unit
+    is constant over the pool."""
+    if n_refs > QUERY_INDEX:
+        raise InputError(f"at most {QUERY_INDEX} references per side (the query is _9)")
+    if ranking.top_value[0] - ranking.bottom_value[0] < CONSTANT_RANGE:
+        return None
+    n = n_refs * n_batches
+    if 2 * (n + n_batches) > ranking.n_images:
+        raise InputError(f"a pool of {ranking.n_images} images is too small for {n_refs} "
+                         f"references x {n_batches} batches per side plus queries")
+    rng = np.random.default_rng(seed)
+    sides = {}
+    for side, index, value in (("max", ranking.top_index, ranking.top_value),
+                               ("min", ranking.bottom_index, ranking.bottom_value)):
+        refs, after = _pick_references(index, sources, n, max_refs_per_source)
+        if after + n_batches > len(index):  # the cap reached too deep: rank order wins
+            refs, after = _pick_references(index, sources, n, None)
+        queries = [int(i) for i in index[after:after + n_batches]]
+        bins = [rng.permutation(refs[b * n_batches:(b + 1) * n_batches]) for b in range(n_refs)]
+        batches = [[int(bins[b][j]) for b in range(n_refs)] for j in range(n_batches)]
+        ref_values = value[np.isin(index, refs)]
+        query_value = value[after] if after < len(value) else value[-1]
+        sides[side] = dict(batches=batches, easy=queries, used=set(refs) | set(queries),
+                           tied=bool(np.sum(ref_values == query_value) > 0))
+    queries = {}
+    for difficulty in difficulties:
+        if difficulty == "easy":
+            queries["easy"] = list(zip(sides["max"]["easy"], sides["min"]["easy"]))
+            continue
+        if difficulty not in DIFFICULTY_PERCENTILES:
+            raise InputError(f"unknown difficulty {difficulty!r}; valid: easy, "
+                             f"{', '.join(DIFFICULTY_PERCENTILES)}")
+        p = DIFFICULTY_PERCENTILES[difficulty] / 100.0
+        picks = {}
+        for side, quantile in (("max", p), ("min", 1.0 - p)):
+            target = quantile * (len(ranking.reservoir_index) - 1)
+            order = np.argsort(np.abs(np.arange(len(ranking.reservoir_index)) - target),
+                               kind="stable")
+            used = sides["max"]["used"] | sides["min"]["used"]
+            chosen = [int(ranking.reservoir_index[i]) for i in order
+                      if int(ranking.reservoir_index[i]) not in used][:n_batches]
+            picks[side] = list(rng.permutation(chosen))
+        queries[difficulty] = [(int(a), int(b)) for a, b in zip(picks["max"], picks["min"])]
+    flags = dict(ties_cover_max_refs=sides["max"]["tied"], ties_cover_min_refs=sides["min"]["tied"])
+    return UnitExemplars(Unit("", 0), sides["max"]["batches"], sides["min"]["batches"], queries,
+                         flags)
+
+
+def build_exemplars(model: LoadedModel, pool, units: list[Unit], n_refs: int = 9,
+                    n_batches: int = 20, difficulties=("easy",), max_refs_per_source=None,
+                    reservoir_size: int = 4096, batch_size: int = 64, seed: int = 0,
+                    progress: bool = True) -> tuple[list[UnitExemplars], list[Unit]]:
+    """Exemplars of every non-constant unit, plus the list of dropped constant units."""
+    rankings = collect_rankings(model, pool, units, keep_for(n_refs, n_batches), reservoir_size,
+                                batch_size, seed, progress)
+    return select_all(rankings, pool.sources, units, n_refs, n_batches, difficulties,
+                      max_refs_per_source, seed)
+
+
+def keep_for(n_refs: int, n_batches: int) -> int:
+    return 3 * (n_refs + 1) * n_batches  # room for the source cap and the easy queries
+
+
+def select_all(rankings, sources, units, n_refs, n_batches, difficulties, max_refs_per_source,
+               seed) -> tuple[list[UnitExemplars], list[Unit]]:
+    kept, constant = [], []
+    for unit in units:
+        exemplars = select_exemplars(rankings[unit], sources, n_refs, n_batches,
+                                     difficulties, max_refs_per_source, unit_seed(seed, unit))
+        if exemplars is None:
+            constant.append(unit)
+        else:
+            exemplars.unit = unit
+            exemplars.stats = rankings[unit].activation_stats()
+            kept.append(exemplars)
+    return kept, constant

@@ -1,0 +1,167 @@
+"""Lightning: the DataModule (prepared dataset + backbone -> cached task tensors) and the
+LightningModule (a head, its likelihood, per-unit Spearman/Pearson/MAE). The module does no I/O."""
+
+from __future__ import annotations
+
+
+import lightning as L
+import numpy as np
+import torch
+from torchmetrics import MeanAbsoluteError, MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
+
+from ..errors import InputError
+from ..metric.heads import create_head, nll, unit_prediction
+from ..metric.tasks import ConditionDataset, TaskTensors, dataset_info, load_task_tensors
+from ..resources import DEFAULT_CACHE, DEFAULT_DATA_ROOT
+
+
+class InterpScoreModule(L.LightningModule):
+    """A proxy metric: `head` on frozen embeddings of dimension `embedding_dim`."""
+
+    def __init__(self, head: str = "twoafc", embedding_dim: int = 0, rank: int | None = None,
+                 hidden: int = 64, dropout: float = 0.1, reg: float = 1e-3, lr: float = 0.01,
+                 weight_decay: float = 0.0, backbone: str = "efficientnet_lite0",
+                 image_size: int | None = 128):
+        """`backbone` and `image_size` are linked from the data module, so that a checkpoint
+        alone says which embeddings its head reads."""
+        super().__init__()
+        if embedding_dim <= 0:
+            raise InputError("embedding_dim must be positive (it is linked from the data module)")
+        if lr <= 0:
+            raise InputError(f"lr must be positive, got {lr}")
+        self.save_hyperparameters()
+        self.head = create_head(head, embedding_dim, **self.hparams)
+        metrics = MetricCollection({"spearman": SpearmanCorrCoef(), "pearson": PearsonCorrCoef(),
+                                    "mae": MeanAbsoluteError()})
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.automatic_optimization = head != "mis"
+
+    def forward(self, batch):
+        """Predicted accuracy of each condition in the batch."""
+        return unit_prediction(self.head(batch), batch)
+
+    def on_train_start(self):
+        if self.hparams.head == "mis":  # training-free: only alpha is fitted, in closed form
+            self.head.fit_alpha(self.trainer.datamodule.train_dataloader())
+
+    def training_step(self, batch, _index):
+        if self.hparams.head == "mis":
+            return None
+        loss = nll(self.head(batch), batch, self.head.level)
+        self.log("train/nll", loss, batch_size=len(batch["condition"]))
+        return loss + self.head.regularization()
+
+    def _evaluate(self, batch, metrics, prefix):
+        p_task = self.head(batch)
+        target = batch["k"].sum(-1) / batch["n"].sum(-1)
+        metrics.update(unit_prediction(p_task, batch), target)
+        self.log(f"{prefix}/nll", nll(p_task, batch, "trial"), batch_size=len(target),
+                 sync_dist=True)
+        self.log_dict(metrics, batch_size=len(target))
+
+    def validation_step(self, batch, _index):
+        self._evaluate(batch, self.val_metrics, "val")
+
+    def test_step(self, batch, _index):
+        self._evaluate(batch, self.test_metrics, "test")
+
+    def configure_optimizers(self):
+        if self.hparams.head == "mis":
+            return None
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,
+                                 weight_decay=self.hparams.weight_decay)
+
+
+class IMIDataModule(L.LightningDataModule):
+    """Prepared dataset (real or simulated) + backbone -> cached embeddings -> task tensors.
+
+    `data_dir: null` means the embedded default: the simulated IMI release, generated (once, and
+    cached under `data/`) with `simulation` overriding fields of `SimulationConfig`.
+    `fold`: leave-one-model-out; the model with this fold index is the test set.
+    """
+
+    def __init__(self, data_dir: str | None = None, images_dir: str | None = None,
+                 backbone: str = "efficientnet_lite0", image_size: int | None = 128,
+                 cache_dir: str = DEFAULT_CACHE, batch_size: int = 32,
+                 fold: int | None = None, simulation: dict | None = None,
+                 data_root: str = DEFAULT_DATA_ROOT):
+        super().__init__()
+        self.save_hyperparameters()
+        if batch_size <= 0:
+            raise InputError(f"batch_size must be positive, got {batch_size}")
+        self.backbone_name, self.image_size = backbone, image_size
+        self.cache_dir, self.batch_size, self.fold = cache_dir, batch_size, fold
+        self.images_dir = images_dir
+        self.simulation = simulation
+        self.simulated = data_dir is None
+        if self.simulated:
+            from ..simulate.experiment import simulated_dataset_dir
+
+            data_dir = str(simulated_dataset_dir(simulation, data_root))
+        self.data_root = data_root
+        self.data_dir = data_dir
+        self.hparams["data_dir"] = data_dir  # the checkpoint records the resolved dataset
+        self._backbone = None
+        self.tensors: TaskTensors | None = None
+
+    # -- building (rank 0 only, through prepare_data) --
+    def ensure_dataset(self) -> None:
+        if self.simulated:
+            from ..simulate.experiment import ensure_simulated
+
+            ensure_simulated(self.simulation, self.data_root)
+
+    @property
+    def backbone(self):
+        if self._backbone is None:
+            from ..metric.backbones import create_backbone
+
+            self._backbone = create_backbone(self.backbone_name, image_size=self.image_size)
+        return self._backbone
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.backbone.dim
+
+    def dataset_info(self) -> dict:
+        return dataset_info(self.data_dir)
+
+    def build_tensors(self) -> TaskTensors:
+        return load_task_tensors(self.data_dir, self.backbone, self.cache_dir, self.images_dir)
+
+    def prepare_data(self):
+        self.ensure_dataset()
+        # Fills the embedding cache once, before other ranks read it (they build in setup).
+        self.tensors = self.build_tensors()
+
+    def setup(self, stage=None):
+        if self.tensors is None:
+            self.tensors = self.build_tensors()
+        units = self.tensors.conditions
+        if self.fold is None:
+            split = units["split"].to_numpy()
+        else:
+            if self.fold not in set(units["fold"]):
+                raise InputError(f"fold {self.fold} not in the dataset (folds: "
+                                 f"{sorted(set(units['fold']))})")
+            split = np.where(units["fold"] == self.fold, "test",
+                             np.where(units["split"] == "val", "val", "train"))
+        self.split_ids = {s: np.flatnonzero(split == s).tolist() for s in ("train", "val", "test")}
+        for name, ids in self.split_ids.items():
+            if not ids and (name != "test" or stage == "test"):
+                raise InputError(f"{self.data_dir}: the {name} split holds no units")
+
+    def _loader(self, split: str, shuffle: bool):
+        dataset = ConditionDataset(self.tensors, self.split_ids[split])
+        return torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle,
+                                           collate_fn=dataset.collate)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)

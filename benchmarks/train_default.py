@@ -1,5 +1,7 @@
 """`python train.py` end to end: from nothing (simulation, preparation, embeddings, training,
-evaluation) and again with everything cached. Uses fresh data/cache folders. Prints JSON.
+evaluation) and again with everything cached. Uses fresh data/cache folders. Prints JSON with
+the times, the held-out benchmark's headline, and the simulated release's calibration table
+(tests/test_calibration.py holds the recorded table to the ranges the simulator promises).
 
     python benchmarks/train_default.py [--out benchmarks/results/train_default.json]
 """
@@ -12,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 from common import emit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,16 +33,25 @@ def run(work: Path) -> tuple[float, dict]:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
+    parser.add_argument("--work", help="an empty folder to keep the data, cache and checkpoints "
+                        "(default: a new temporary folder)")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="interpscore-train-bench-"))
+    work = Path(args.work or tempfile.mkdtemp(prefix="interpscore-train-bench-"))
+    if work.exists() and any(work.iterdir()):
+        sys.exit(f"error: --work {work}: not empty; the fresh run must start from nothing")
     fresh, metrics = run(work)
     cached, _ = run(work)
+    (release,) = (work / "data").glob("simulated-*/release")
+    calibration = pd.read_csv(release / "calibration.csv")
+    headline = metrics["benchmark"]["headline"]
     result = {"benchmark": "train_default", "fresh_seconds": round(fresh, 1),
               "cached_seconds": round(cached, 1), "targets_seconds": {"fresh": 900, "cached": 180},
-              "test_spearman": metrics["test"]["spearman"],
-              "mis_spearman": metrics["baselines"]["mis"]["spearman"],
-              "fraction_of_ceiling": metrics["test"]["fraction_of_ceiling"],
-              "ceiling": metrics["ceiling"]}
+              "simulation_key": json.loads((release / "simulation.json").read_text())["key"],
+              "headline": {"datasets": headline["datasets"], "ceiling": headline["ceiling"],
+                           "predictors": headline["predictors"]},
+              "in_distribution": {"test": metrics["test"], "baselines": metrics["baselines"],
+                                  "ceiling": metrics["ceiling"]},
+              "calibration": calibration.to_dict(orient="records")}
     emit(result, args.out)
 
 

@@ -1,5 +1,7 @@
 import json
 
+import numpy as np
+
 import datasets
 import pandas as pd
 import pytest
@@ -7,12 +9,16 @@ from scipy.stats import spearmanr
 
 from interpscore.cli import main
 from interpscore.data.dataset import prepare
-from interpscore.simulate.experiment import SimulationConfig, simulate
-from interpscore.simulate.observers import calibrate_sigma, p_correct
+from interpscore.simulate.experiment import SimulationConfig, audiences, simulate
+from interpscore.simulate.observers import (FAMILIES, RULES, calibrate_sigma, evidence,
+                                            p_correct, set_similarity)
 
 TINY = dict(models=["efficientnet_lite0", "test_resnet@random"], units_per_model=10,
-            hard={"efficientnet_lite0": ["hard85"]}, pool_size=300, image_size=64, n_batches=3,
-            responses_per_unit=30, careless_fraction=0.3)
+            hard={"efficientnet_lite0": ["hard85"]}, pool_size=300, heldout_pool_size=300,
+            image_size=64, n_batches=3, responses_per_unit=30, careless_fraction=0.3,
+            training_families=["lowlevel-mean", "texture-prototype"],
+            heldout_families=["spectral-nearest"])
+DEFAULT = "audiences/default"
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +29,7 @@ def tiny_release(tmp_path_factory):
 
 
 def test_release_has_the_real_formats(tiny_release):
-    table = pd.read_csv(tiny_release / "responses_main.csv")
+    table = pd.read_csv(tiny_release / DEFAULT / "responses_main.csv")
     for column in ("participant_id", "task_id", "trial_index", "is_demo", "catch_trial", "rt",
                    "time_elapsed", "button_pressed", "confidence", "choice", "correct",
                    "switched_queries", "max_query", "min_query", "max_references",
@@ -35,26 +41,54 @@ def test_release_has_the_real_formats(tiny_release):
     assert {"efficientnet_lite0", "efficientnet_lite0_hard85", "test_resnet-random"} <= set(table["model"])
     main = table[~table["is_demo"] & ~table["catch_trial"]]
     assert (main["correct"] == (main["choice"] == "b")).all()
-    truth = pd.read_csv(tiny_release / "unit_truth.csv")
+    truth = pd.read_csv(tiny_release / DEFAULT / "unit_truth.csv")
     assert truth["true_accuracy"].between(0.3, 1.0).all()
     assert "source: simulated" in (tiny_release / "README.md").read_text()
+    # the family behind every answer, only training families in the default audience
+    assert set(main["observer_family"]) <= {"lowlevel-mean", "texture-prototype", "careless"}
+    assert {"lowlevel-mean", "texture-prototype"} <= set(main["observer_family"])
     batch = tiny_release / "images" / main.iloc[0]["query_path"].split("/images/")[1]
     assert sorted(p.name for p in batch.iterdir())[-1] == "min_9.png"
 
 
+def test_every_audience_and_the_held_out_pool(tiny_release):
+    names = set(audiences(SimulationConfig(**TINY)))
+    assert names == {"default", "family-lowlevel-mean", "family-texture-prototype",
+                     "family-spectral-nearest", "heldout-pool-default",
+                     "heldout-pool-spectral-nearest"}
+    assert {p.name for p in (tiny_release / "audiences").iterdir()} == names
+    held = pd.read_csv(tiny_release / "audiences/heldout-pool-spectral-nearest/responses_main.csv")
+    held = held[~held["is_demo"] & ~held["catch_trial"]]
+    assert set(held["observer_family"]) <= {"spectral-nearest", "careless"}
+    splits = pd.read_csv(tiny_release / DEFAULT / "unit_splits.csv").set_index("unit_id")["split"]
+    held_units = set(held["model"].str.replace("_hard85", "") + "/" + held["layer"] + "/"
+                     + held["channel"].astype(str))
+    assert held_units and all(splits[u] == "test" for u in held_units)  # test units only
+    # pool B shares no image with pool A (no source photo either: see the pool test)
+    def digests(folder):
+        import hashlib
+        return {hashlib.md5(p.read_bytes()).hexdigest() for p in (tiny_release / folder / "_pool").glob("*.png")}
+    assert not digests("images") & digests("images_heldout_pool")
+    calibration = pd.read_csv(tiny_release / "calibration.csv").set_index("audience")
+    # every family is calibrated to the target on the trained network (Lite0 here)
+    for family in ("lowlevel-mean", "texture-prototype", "spectral-nearest"):
+        assert calibration.loc[f"family-{family}", "easy efficientnet_lite0"] == pytest.approx(0.83, abs=0.02)
+
+
 def test_round_trip_through_prepare(tiny_release, tmp_path):
-    result = prepare(tiny_release / "responses_main.csv", tmp_path / "ds",
+    result = prepare(tiny_release / DEFAULT / "responses_main.csv", tmp_path / "ds",
                      images=tiny_release / "images")
     assert result.source == "simulated"
     units = datasets.load_from_disk(str(tmp_path / "ds"))["units"].to_pandas()
     assert set(units["difficulty"]) == {"easy", "hard85"}
     assert units["true_accuracy"].notna().all() and units["layer_depth"].between(0, 1).all()
     assert units["act_sparsity"].between(0, 1).all() and (units["act_spatial_contrast"] >= 0).all()
-    assert 20 <= units["n_trials"].median() <= 30
+    # 30 responses, 30 % careless participants excluded: about 21 valid
+    assert 17 <= units["n_trials"].median() <= 25
     assert spearmanr(units["his"], units["true_accuracy"])[0] > 0.5
     assert "source: simulated" in (tmp_path / "ds" / "README.md").read_text()
     # careless participants are caught: the systematic kinds always, random ones nearly always
-    table = pd.read_csv(tiny_release / "responses_main.csv")
+    table = pd.read_csv(tiny_release / DEFAULT / "responses_main.csv")
     kinds = table.groupby("participant_id")["simulated_participant"].first()
     valid = set(result.trials["participant_id"])
     for kind in ("too_fast", "one_row", "no_instructions"):
@@ -66,10 +100,12 @@ def test_round_trip_through_prepare(tiny_release, tmp_path):
 
 def test_same_seed_same_bytes(tiny_release, tmp_path):
     again = simulate(tmp_path / "again", SimulationConfig(**TINY), progress=False)
-    for name in ("responses_main.csv", "unit_truth.csv"):
-        assert (again / name).read_bytes() == (tiny_release / name).read_bytes()
+    for name in ("default/responses_main.csv", "default/unit_truth.csv",
+                 "heldout-pool-spectral-nearest/responses_main.csv"):
+        assert (again / "audiences" / name).read_bytes() == (tiny_release / "audiences" / name).read_bytes()
     other = simulate(tmp_path / "other", SimulationConfig(**{**TINY, "seed": 1}), progress=False)
-    assert (other / "responses_main.csv").read_bytes() != (tiny_release / "responses_main.csv").read_bytes()
+    assert ((other / DEFAULT / "responses_main.csv").read_bytes()
+            != (tiny_release / DEFAULT / "responses_main.csv").read_bytes())
 
 
 def test_noise_calibration_hits_the_target():
@@ -84,3 +120,40 @@ def test_cli_simulate_refuses_to_overwrite(tiny_release, capsys):
     assert main(["simulate", "--out", str(tiny_release)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert json.loads((tiny_release / "simulation.json").read_text())["units_per_model"] == 10
+
+
+def test_decision_rules_on_a_hand_made_case():
+    """One query, references at distances 1, 2 and 6 on a line: each rule's similarity."""
+    q = np.zeros((1, 1))
+    refs = np.array([[[1.0], [2.0], [6.0]]])
+    expected = {"mean": -3.0, "nearest": -1.0, "prototype": -3.0, "topk": -3.0}
+    for rule, value in expected.items():
+        assert set_similarity(rule, q, refs)[0] == pytest.approx(value)
+    assert set_similarity("single_cue", q, refs, cue=0)[0] == pytest.approx(-3.0)
+    # take the best: cue 0 separates the reference sets (cue 1 does not, and is noisy), so
+    # a take-the-best participant compares the queries on cue 0 alone
+    features = np.array([[0.0, 0.0], [0.0, 9.0], [0.1, -9.0], [3.0, 9.0], [3.1, -9.0]])
+    args = (np.array([0]), np.array([3]), np.array([[1, 2]]), np.array([[3, 4]]))
+    assert evidence("single_cue", features, *args)[0] == pytest.approx(5.9)
+    swapped = features[:, ::-1].copy()  # the same world with the cues renamed
+    assert evidence("single_cue", swapped, *args)[0] == pytest.approx(5.9)
+    gcm = set_similarity("gcm", q, refs)[0]  # soft maximum: between nearest and mean
+    assert -3.0 < gcm < -1.0
+    assert set(RULES) == {"mean", "nearest", "prototype", "topk", "gcm", "single_cue"}
+
+
+def test_rules_disagree_where_they_should():
+    """A max set with one exemplar right at the query but the rest far away: the nearest-
+    exemplar rule favours it, the mean rule does not."""
+    features = np.array([[0.0], [0.0], [5.0], [5.0], [1.0], [1.0], [1.0], [3.0]])
+    # query+ = 0, query- = 3; max refs: 1 (=0.0), 2, 3 (=5.0); min refs: 4, 5, 6 (=1.0)
+    args = (np.array([0]), np.array([7]), np.array([[1, 2, 3]]), np.array([[4, 5, 6]]))
+    assert evidence("nearest", features, *args)[0] > 0 > evidence("mean", features, *args)[0]
+
+
+def test_at_least_six_families_over_every_kind_of_feature():
+    assert len(FAMILIES) >= 6
+    spaces = {space for f in FAMILIES.values() for space in f.features}
+    assert {"lowlevel", "texture", "semantic"} <= spaces
+    assert {f.rule for f in FAMILIES.values()} >= {"mean", "nearest", "prototype", "topk", "gcm",
+                                                   "single_cue"}

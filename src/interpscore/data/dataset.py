@@ -24,7 +24,9 @@ from .responses import read_responses
 
 TRUTH_FILE = "unit_truth.csv"  # written by the simulator: each unit's true expected accuracy
 STATS_FILE = "unit_activation_stats.csv"  # activation statistics, where activations were seen
+SPLITS_FILE = "unit_splits.csv"  # a split fixed by the simulator, shared by all its audiences
 UNIT_KEYS = ["unit_id", "model", "layer", "channel", "mode", "difficulty"]
+CONDITION_KEYS = ["unit_id", "mode", "difficulty"]  # what names one condition (a unit shown one way)
 IMI_DEPTHS_FILE = "imi_layer_depths.json"  # package data, made by stimuli.networks
 
 
@@ -55,6 +57,25 @@ def wilson_interval(n_correct: np.ndarray, n: np.ndarray, z: float = 1.959964):
     centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
     half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
     return centre - half, centre + half
+
+
+def split_half_reliability(n: np.ndarray, k: np.ndarray, repeats: int = 200, seed: int = 0
+                           ) -> float:
+    """Reliability of per-unit HIS: split each unit's trials in random halves, correlate the
+    half-HIS across units (Spearman) and correct to full length with Spearman-Brown."""
+    from scipy.stats import rankdata
+
+    n, k = np.asarray(n, int), np.asarray(k, int)
+    rng = np.random.default_rng(seed)
+    half = np.maximum(n // 2, 1)
+    a = rng.hypergeometric(np.broadcast_to(k, (repeats, len(k))),
+                           np.broadcast_to(n - k, (repeats, len(k))),
+                           np.broadcast_to(half, (repeats, len(k))))
+    x, y = rankdata(a / half, axis=-1), rankdata((k - a) / np.maximum(n - half, 1), axis=-1)
+    x, y = x - x.mean(-1, keepdims=True), y - y.mean(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.nanmean((x * y).sum(-1) / np.sqrt((x * x).sum(-1) * (y * y).sum(-1)))
+    return float(max(2 * r / (1 + r), 0.0))
 
 
 def _channel_as_int(values: pd.Series, source) -> pd.Series:
@@ -149,7 +170,8 @@ def assign_splits(units: pd.DataFrame, seed: int, val_fraction: float, test_frac
 
 
 def unit_table(trials: pd.DataFrame, truth: pd.DataFrame | None, stats: pd.DataFrame | None,
-               seed: int, val_fraction: float, test_fraction: float) -> pd.DataFrame:
+               seed: int, val_fraction: float, test_fraction: float,
+               splits: pd.DataFrame | None = None) -> pd.DataFrame:
     units = (trials.groupby(UNIT_KEYS, sort=True)
              .agg(n_trials=("correct", "size"), n_correct=("correct", "sum"),
                   model_label=("model_label", "first"))
@@ -169,6 +191,13 @@ def unit_table(trials: pd.DataFrame, truth: pd.DataFrame | None, stats: pd.DataF
         units = units.merge(truth, on=["model_label", "layer", "channel", "mode"], how="left")
     if stats is not None:
         units = units.merge(stats, on=["model", "layer", "channel"], how="left")
+    if splits is not None:  # fixed by whoever made the data (the simulator)
+        units = units.merge(splits[["unit_id", "split", "fold"]], on="unit_id", how="left")
+        if units["split"].isna().any():
+            raise InputError(f"{SPLITS_FILE}: no split for units such as "
+                             f"{units.loc[units['split'].isna(), 'unit_id'].iloc[0]}")
+        units["fold"] = units["fold"].astype(int)
+        return units.drop(columns="model_label")
     units["split"] = assign_splits(units, seed, val_fraction, test_fraction)
     models = sorted(units["model"].unique())
     units["fold"] = units["model"].map({m: i for i, m in enumerate(models)})
@@ -194,6 +223,10 @@ def read_truth(responses: Path) -> pd.DataFrame | None:
         return None
     return truth.rename(columns={"model": "model_label"})[
         ["model_label", "layer", "channel", "mode", "true_accuracy"]]
+
+
+def read_splits(responses: Path) -> pd.DataFrame | None:
+    return read_side_table(responses, SPLITS_FILE, {"unit_id", "split", "fold"})
 
 
 def read_stats(responses: Path) -> pd.DataFrame | None:
@@ -278,7 +311,7 @@ def prepare(responses: str | Path, out: str | Path, images: str | Path | None = 
                          f"{report.table()}")
     trials = resolve_images(build_trials(valid, responses), images, allow_missing, report)
     units = unit_table(trials, read_truth(responses), read_stats(responses), seed,
-                       val_fraction, test_fraction)
+                       val_fraction, test_fraction, read_splits(responses))
     card = dataset_card(source, responses, images, trials, units, report, seed)
     extra = dict(source=source, responses=str(responses.resolve()),
                  images=str(images.resolve()) if images is not None else None, seed=seed,

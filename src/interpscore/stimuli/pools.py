@@ -213,17 +213,29 @@ def _dead_leaves(size: int, rng, palette: np.ndarray) -> np.ndarray:
     return np.asarray(image)
 
 
+POOL_PARTS = ("A", "B")  # two pools from disjoint source photos
+
+
 def default_pool(n_images: int = 3000, size: int = 128, seed: int = 0,
-                 photo_fraction: float = 0.5, cache_dir: str | Path | None = None) -> ArrayPool:
+                 photo_fraction: float = 0.5, cache_dir: str | Path | None = None,
+                 part: str | None = None) -> ArrayPool:
     """The offline pool: photo crops (positions, scales, flips, colour jitter) and dead-leaves
-    images, deterministic by seed. Cached as .npz when `cache_dir` is given."""
-    key = hashlib.sha1(f"{n_images}-{size}-{seed}-{photo_fraction}-v1".encode()).hexdigest()[:12]
+    images, deterministic by seed. `part` "A" or "B" uses only every other source photo (A the
+    even ones, B the odd ones) and dead-leaves colours from those photos alone, so the two
+    parts share no source image: a metric can be tested on images it was never trained on.
+    Cached as .npz when `cache_dir` is given."""
+    if part not in (None, *POOL_PARTS):
+        raise InputError(f"pool part {part!r}: valid parts are {', '.join(POOL_PARTS)}")
+    version = "v1" if part is None else f"v1-{part}"
+    key = hashlib.sha1(f"{n_images}-{size}-{seed}-{photo_fraction}-{version}".encode()).hexdigest()[:12]
     cache = Path(cache_dir) / f"default_pool_{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         data = np.load(cache, allow_pickle=False)
         return ArrayPool("default", data["images"], data["sources"], list(data["names"]))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if part in (None, "A") else seed + 7919)
     photos = _photos()
+    if part is not None:
+        photos = photos[POOL_PARTS.index(part)::2]
     palette = np.concatenate([p[::17, ::17].reshape(-1, 3) for _, p in photos])
     n_photo = int(round(n_images * photo_fraction))
     images = np.empty((n_images, size, size, 3), np.uint8)
@@ -233,10 +245,10 @@ def default_pool(n_images: int = 3000, size: int = 128, seed: int = 0,
         sources[i] = i % len(photos)
         images[i] = _photo_crop(photos[sources[i]][1], size, rng)
     for i in range(n_photo, n_images):  # each dead-leaves image is a source of its own
-        names.append(f"dead_leaves:{i}")
+        names.append(f"dead_leaves{'' if part is None else '-' + part}:{i}")
         sources[i] = len(names) - 1
         images[i] = _dead_leaves(size, rng, palette)
-    pool = ArrayPool("default", images, sources, names)
+    pool = ArrayPool("default" if part is None else f"default-{part}", images, sources, names)
     if cache is not None:
         with atomic_file(cache) as tmp:
             with open(tmp, "wb") as handle:

@@ -1,0 +1,57 @@
+"""The simulated release keeps the promises its card makes, measured on the default release
+(`benchmarks/train_default.py` records the table; building it takes minutes, so the test reads
+the recorded one and insists that it was recorded for the simulator and config of today)."""
+
+import json
+
+import pytest
+
+from conftest import ROOT
+from interpscore.simulate.experiment import SimulationConfig, audiences
+
+RESULT = ROOT / "benchmarks" / "results" / "train_default.json"
+TRAINED = ("efficientnet_lite0", "efficientnet_lite1")
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    result = json.loads(RESULT.read_text())
+    assert result["simulation_key"] == SimulationConfig().key(), (
+        "the simulator or its default config changed since the calibration was recorded: run "
+        "python benchmarks/train_default.py --out benchmarks/results/train_default.json")
+    return {row["audience"]: row for row in result["calibration"]}
+
+
+def test_every_audience_is_recorded(recorded):
+    assert set(recorded) == set(audiences(SimulationConfig()))
+
+
+@pytest.mark.parametrize("audience", sorted(audiences(SimulationConfig())))
+def test_calibration_within_the_promised_ranges(recorded, audience):
+    """Every family is calibrated on pool A, so pool A audiences must sit in the ranges of the
+    real study; the held-out pool is new images, where levels may move (and are reported),
+    but difficulty must still order accuracy."""
+    row = recorded[audience]
+    pool = audiences(SimulationConfig())[audience][0]
+    easy = [row[f"easy {m}"] for m in TRAINED if f"easy {m}" in row]
+    if pool == "A":
+        assert easy and all(0.78 <= value <= 0.88 for value in easy), row
+    else:
+        assert easy and all(0.65 <= value <= 0.9 for value in easy), row
+    hard = {d: row[f"{d} (efficientnet_lite0)"] for d in ("easy", "hard85", "hard95", "hard99")}
+    assert hard["hard85"] < hard["hard95"] < hard["hard99"] < hard["easy"], row
+    assert hard["easy"] - hard["hard85"] >= 0.05, row  # a clear drop
+    assert 25 <= row["valid responses per condition"] <= 35, row
+    assert 0.5 <= row["split-half reliability"] <= 0.97, row
+
+
+def test_networks_are_not_all_alike(recorded):
+    """Each family is calibrated on the trained networks' mean, so the networks' levels are
+    what the family makes of them: they must spread, and the trained ones must not tie in
+    every family."""
+    for audience, row in recorded.items():
+        easy = [value for key, value in row.items() if key.startswith("easy ") and "(" not in key]
+        assert max(easy) - min(easy) >= 0.03, audience
+    gaps = [abs(row["easy efficientnet_lite0"] - row["easy efficientnet_lite1"])
+            for row in recorded.values()]
+    assert max(gaps) >= 0.01

@@ -7,8 +7,9 @@ import torch
 
 from interpscore.cli import main
 from interpscore.errors import InputError
-from interpscore.evaluation.agreement import (binomial_ceiling, paired_bootstrap, spearman,
-                                              split_half_ceiling, unit_metrics)
+from interpscore.evaluation.agreement import (average_reports, binomial_ceiling, grouped_report,
+                                              paired_bootstrap, spearman, split_half_ceiling,
+                                              unit_draws, unit_metrics)
 from interpscore.evaluation.harness import evaluate_predictors, split_ids
 from interpscore.metric.checkpoint import load_checkpoint
 
@@ -55,6 +56,63 @@ def test_paired_bootstrap_tells_a_better_predictor():
     assert paired_bootstrap(bad, good, k / n)["p_value"] > 0.9
 
 
+def _grouped_units(seed=0):
+    """Three models of 60 units, each shown easy and hard; the models' HIS levels differ."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for m, level in enumerate((0.6, 0.75, 0.9)):
+        for u in range(60):
+            skill = rng.normal(0, 0.06)
+            for difficulty, drop in (("easy", 0.0), ("hard85", 0.1)):
+                rows.append(dict(model=f"m{m}", difficulty=difficulty, unit_id=f"m{m}/l/{u}",
+                                 true_accuracy=np.clip(level - drop + skill, 0.5, 1.0)))
+    units = pd.DataFrame(rows)
+    units["his"] = rng.binomial(30, units["true_accuracy"]) / 30
+    return units
+
+
+def test_unit_draws_keep_a_units_conditions_together():
+    units = _grouped_units()
+    for draw in unit_draws(units["unit_id"], n_boot=20, seed=1):
+        drawn = units.iloc[draw]
+        assert (drawn.groupby("unit_id").size() % 2 == 0).all()  # easy and hard, every time
+        assert len(draw) == len(units)
+
+
+def test_within_group_spearman_is_blind_to_model_identity():
+    units = _grouped_units()
+    model_means = units.groupby(["model", "difficulty"])["his"].transform("mean")
+    ranks_inside = units["true_accuracy"] + units["model"].map({"m0": 0.0, "m1": -1.0, "m2": -2.0})
+    report, _ = grouped_report({"identity": model_means.to_numpy(), "truth": units["true_accuracy"],
+                                "inside": ranks_inside.to_numpy()}, units, n_boot=200)
+    rows = report["predictors"]
+    # model identity gets the between-model part and nothing inside a model
+    assert rows["identity"]["overall"] > 0.6 and np.isnan(rows["identity"]["within"])
+    # ranking units perfectly inside each model with the models' order reversed: the within-group
+    # number is the truth's, the overall one collapses
+    assert rows["inside"]["within"] == pytest.approx(rows["truth"]["within"])
+    assert rows["inside"]["overall"] < 0.2 < rows["truth"]["overall"]
+    assert rows["truth"]["within"] == pytest.approx(report["ceiling"]["within"])
+    assert rows["truth"]["within_of_ceiling"] == pytest.approx(1.0)
+    assert report["n_units"] == 180 and report["n_conditions"] == 360
+
+
+def test_paired_difference_to_mis_and_the_average_over_datasets():
+    units = _grouped_units()
+    noisy = units["true_accuracy"] + np.random.default_rng(2).normal(0, 0.08, len(units))
+    predictions = {"mis": noisy.to_numpy(), "better": units["true_accuracy"].to_numpy()}
+    # the same units in another order (another dataset of the same test units): draws pair up
+    shuffled = units.sample(frac=1, random_state=3)
+    reports, boots = zip(grouped_report(predictions, units, n_boot=300),
+                         grouped_report({k: v[shuffled.index] for k, v in predictions.items()},
+                                        shuffled.reset_index(drop=True), n_boot=300))
+    row = reports[0]["predictors"]["better"]
+    assert row["within_minus_mis"] > 0 and row["within_minus_mis_ci"][0] > 0
+    both = average_reports(list(reports), list(boots), "mis")
+    assert both["predictors"]["better"]["within"] == pytest.approx(row["within"])
+    assert both["predictors"]["better"]["within_ci"] == pytest.approx(row["within_ci"])
+
+
 def test_nan_predictions_and_missing_split_are_refused():
     with pytest.raises(InputError, match="predictor broken: 2 of 3 predictions are NaN"):
         unit_metrics([0.5, np.nan, np.nan], [0.1, 0.2, 0.3], name="broken")
@@ -91,9 +149,13 @@ def test_evaluate_command_writes_the_report(debug_run, tmp_path, capsys):
             "model_means.png", "layer_depth.png", "difficulty.png", "calibration.png"} <= files
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["data"]["source"] == "simulated" and metrics["split"] == "all"
-    assert set(metrics["predictors"]) == {"trained", "mis", "constant", "layer_depth",
+    assert set(metrics["predictors"]) == {"trained", "mis", "stage_mis", "model_identity", "constant", "layer_depth",
                                           "act_sparsity", "act_spatial_contrast"}
-    assert metrics["notes"] == []  # the simulated data records activation statistics
+    # the simulated data records activation statistics; the units the checkpoint fit or
+    # selected on are never scored as if new
+    assert metrics["dropped_seen_units"] > 0
+    assert metrics["notes"] == [f"{metrics['dropped_seen_units']} condition(s) of units the "
+                                "checkpoint was trained or selected on were left out."]
     for key in ("spearman", "spearman_ci", "pearson", "kendall", "mae", "calibration",
                 "model_level", "breakdowns", "fraction_of_ceiling", "spearman_vs_true_accuracy"):
         assert key in metrics["predictors"]["trained"], key

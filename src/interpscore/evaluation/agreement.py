@@ -4,10 +4,13 @@ pandas: no torch, no Lightning (the leaderboard reads these without the training
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau, rankdata
 
+from ..data.dataset import split_half_reliability
 from ..errors import InputError
 
 
@@ -37,20 +40,135 @@ def bootstrap_samples(n: int, n_boot: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, (n_boot, n))
 
 
-def unit_metrics(predicted, measured, n_boot: int = 1000, seed: int = 0, name: str = "") -> dict:
-    """Spearman, Pearson, Kendall, MAE over units, each with a bootstrap 95 % CI over units."""
+def unit_draws(unit_ids, n_boot: int, seed: int) -> list[np.ndarray]:
+    """Bootstrap draws of rows that resample *units*: a unit's conditions (its difficulties and
+    modes share its references) enter a draw together, so CIs do not count them as
+    independent. Without unit ids every row is a unit of its own."""
+    # Sorted, so that datasets with the same units draw the same units (paired bootstraps).
+    codes, uniques = pd.factorize(pd.Series(np.asarray(unit_ids, dtype=object)), sort=True)
+    rows_of = [np.flatnonzero(codes == u) for u in range(len(uniques))]
+    draws = np.random.default_rng(seed).integers(0, len(uniques), (n_boot, len(uniques)))
+    return [np.concatenate([rows_of[u] for u in draw]) for draw in draws]
+
+
+def _interval(values) -> list[float]:
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    return [float(x) for x in np.percentile(values, [2.5, 97.5])] if len(values) else [np.nan] * 2
+
+
+def unit_metrics(predicted, measured, n_boot: int = 1000, seed: int = 0, name: str = "",
+                 unit_ids=None) -> dict:
+    """Spearman, Pearson, Kendall, MAE over units, each with a bootstrap 95 % CI that
+    resamples units (`unit_ids`: the unit of each row; default: every row its own unit)."""
     predicted, measured = np.asarray(predicted, float), np.asarray(measured, float)
     if np.isnan(predicted).any():
         raise InputError(f"predictor {name or '?'}: {int(np.isnan(predicted).sum())} of "
                          f"{len(predicted)} predictions are NaN")
-    samples = bootstrap_samples(len(measured), n_boot, seed)
+    draws = unit_draws(np.arange(len(measured)) if unit_ids is None else unit_ids, n_boot, seed)
     out = {"n_units": int(len(measured))}
     for metric, fn in METRICS.items():
         out[metric] = float(fn(predicted[None], measured[None])[0])
-        boot = fn(predicted[samples], measured[samples])
-        low, high = np.nanpercentile(boot, [2.5, 97.5]) if np.isfinite(boot).any() else (np.nan,) * 2
-        out[f"{metric}_ci"] = [float(low), float(high)]
+        if metric == "kendall":  # slow, and its CI says nothing the Spearman CI does not
+            continue
+        boot = [fn(predicted[d][None], measured[d][None])[0] for d in draws]
+        out[f"{metric}_ci"] = _interval(boot)
     return out
+
+
+def within_group_spearman(predicted, measured, groups, min_size: int = 3) -> float:
+    """The mean over groups (model x difficulty) of the Spearman correlation inside each group:
+    how well units are ranked within a model, which model identity cannot do. Groups that are
+    too small, or where either side is constant, are left out (NaN when none is left)."""
+    predicted, measured, groups = (np.asarray(x) for x in (predicted, measured, groups))
+    values = []
+    for group in np.unique(groups):
+        inside = groups == group
+        if inside.sum() >= min_size:
+            r = spearman(predicted[inside].astype(float), measured[inside].astype(float))
+            if np.isfinite(r):
+                values.append(float(r))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks of a 1-D array (ties share their mean rank), as scipy's rankdata but
+    without its per-call overhead: the bootstrap calls this tens of thousands of times."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    tie_group = np.cumsum(np.r_[True, xs[1:] != xs[:-1]]) - 1
+    counts = np.bincount(tie_group)
+    average = np.cumsum(counts) - (counts - 1) / 2
+    ranks = np.empty(len(x))
+    ranks[order] = average[tie_group]
+    return ranks
+
+
+def _mean_corr(a_ranks: list, b_ranks: list) -> float:
+    """The mean of the correlations of matching rank vectors (skipping undefined ones)."""
+    values = []
+    for a, b in zip(a_ranks, b_ranks):
+        a, b = a - a.mean(), b - b.mean()
+        norm = np.sqrt(a.dot(a) * b.dot(b))
+        if norm > 0:
+            values.append(a.dot(b) / norm)
+    return float(np.mean(values)) if values else float("nan")
+
+
+def group_labels(units: pd.DataFrame) -> np.ndarray:
+    return (units["model"].astype(str) + "/" + units["difficulty"].astype(str)).to_numpy()
+
+
+def grouped_report(predictions: dict[str, np.ndarray], units: pd.DataFrame, n_boot: int = 1000,
+                   seed: int = 0, reference: str | None = "mis") -> tuple[dict, dict]:
+    """Within-group (model x difficulty) and overall Spearman of every predictor, each with a
+    CI that resamples units, against the ceilings of the same groups (the recorded truth on
+    simulated data, else split-half), and each predictor's paired within-group difference to
+    `reference`. All predictors share the same draws. Returns (report, the bootstrap arrays of
+    within-group and overall Spearman per predictor, for averaging over datasets with the same
+    units)."""
+    measured = units["his"].to_numpy(float)
+    groups = group_labels(units)
+    draws = unit_draws(units["unit_id"].to_numpy(), n_boot, seed)
+    if "true_accuracy" in units and units["true_accuracy"].notna().all():
+        truth = units["true_accuracy"].to_numpy(float)
+        ceiling = {"within": within_group_spearman(truth, measured, groups),
+                   "overall": float(spearman(truth, measured)), "kind": "true vs measured"}
+    else:
+        ceiling = {"within": float("nan"), "kind": "split-half",
+                   "overall": split_half_ceiling(units["n_trials"], units["n_correct"])}
+    boots, report = {}, {"ceiling": ceiling, "n_conditions": int(len(units)),
+                         "n_units": int(units["unit_id"].nunique()),
+                         "groups": sorted(set(groups)), "predictors": {}}
+    # The rows of each group in each draw, and the measured ranks there, shared by predictors.
+    codes = pd.factorize(pd.Series(groups))[0]
+    cells = []
+    for d in draws:
+        d = d[np.argsort(codes[d], kind="stable")]
+        cuts = np.flatnonzero(np.diff(codes[d])) + 1
+        cells.append([rows for rows in np.split(d, cuts) if len(rows) >= 3])
+    measured_ranks = [[_ranks(measured[rows]) for rows in draw] for draw in cells]
+    for name, predicted in predictions.items():
+        predicted = np.asarray(predicted, float)
+        within = [_mean_corr([_ranks(predicted[rows]) for rows in draw], ranks)
+                  for draw, ranks in zip(cells, measured_ranks)]
+        overall = [_mean_corr([_ranks(predicted[d])], [_ranks(measured[d])]) for d in draws]
+        boots[name] = {"within": np.array(within), "overall": np.array(overall)}
+        row = {"within": within_group_spearman(predicted, measured, groups),
+               "within_ci": _interval(within), "overall": float(spearman(predicted, measured)),
+               "overall_ci": _interval(overall)}
+        row["within_of_ceiling"] = row["within"] / ceiling["within"]
+        row["overall_of_ceiling"] = row["overall"] / ceiling["overall"]
+        report["predictors"][name] = row
+    if reference in predictions:
+        for name, row in report["predictors"].items():
+            if name == reference:
+                continue
+            diff = boots[name]["within"] - boots[reference]["within"]
+            ok = diff[np.isfinite(diff)]
+            row[f"within_minus_{reference}"] = row["within"] - report["predictors"][reference]["within"]
+            row[f"within_minus_{reference}_ci"] = _interval(ok)
+    return report, boots
 
 
 def calibration(predicted, measured, bins: int = 10) -> dict:
@@ -80,17 +198,9 @@ def paired_bootstrap(pred_a, pred_b, measured, n_boot: int = 1000, seed: int = 0
 
 
 def split_half_ceiling(n: np.ndarray, k: np.ndarray, repeats: int = 200, seed: int = 0) -> float:
-    """Split each unit's trials in random halves, correlate the half-HIS across units (Spearman)
-    and correct to full length with Spearman-Brown: that is the reliability, the correlation of
-    two measurements. A perfect predictor correlates with one measurement by its square root."""
-    n, k = np.asarray(n, int), np.asarray(k, int)
-    rng = np.random.default_rng(seed)
-    half = n // 2
-    a = rng.hypergeometric(np.broadcast_to(k, (repeats, len(k))),
-                           np.broadcast_to(n - k, (repeats, len(k))),
-                           np.broadcast_to(np.maximum(half, 1), (repeats, len(k))))
-    r = np.nanmean(spearman(a / np.maximum(half, 1), (k - a) / np.maximum(n - half, 1)))
-    return float(np.sqrt(max(2 * r / (1 + r), 0.0)))
+    """The split-half reliability (Spearman-Brown corrected) is the correlation of two
+    measurements; a perfect predictor correlates with one measurement by its square root."""
+    return float(np.sqrt(split_half_reliability(n, k, repeats, seed)))
 
 
 def binomial_ceiling(n: np.ndarray, k: np.ndarray, repeats: int = 200, seed: int = 0) -> float:
@@ -174,7 +284,9 @@ def predictor_report(predicted, units: pd.DataFrame, ceiling: dict, n_boot: int 
     """Every unit- and model-level measure of one predictor's predictions for these units."""
     predicted = np.asarray(predicted, float)
     measured = units["his"].to_numpy(float)
-    report = unit_metrics(predicted, measured, n_boot, seed, name)
+    report = unit_metrics(predicted, measured, n_boot, seed, name, units.get("unit_id"))
+    report["within_group_spearman"] = within_group_spearman(predicted, measured,
+                                                            group_labels(units))
     if "true_vs_measured" in ceiling:
         report["spearman_vs_true_accuracy"] = float(
             spearman(predicted, units["true_accuracy"].to_numpy(float)))
@@ -183,3 +295,30 @@ def predictor_report(predicted, units: pd.DataFrame, ceiling: dict, n_boot: int 
     report["model_level"] = model_level(predicted, measured, units["model"], n_boot, seed)
     report["breakdowns"] = breakdowns(predicted, units)
     return report
+
+
+def average_reports(reports: list[dict], boots: list[dict], reference: str) -> dict:
+    """The mean over datasets of each measure; CIs from the mean of paired bootstrap draws."""
+    names = list(reports[0]["predictors"])
+    ceiling_within = float(np.mean([r["ceiling"]["within"] for r in reports]))
+    ceiling_overall = float(np.mean([r["ceiling"]["overall"] for r in reports]))
+    out = {"ceiling": {"within": ceiling_within, "overall": ceiling_overall}, "predictors": {}}
+    with warnings.catch_warnings():  # a predictor constant within groups has no within draws
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean_boot = {(n, m): np.nanmean([b[n][m] for b in boots], axis=0)
+                     for n in names for m in ("within", "overall")}
+    for name in names:
+        rows = [r["predictors"][name] for r in reports]
+        row = {key: float(np.nanmean([r[key] for r in rows])) if any(np.isfinite(r[key]) for r in rows)
+               else float("nan") for key in ("within", "overall")}
+        row["within_ci"] = _interval(mean_boot[name, "within"])
+        row["overall_ci"] = _interval(mean_boot[name, "overall"])
+        row["within_of_ceiling"] = row["within"] / ceiling_within
+        row["overall_of_ceiling"] = row["overall"] / ceiling_overall
+        if name != reference and reference in names:
+            diff = mean_boot[name, "within"] - mean_boot[reference, "within"]
+            row[f"within_minus_{reference}"] = row["within"] - float(np.nanmean(
+                [r["predictors"][reference]["within"] for r in reports]))
+            row[f"within_minus_{reference}_ci"] = _interval(diff)
+        out["predictors"][name] = row
+    return out

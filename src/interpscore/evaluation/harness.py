@@ -18,7 +18,7 @@ from ..metric.tasks import TaskTensors, gather
 from ..resources import DEFAULT_CACHE
 from .agreement import (breakdowns, ceiling_used, ceilings, model_level, paired_bootstrap,
                         predictor_report)
-from .baselines import Predictor, fit_mis, metadata_baselines
+from .baselines import ConditionBaseline, Predictor, fit_mis, fit_stage_mis, metadata_baselines
 
 
 @torch.no_grad()
@@ -26,6 +26,8 @@ def predict_conditions(predictor: Predictor, tensors: TaskTensors, ids,
                        batch_size: int = 256) -> np.ndarray:
     """Predicted accuracy of each condition in `ids` (mean P(correct) over its tasks)."""
     ids = list(ids)
+    if isinstance(predictor, ConditionBaseline):
+        return predictor(tensors.conditions.iloc[ids])
     out = []
     for start in range(0, len(ids), batch_size):
         batch = gather(tensors, ids[start:start + batch_size])
@@ -67,24 +69,38 @@ def evaluate_predictors(predictors: dict[str, Predictor], tensors: TaskTensors, 
     return metrics, table
 
 
-def evaluate_run(datamodule, checkpoint: str | None, module=None, n_boot: int = 1000) -> dict:
-    """End of `python train.py`: the best checkpoint and MIS on the test units."""
+# What every benchmark table shows: the head, MIS, its few-parameter peer, and two predictors
+# that know only a unit's model (and difficulty) or its layer.
+BENCHMARK_PREDICTORS = ("trained", "mis", "stage_mis", "model_identity", "layer_depth")
+
+
+def evaluate_run(datamodule, checkpoint: str | None, module=None, n_boot: int = 1000,
+                 benchmark: dict | None = None) -> dict:
+    """End of `python train.py`: the best checkpoint, MIS, stage-weighted MIS and model
+    identity on the test units, and, given `benchmark` = {"datasets": {name: path},
+    "headline": [names]}, on datasets the head never saw (held-out observers and pool)."""
     from ..metric.checkpoint import load_checkpoint
+    from ..metric.tasks import load_task_tensors
+    from .benchmark import heldout_benchmark, measure_dataset
 
     if datamodule.tensors is None:
         datamodule.setup("test")
     head = load_checkpoint(checkpoint).head if checkpoint else module.head.eval()
     hparams = module.hparams if module is not None else {}
     tensors, split = datamodule.tensors, datamodule.split_ids
-    mis = fit_mis(tensors, split["train"])
-    metrics, _ = evaluate_predictors({"trained": head, "mis": mis}, tensors, split["test"],
-                                     n_boot=n_boot)
+    predictors = {"trained": head, **predictors_for(tensors, split["train"])}
+    predictors = {k: predictors[k] for k in BENCHMARK_PREDICTORS}
+    metrics, _ = evaluate_predictors(predictors, tensors, split["test"], n_boot=n_boot)
     trained, baseline = metrics["predictors"]["trained"], metrics["predictors"]["mis"]
     keep = ("spearman", "spearman_ci", "pearson", "pearson_ci", "kendall", "mae", "n_units",
-            "fraction_of_ceiling")
-    return {
+            "fraction_of_ceiling", "within_group_spearman")
+    grouped, _ = measure_dataset(predictors, tensors, split["test"], n_boot, 0)
+    out = {
         "test": {k: trained[k] for k in keep},
-        "baselines": {"mis": {**{k: baseline[k] for k in keep}, "alpha": float(mis.alpha)}},
+        "baselines": {"mis": {**{k: baseline[k] for k in keep}, "alpha": float(predictors["mis"].alpha)},
+                      **{name: {k: metrics["predictors"][name][k] for k in keep}
+                         for name in BENCHMARK_PREDICTORS[2:]}},
+        "test_grouped": grouped,
         "ceiling": metrics["ceiling"],
         "trained_vs_mis": metrics["paired_tests"]["trained vs mis"],
         "head": hparams.get("head"), "backbone": datamodule.backbone_name,
@@ -92,22 +108,46 @@ def evaluate_run(datamodule, checkpoint: str | None, module=None, n_boot: int = 
         "data": {"source": datamodule.dataset_info().get("source", "unknown"),
                  "path": str(datamodule.data_dir), "fold": datamodule.fold},
     }
+    if hasattr(head, "describe"):  # what rule the head found, for a person to read
+        out["learned"] = head.describe()
+    if benchmark:
+        out["benchmark"] = heldout_benchmark(
+            predictors, benchmark["datasets"], benchmark["headline"],
+            lambda path: load_task_tensors(path, datamodule.backbone, datamodule.cache_dir),
+            n_boot=n_boot)
+    return out
 
 
 def format_summary(metrics: dict) -> str:
+    from .benchmark import format_benchmark
+
+    lines = []
+    if "benchmark" in metrics:
+        lines += [format_benchmark(metrics["benchmark"]), ""]
     rows = [(f"trained {metrics['head']}", metrics["test"]),
-            ("MIS (baseline)", metrics["baselines"]["mis"])]
-    lines = [f"test units: {metrics['test']['n_units']} ({metrics['data']['source']} data)",
-             f"{'predictor':22s} {'spearman':>20s} {'pearson':>8s} {'mae':>7s} {'of ceiling':>10s}"]
+            ("MIS (baseline)", metrics["baselines"]["mis"]),
+            *((name, metrics["baselines"][name]) for name in BENCHMARK_PREDICTORS[2:]
+              if name in metrics["baselines"])]
+    lines += [f"in-distribution test units: {metrics['test']['n_units']} "
+              f"({metrics['data']['source']} data, the training audience)",
+              f"{'predictor':22s} {'spearman':>20s} {'within':>7s} {'mae':>7s} {'of ceiling':>10s}"]
     for name, m in rows:
         ci = f"[{m['spearman_ci'][0]:.2f}, {m['spearman_ci'][1]:.2f}]"
-        lines.append(f"{name:22s} {m['spearman']:7.3f} {ci:>12s} {m['pearson']:8.3f} "
-                     f"{m['mae']:7.3f} {m['fraction_of_ceiling']:10.2f}")
+        spearman = f"{m['spearman']:7.3f} {ci:>12s}" if np.isfinite(m["spearman"]) else f"{'-':>20s}"
+        within = m.get("within_group_spearman", float("nan"))
+        within = f"{within:7.3f}" if np.isfinite(within) else f"{'-':>7s}"
+        fraction = f"{m['fraction_of_ceiling']:10.2f}" if np.isfinite(m["fraction_of_ceiling"]) else f"{'-':>10s}"
+        lines.append(f"{name:22s} {spearman} {within} {m['mae']:7.3f} {fraction}")
     ceiling = metrics["ceiling"]
     lines.append("noise ceiling: " + ", ".join(f"{k} {v:.3f}" for k, v in ceiling.items()))
     test = metrics["trained_vs_mis"]
     lines.append(f"trained - MIS Spearman: {test['spearman_difference']:+.3f} "
                  f"[{test['ci'][0]:+.3f}, {test['ci'][1]:+.3f}], p = {test['p_value']:.3f}")
+    if "learned" in metrics:
+        learned = metrics["learned"]
+        lines.append(f"learned: {learned['rule']} (sharpness {learned['beta']:.2f}), stage weights "
+                     + " ".join(f"{w:.2f}" for w in learned["stage_weights"])
+                     + f", shrink toward MIS {learned['shrink']:g}")
     return "\n".join(lines)
 
 
@@ -131,7 +171,8 @@ def predictors_for(tensors: TaskTensors, train_ids, head=None, only: str | None 
     `trained` (when given), MIS fitted on the training units, and the metadata baselines.
     `only` keeps one of them by name."""
     predictors = {"trained": head} if head is not None else {}
-    predictors.update(mis=fit_mis(tensors, train_ids), **metadata_baselines(tensors, train_ids))
+    predictors.update(mis=fit_mis(tensors, train_ids), stage_mis=fit_stage_mis(tensors, train_ids),
+                      **metadata_baselines(tensors, train_ids))
     if only is None:
         return predictors
     if only not in predictors:
@@ -162,41 +203,77 @@ def checkpoint_tensors(checkpoint, data_dir=None, backbone: str | None = None, i
     return metric, tensors, data_dir
 
 
+def drop_seen(metric, units, ids) -> tuple[list[int], int]:
+    """The conditions of `ids` whose units the checkpoint never trained or selected on."""
+    seen = metric.seen_units
+    kept = [i for i in ids if units["unit_id"].iloc[i] not in seen]
+    return kept, len(ids) - len(kept)
+
+
 def run_evaluation(checkpoint, data_dir=None, split: str = "test", backbone: str | None = None,
-                   images_dir=None, cache_dir: str = DEFAULT_CACHE, n_boot: int = 1000):
-    """Evaluate a checkpoint, MIS and the metadata baselines on one split.
-    Returns (metrics, per-unit table, the task tensors)."""
+                   images_dir=None, cache_dir: str = DEFAULT_CACHE, n_boot: int = 1000,
+                   benchmark: dict | None = None):
+    """Evaluate a checkpoint, MIS, stage-weighted MIS and the metadata baselines on one split,
+    and, given `benchmark` = {"datasets": {name: path}, "headline": [names]}, on datasets it
+    never saw. Returns (metrics, per-unit table, the task tensors)."""
     from ..metric.tasks import dataset_info
 
     metric, tensors, data_dir = checkpoint_tensors(checkpoint, data_dir, backbone, images_dir,
                                                    cache_dir)
     units = tensors.conditions
-    ids = split_ids(units, split, data_dir)
+    ids, dropped = drop_seen(metric, units, split_ids(units, split, data_dir))
+    if len(ids) < 3:
+        raise InputError(f"{checkpoint}: it was trained or selected on {dropped} of the "
+                         f"'{split}' units, leaving {len(ids)}: evaluate on units it has not seen")
     train = np.flatnonzero(units["split"] == "train").tolist()
     metrics, table = evaluate_predictors(predictors_for(tensors, train, metric.head), tensors,
                                          ids, reference="trained", n_boot=n_boot)
+    metrics["dropped_seen_units"] = dropped
+    if dropped:
+        metrics.setdefault("notes", []).append(
+            f"{dropped} condition(s) of units the checkpoint was trained or selected on were "
+            "left out.")
     metrics.update(split=split, checkpoint=str(checkpoint), head=metric.hparams["head"],
                    backbone=metric.backbone,
                    data={"source": dataset_info(data_dir).get("source", "unknown"),
                          "path": str(data_dir)})
+    if benchmark:
+        from ..metric.backbones import create_backbone
+        from ..metric.tasks import load_task_tensors
+        from .benchmark import heldout_benchmark
+
+        backbone_ = create_backbone(metric.backbone, metric.image_size)
+        predictors = predictors_for(tensors, train, metric.head)
+        metrics["benchmark"] = heldout_benchmark(
+            {k: predictors[k] for k in BENCHMARK_PREDICTORS},
+            benchmark["datasets"], benchmark["headline"],
+            lambda path: load_task_tensors(path, backbone_, cache_dir), n_boot=n_boot)
     return metrics, table, tensors
 
 
 def predict_units(dataset, keys: pd.DataFrame, checkpoint=None, baseline: str | None = None,
                   backbone: str = "efficientnet_lite0", image_size: int = 128,
-                  cache_dir: str = DEFAULT_CACHE) -> np.ndarray:
+                  cache_dir: str = DEFAULT_CACHE, fit_on=None) -> np.ndarray:
     """Predictions of a checkpoint or a baseline for the units `keys` (unit_id, mode,
-    difficulty) of a prepared dataset: what a leaderboard entry submits."""
+    difficulty) of a prepared dataset: what a leaderboard entry submits. Baselines are fitted
+    on the training units of `fit_on` (default: the same dataset)."""
     from ..metric.backbones import create_backbone
-    from ..metric.tasks import CONDITION_KEYS, load_task_tensors
+    from ..data.dataset import CONDITION_KEYS
+    from ..metric.tasks import load_task_tensors
 
     if (checkpoint is None) == (baseline is None):
-        raise InputError("give a checkpoint or a baseline (mis, layer_depth, constant)")
+        raise InputError("give a checkpoint or a baseline (mis, stage_mis, model_identity, "
+                         "layer_depth, constant)")
     if checkpoint is not None:
         metric, tensors, _ = checkpoint_tensors(checkpoint, dataset, cache_dir=cache_dir)
+        seen = sorted(set(keys["unit_id"]) & metric.seen_units)
+        if seen:
+            raise InputError(f"{checkpoint}: it was trained or selected on {len(seen)} of these "
+                             f"units (e.g. {seen[0]}); its predictions for them would not be fair")
         head = metric.head
     else:
-        tensors = load_task_tensors(dataset, create_backbone(backbone, image_size), cache_dir)
+        encoder = create_backbone(backbone, image_size)
+        tensors = load_task_tensors(dataset, encoder, cache_dir)
         head = None
     position = {k: i for i, k in enumerate(map(tuple, tensors.conditions[CONDITION_KEYS].to_numpy()))}
     missing = [k for k in map(tuple, keys[CONDITION_KEYS].to_numpy()) if k not in position]
@@ -206,6 +283,7 @@ def predict_units(dataset, keys: pd.DataFrame, checkpoint=None, baseline: str | 
     ids = [position[k] for k in map(tuple, keys[CONDITION_KEYS].to_numpy())]
     if head is not None:
         return predict_conditions(head, tensors, ids)
-    train = np.flatnonzero(tensors.conditions["split"] == "train").tolist()
-    (predictor,) = predictors_for(tensors, train, only=baseline).values()
+    fit = tensors if fit_on in (None, dataset) else load_task_tensors(fit_on, encoder, cache_dir)
+    train = np.flatnonzero(fit.conditions["split"] == "train").tolist()
+    (predictor,) = predictors_for(fit, train, only=baseline).values()
     return predict_conditions(predictor, tensors, ids)

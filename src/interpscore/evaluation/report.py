@@ -100,16 +100,54 @@ def make_figures(metrics: dict, table: pd.DataFrame, out: Path, predictor: str) 
     return files
 
 
+def benchmark_markdown(benchmark: dict) -> list[str]:
+    """The held-out benchmark first: each predictor within model x difficulty groups and
+    overall, against the ceiling of the same groups, on observers and images never fitted."""
+    def num(value, digits=3):
+        return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+    def cell(r, key):
+        ci = r[f"{key}_ci"]
+        return f"{num(r[key])} [{num(ci[0], 2)}, {num(ci[1], 2)}]" if np.isfinite(r[key]) else "-"
+
+    lines = ["## Held-out benchmark (simulated observers)", "", benchmark["note"], ""]
+    sections = []
+    if "headline" in benchmark:
+        sections.append((f"Headline: held-out families on the held-out pool "
+                         f"({', '.join(benchmark['headline']['datasets'])}), mean over families",
+                         benchmark["headline"]))
+    sections += [(f"`{name}`", report) for name, report in benchmark["datasets"].items()]
+    for title, report in sections:
+        c = report["ceiling"]
+        lines += [f"### {title}", "", f"Ceiling (same groups): within {num(c['within'])}, "
+                  f"overall {num(c['overall'])}.", "",
+                  "| predictor | within-group Spearman [95% CI] | of ceiling | overall [95% CI] "
+                  "| of ceiling | within - MIS [95% CI] |", "|---|---|---:|---|---:|---|"]
+        for name, r in report["predictors"].items():
+            diff = r.get("within_minus_mis")
+            diff = (f"{diff:+.3f} [{r['within_minus_mis_ci'][0]:+.2f}, "
+                    f"{r['within_minus_mis_ci'][1]:+.2f}]") if diff is not None and np.isfinite(diff) else "-"
+            lines.append(f"| {name} | {cell(r, 'within')} | {num(r['within_of_ceiling'], 2)} | "
+                         f"{cell(r, 'overall')} | {num(r['overall_of_ceiling'], 2)} | {diff} |")
+        lines.append("")
+    return lines
+
+
 def markdown(metrics: dict, figures: list[str]) -> str:
     source = metrics.get("data", {}).get("source", "unknown")
-    lines = [f"# Evaluation report ({source} data)", "",
+    lines = [f"# Evaluation report ({source} data)", ""]
+    if "benchmark" in metrics:
+        lines += benchmark_markdown(metrics["benchmark"])
+        lines += ["## In-distribution test units (the audience the head was trained on)", ""]
+    lines += [
              f"Units: {metrics['n_units']} ({metrics.get('split', '?')} split). "
              f"Noise ceiling used: {metrics['ceiling_used']:.3f}.", "",
-             "| predictor | Spearman [95% CI] | Pearson | Kendall | MAE | of ceiling | ECE |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "| predictor | Spearman [95% CI] | within-group | Pearson | Kendall | MAE | of ceiling "
+             "| ECE |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, m in metrics["predictors"].items():
         ci = m["spearman_ci"]
         lines.append(f"| {name} | {m['spearman']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | "
+                     f"{m['within_group_spearman']:.3f} | "
                      f"{m['pearson']:.3f} | {m['kendall']:.3f} | {m['mae']:.3f} | "
                      f"{m['fraction_of_ceiling']:.2f} | {m['calibration']['ece']:.3f} |")
     lines += ["", "## Noise ceiling", ""]

@@ -30,7 +30,7 @@ from ..atomic import atomic_file
 from ..errors import InputError
 
 OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1")
-FORBIDDEN = {"efficientnet_lite2": "it is the simulated observer's own network"}
+OBSERVER_REASON = "it is a simulated observer's own network"
 CACHE_VERSION = "v2"
 
 
@@ -69,6 +69,13 @@ class Backbone:
         import torch
         import torch.nn.functional as F
 
+        blocks = [F.normalize(b.float(), dim=1) for b in self._blocks(images)]
+        return (torch.cat(blocks, 1) / len(blocks) ** 0.5).cpu()
+
+    def _blocks(self, images) -> list:
+        """Pooled features of each stage (not yet normalised)."""
+        import torch
+
         from ..stimuli.networks import module_device, normalise
 
         x = normalise(torch.stack([self.to_input(image) for image in images]), self.mean,
@@ -79,27 +86,33 @@ class Backbone:
                 blocks = [m.float().flatten(2).mean(2) if m.dim() == 4 else m.float().mean(1)
                           for m in maps]
                 blocks.append(self.module.forward_head(final, pre_logits=True))
-            else:
-                out = self.module(x)
-                blocks = [out if out.dim() == 2 else out.flatten(1)]
-        blocks = [F.normalize(b.float(), dim=1) for b in blocks]
-        return (torch.cat(blocks, 1) / len(blocks) ** 0.5).cpu()
+                return blocks
+            out = self.module(x)
+            return [out if out.dim() == 2 else out.flatten(1)]
 
     @property
     def dim(self) -> int:
+        return sum(self.stage_dims)
+
+    @property
+    def stage_dims(self) -> tuple[int, ...]:
+        """Widths of the stages the embedding concatenates (low-level first, final last)."""
         import torch
 
-        return int(self.embed(torch.zeros(1, 3, self.image_size, self.image_size,
-                                          dtype=torch.uint8)).shape[1])
+        if getattr(self, "_stage_dims", None) is None:
+            x = torch.zeros(1, 3, self.image_size, self.image_size, dtype=torch.uint8)
+            self._stage_dims = tuple(int(b.shape[1]) for b in self._blocks(x))
+        return self._stage_dims
 
 
 def create_backbone(name: str, image_size: int | None = None, stages: int = 4) -> Backbone:
     """Build a registered backbone (see the module doc for names)."""
-    from ..stimuli.networks import load_model
+    from ..stimuli.networks import (OBSERVER_NETWORKS, load_model, reserved_fingerprints,
+                                    weight_fingerprint)
 
     base = name.split("@")[0]
-    if base in FORBIDDEN or name.removeprefix("timm:").split("@")[0] in FORBIDDEN:
-        raise InputError(f"backbone {name!r} is not offered: {FORBIDDEN[base]}")
+    if base in OBSERVER_NETWORKS or name.removeprefix("timm:").split("@")[0] in OBSERVER_NETWORKS:
+        raise InputError(f"backbone {name!r} is not offered: {OBSERVER_REASON}")
     if name.startswith("open_clip:"):
         model = load_model(name)
         stages = 0
@@ -109,6 +122,11 @@ def create_backbone(name: str, image_size: int | None = None, stages: int = 4) -
         model = load_model(name[len("timm:"):], image_size=image_size)
     else:
         raise InputError(f"unknown backbone {name!r}; valid: {', '.join(list_backbones())}")
+    # By weights too: the observers' network under another name or from a weight file.
+    reserved = reserved_fingerprints().get(weight_fingerprint(model.module))
+    if reserved:
+        raise InputError(f"backbone {name!r} is not offered: its weights are those of "
+                         f"{reserved}, and {OBSERVER_REASON}")
     model.module.reset_classifier(0) if hasattr(model.module, "reset_classifier") else None
     return Backbone(name, model.module, model.mean, model.std,
                     image_size or model.input_size, stages)

@@ -22,6 +22,12 @@ class LoadedMetric:
     hparams: dict
     data_hparams: dict
     path: Path
+    seen: dict  # units trained and selected on, and the data's fingerprint (may be empty)
+
+    @property
+    def seen_units(self) -> set[str]:
+        units = self.seen.get("seen_units", {})
+        return set(units.get("train", [])) | set(units.get("val", []))
 
     @property
     def backbone(self) -> str:
@@ -52,5 +58,6 @@ def load_checkpoint(path: str | Path) -> LoadedMetric:
     state = {k[len("head."):]: v for k, v in data["state_dict"].items() if k.startswith("head.")}
     head.load_state_dict(state)
     hparams.setdefault("backbone", "efficientnet_lite0")
+    seen = next((v for k, v in data.items() if k.endswith("IMIDataModule") and isinstance(v, dict)), {})
     return LoadedMetric(head.eval(), hparams, dict(data.get("datamodule_hyper_parameters") or {}),
-                        path)
+                        path, seen)

@@ -108,6 +108,21 @@ def test_bad_config_values_give_clear_errors(debug_run, args, message):
         main(debug_args + args)
 
 
+def test_an_observer_network_is_refused_by_its_weights_under_another_name(tmp_path):
+    """The observers' Lite2 saved to a file and loaded through timm's own architecture name is
+    still Lite2; other weights of the same architecture are not."""
+    import torch
+
+    from interpscore.metric.backbones import create_backbone
+    from interpscore.stimuli.networks import load_model
+
+    weights = tmp_path / "lite2.pth"
+    torch.save(load_model("efficientnet_lite2").module.state_dict(), weights)
+    with pytest.raises(InputError, match="weights are those of efficientnet_lite2"):
+        create_backbone(f"timm:tf_efficientnet_lite2@{weights}", image_size=64)
+    assert create_backbone("timm:tf_efficientnet_lite2@random", image_size=64).dim > 0
+
+
 def test_ddp_on_two_cpu_processes(debug_run):
     base, _, _, debug_args = debug_run
     root = base / "ddp"

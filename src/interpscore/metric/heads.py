@@ -4,6 +4,10 @@
 - `mis`: training-free MIS (Zimmermann, Klindt & Brendel 2024): mean cosine similarities,
   delta = [s(q+,E+) - s(q+,E-)] - [s(q-,E+) - s(q-,E-)], P = sigmoid(alpha * delta), with alpha
   fitted on training tasks.
+- `stagemis`: MIS with one weight per backbone stage, a bias and a lapse (a few-parameter peer).
+- `pooled`: reads every reference: per-stage weighted similarity of a query to each reference,
+  pooled with a learned sharpness between the mean (MIS) and the maximum (nearest exemplar);
+  shrunk toward MIS with a strength chosen by leave-one-model-out on the training units.
 - `twoafc`: a learned 2-AFC observer: per-dimension weights (or a low-rank projection) of the
   embeddings, the same similarity comparison, a learned decision with temperature, bias and lapse;
   trained on the human trial choices (binomial = summed binary cross-entropy).
@@ -50,6 +54,16 @@ class MISHead(nn.Module):
     def forward(self, batch):
         return torch.sigmoid(self.alpha * mis_delta(batch))
 
+    fitted = True  # fitted in closed form on the training units, no gradient steps
+
+    def fit(self, tensors, train_ids, batch_size: int = 256) -> dict:
+        from .tasks import gather
+
+        ids = list(train_ids)
+        alpha = self.fit_alpha(gather(tensors, ids[s:s + batch_size])
+                               for s in range(0, len(ids), batch_size))
+        return {"alpha": alpha}
+
     @torch.no_grad()
     def fit_alpha(self, batches) -> float:
         """Maximum-likelihood alpha on training tasks (1-D, convex)."""
@@ -73,6 +87,188 @@ class MISHead(nn.Module):
 
     def regularization(self):
         return torch.zeros(())
+
+
+def stage_deltas(batch, stage_dims) -> torch.Tensor:
+    """MIS evidence of each backbone stage separately: (..., S). Their sum is `mis_delta`."""
+    a = batch["q_max"] - batch["q_min"]
+    b = batch["mean_max"] - batch["mean_min"]
+    return torch.stack([(x * y).sum(-1) for x, y in zip(a.split(list(stage_dims), -1),
+                                                         b.split(list(stage_dims), -1))], -1)
+
+
+class StageMISHead(nn.Module):
+    """MIS with one weight per backbone stage, a bias and a lapse: the few-parameter peer of
+    every learned head (what a metric gains beyond this, it gains from more than reweighting
+    low- against high-level similarity)."""
+
+    level = "trial"
+    options = ("stage_dims",)
+
+    def __init__(self, dim: int, stage_dims=(), alpha: float = 10.0):
+        super().__init__()
+        self.stage_dims = tuple(stage_dims) or (dim,)
+        if sum(self.stage_dims) != dim:
+            raise InputError(f"stage widths {self.stage_dims} do not add up to {dim}")
+        n = len(self.stage_dims)
+        self.weight = nn.Parameter(torch.full((n,), alpha))  # starts at MIS (equal weights)
+        self.bias = nn.Parameter(torch.zeros(()))
+        self.lapse_logit = nn.Parameter(torch.tensor(-4.0))
+
+    def forward(self, batch):
+        logits = (stage_deltas(batch, self.stage_dims) * self.weight).sum(-1) + self.bias
+        lapse = torch.sigmoid(self.lapse_logit)
+        return lapse / 2 + (1 - lapse) * torch.sigmoid(logits)
+
+    fitted = True
+
+    def fit(self, tensors, train_ids, steps: int = 200) -> dict:
+        """Maximum likelihood on the training tasks (full batch, L-BFGS)."""
+        from .tasks import gather
+
+        batch = gather(tensors, list(train_ids))
+        optimizer = torch.optim.LBFGS(self.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+
+        def closure():
+            optimizer.zero_grad()
+            loss = nll(self(batch), batch, "trial")
+            loss.backward()
+            return loss
+
+        self.train()
+        optimizer.step(closure)
+        self.eval()
+        return {"stage_weights": self.weight.detach().tolist(), "bias": float(self.bias.detach())}
+
+    def regularization(self):
+        return torch.zeros(())
+
+
+def pooled_similarity(sims, mask, beta):
+    """(1/beta) log mean_r exp(beta * sims_r) over the references that exist: the mean of the
+    similarities at beta -> 0 (MIS's rule), their maximum as beta grows (nearest exemplar)."""
+    # Written around the mean and the largest deviation with expm1/log1p, so that it is exact
+    # in float32 both near beta = 0 (the mean) and for a large beta (no overflow).
+    beta = beta.clamp(min=1e-6)
+    maskf = mask.to(sims.dtype)
+    count = maskf.sum(-1).clamp(min=1)
+    mean = (sims * maskf).sum(-1) / count
+    deviation = (sims - mean.unsqueeze(-1)) * maskf
+    top = deviation.masked_fill(~mask, float("-inf")).amax(-1).clamp(min=0)
+    inner = (torch.expm1(beta * (deviation - top.unsqueeze(-1))) * maskf).sum(-1) / count
+    return mean + top + torch.log1p(inner) / beta
+
+
+class PooledHead(nn.Module):
+    """Models the decision as similarity to each reference, pooled: a participant compares the
+    query with every reference (a learned weight per backbone stage says which features count),
+    then pools with a learned sharpness beta: 0 is the mean (MIS), large beta the closest
+    reference (nearest exemplar), in between a soft attention to the most similar ones (the
+    generalized context model). Then the MIS contrast, a temperature, a bias and a lapse.
+
+    Shrinkage: a prior pulls the stage weights to equal, beta to 0 and the bias to 0, i.e. to
+    MIS with its fitted temperature; `shrink` sets its strength (chosen by `fit`)."""
+
+    level = "trial"
+    options = ("stage_dims", "shrink")
+    fitted = True
+    BETA_SCALE = 30.0  # beta is learned as BETA_SCALE * exp(log_beta)
+    SHRINK_GRID = (1e-3, 1e-2, 1e-1)
+
+    def __init__(self, dim: int, stage_dims=(), shrink: float | None = None, alpha: float = 10.0):
+        super().__init__()
+        self.stage_dims = tuple(stage_dims) or (dim,)
+        n = len(self.stage_dims)
+        self.log_weight = nn.Parameter(torch.zeros(n))
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(alpha)))
+        self.log_beta = nn.Parameter(torch.tensor(math.log(0.01)))  # ~the mean
+        self.bias = nn.Parameter(torch.zeros(()))
+        self.lapse_logit = nn.Parameter(torch.tensor(-4.0))
+        self.register_buffer("shrink", torch.tensor(float(shrink if shrink is not None else 1e-2)))
+
+    @property
+    def beta(self):
+        return self.BETA_SCALE * self.log_beta.exp()
+
+    def evidence(self, batch):
+        weights = self.log_weight.exp()
+        sims = (batch["ref_sims"] * weights).sum(-1)  # (B, T, 2 queries, 2 sets, R)
+        mask = batch["ref_mask"].unsqueeze(-3).expand_as(sims)
+        s = pooled_similarity(sims, mask, self.beta)  # (B, T, 2, 2)
+        return (s[..., 0, 0] - s[..., 0, 1]) - (s[..., 1, 0] - s[..., 1, 1])
+
+    def forward(self, batch):
+        lapse = torch.sigmoid(self.lapse_logit)
+        logits = self.log_alpha.exp() * self.evidence(batch) + self.bias
+        return lapse / 2 + (1 - lapse) * torch.sigmoid(logits)
+
+    def regularization(self):
+        """The prior toward MIS (equal stage weights, the mean rule, no bias)."""
+        return self.shrink * (self.log_weight.pow(2).mean() + (self.beta / self.BETA_SCALE).pow(2)
+                              + self.bias.pow(2))
+
+    def describe(self) -> dict:
+        """What the head learned, for a person to read: the rule and the features it uses."""
+        weights = self.log_weight.detach().exp()
+        beta = float(self.beta.detach())
+        return {"beta": beta, "stage_weights": (weights / weights.sum()).tolist(),
+                "alpha": float(self.log_alpha.detach().exp()), "bias": float(self.bias.detach()),
+                "lapse": float(torch.sigmoid(self.lapse_logit.detach())),
+                "shrink": float(self.shrink),
+                "rule": "mean (MIS)" if beta < 1 else
+                        "nearest exemplar" if beta > 100 else "soft attention to the closest"}
+
+    def fit_batch(self, batch, steps: int = 50) -> "PooledHead":
+        """Maximum a posteriori on one batch of training conditions (full batch, L-BFGS)."""
+        optimizer = torch.optim.LBFGS(self.parameters(), max_iter=steps,
+                                      line_search_fn="strong_wolfe")
+
+        def closure():
+            optimizer.zero_grad()
+            loss = nll(self(batch), batch, "trial") + self.regularization()
+            loss.backward()
+            return loss
+
+        self.train()
+        optimizer.step(closure)
+        return self.eval()
+
+    def fit(self, tensors, train_ids) -> dict:
+        """Choose the shrinkage by leave-one-model-out on the training units (never the test
+        units): for each strength, fit on all models but one and rank the left-out model's
+        units; keep the strength with the best mean within-model Spearman, then fit on all."""
+        from scipy.stats import spearmanr
+
+        from .tasks import gather
+
+        units = tensors.conditions.iloc[list(train_ids)]
+        models = sorted(units["model"].unique())
+        mis = MISHead(tensors.dim)
+        start = {k: v.clone() for k, v in self.state_dict().items()}
+        start["log_alpha"] = torch.tensor(math.log(max(mis.fit(tensors, train_ids)["alpha"], 1e-3)))
+        scores = {}
+        for shrink in self.SHRINK_GRID:
+            values = []
+            for model in models if len(models) > 1 else []:
+                fit_ids = [i for i, m in zip(train_ids, units["model"]) if m != model]
+                held = [i for i, m in zip(train_ids, units["model"]) if m == model]
+                self.load_state_dict(start)
+                self.shrink.fill_(shrink)
+                self.fit_batch(gather(tensors, fit_ids))
+                with torch.no_grad():
+                    batch = gather(tensors, held)
+                    predicted = unit_prediction(self(batch), batch).numpy()
+                held_units = tensors.conditions.iloc[held]
+                for _, group in held_units.assign(p=predicted).groupby("difficulty"):
+                    if len(group) >= 3:
+                        r = spearmanr(group["p"], group["his"])[0]
+                        values.append(r if r == r else 0.0)
+            scores[shrink] = float(sum(values) / len(values)) if values else 0.0
+        best = max(scores, key=lambda k: (scores[k], k))  # ties: the stronger prior
+        self.load_state_dict(start)
+        self.shrink.fill_(best)
+        self.fit_batch(gather(tensors, list(train_ids)))
+        return {"shrink_scores": scores, "shrink": best, **self.describe()}
 
 
 class TwoAFCHead(nn.Module):
@@ -134,7 +330,8 @@ class SetRegHead(nn.Module):
         return self.reg * sum(p.pow(2).sum() for n, p in self.named_parameters() if "weight" in n)
 
 
-HEADS = {"mis": MISHead, "twoafc": TwoAFCHead, "setreg": SetRegHead}
+HEADS = {"mis": MISHead, "stagemis": StageMISHead, "pooled": PooledHead, "twoafc": TwoAFCHead,
+         "setreg": SetRegHead}
 
 
 def create_head(name: str, dim: int, **hparams) -> nn.Module:

@@ -158,12 +158,14 @@ class Scorer:
 
         flat = [task for unit_tasks in tasks for task in unit_tasks]
         summaries = summarise_tasks(embeddings, [t[0] for t in flat], [t[1] for t in flat],
-                                    [t[2] for t in flat], [t[3] for t in flat])
+                                    [t[2] for t in flat], [t[3] for t in flat],
+                                    self.cache.backbone.stage_dims)
         starts = np.cumsum([0] + [len(t) for t in tasks])
         tensors = TaskTensors(**summaries, n=torch.zeros(len(flat)), k=torch.zeros(len(flat)),
                               condition_tasks=pad_rows([list(range(a, b)) for a, b in
                                                         zip(starts[:-1], starts[1:])]),
-                              conditions=pd.DataFrame(index=range(len(tasks))))
+                              conditions=pd.DataFrame(index=range(len(tasks))),
+                              stage_dims=self.cache.backbone.stage_dims)
         rows = []
         with torch.no_grad():
             for start in range(0, len(tasks), 256):

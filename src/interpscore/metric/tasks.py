@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-CONDITION_KEYS = ["unit_id", "mode", "difficulty"]
+from ..data.dataset import CONDITION_KEYS
 
 
 @dataclass
@@ -30,10 +30,13 @@ class TaskTensors:
     mean_min: torch.Tensor
     spread_max: torch.Tensor  # (T,)
     spread_min: torch.Tensor
+    ref_sims: torch.Tensor  # (T, 2, 2, R, S) query x reference set x reference x stage
+    ref_mask: torch.Tensor  # (T, 2, R) which references exist (sets may differ in size)
     n: torch.Tensor  # (T,) trials per task (0 for unanswered tasks, e.g. when scoring)
     k: torch.Tensor  # (T,) correct trials
     condition_tasks: torch.Tensor  # (C, T_max) task index, -1 = padding
     conditions: pd.DataFrame  # one row per condition, aligned with condition_tasks
+    stage_dims: tuple = ()  # widths of the backbone stages concatenated in an embedding
 
     @property
     def dim(self) -> int:
@@ -46,22 +49,37 @@ def pad_rows(rows: list[list[int]]) -> torch.Tensor:
     return torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
-def summarise_tasks(embeddings: torch.Tensor, q_max, q_min, refs_max: list, refs_min: list):
-    """Task summaries from an embedding matrix and per-task image indices."""
+def summarise_tasks(embeddings: torch.Tensor, q_max, q_min, refs_max: list, refs_min: list,
+                    stage_dims: tuple = ()):
+    """Task summaries from an embedding matrix and per-task image indices: the queries, each
+    reference set's mean and spread, and every query's similarity to every reference, stage by
+    stage (`ref_sims` (T, 2 queries [max, min], 2 sets [max, min], R, S), `ref_mask` (T, 2, R)),
+    so heads can read each reference, not only the set means, at a cost linear in images."""
     emb = torch.nn.functional.normalize(embeddings.float(), dim=1)
+    stage_dims = list(stage_dims) or [emb.shape[1]]
     out = {"q_max": emb[torch.as_tensor(q_max)], "q_min": emb[torch.as_tensor(q_min)]}
+    queries = torch.stack([out["q_max"], out["q_min"]], 1).split(stage_dims, -1)  # (T, 2, D_s)
+    sims, masks = [], []
+    width = max(max(len(r) for r in refs_max), max(len(r) for r in refs_min))
     for side, refs in (("max", refs_max), ("min", refs_min)):
-        index = pad_rows([list(r) for r in refs])
+        index = pad_rows([list(r) + [-1] * (width - len(r)) for r in refs])
         mask = (index >= 0).float().unsqueeze(-1)
         members = emb[index.clamp(min=0)] * mask
         mean = members.sum(1) / mask.sum(1).clamp(min=1)
         spread = (members * mean.unsqueeze(1)).sum(-1).sum(1) / mask.sum((1, 2)).clamp(min=1)
         out[f"mean_{side}"] = mean
         out[f"spread_{side}"] = spread / mean.norm(dim=1).clamp(min=1e-8)
+        per_stage = [torch.einsum("tqd,trd->tqr", q, m) for q, m in
+                     zip(queries, members.split(stage_dims, -1))]
+        sims.append(torch.stack(per_stage, -1))  # (T, 2, R, S)
+        masks.append(index >= 0)
+    out["ref_sims"] = torch.stack(sims, 2)  # (T, 2, 2, R, S)
+    out["ref_mask"] = torch.stack(masks, 1)  # (T, 2, R)
     return out
 
 
-def build_task_tensors(trials: pd.DataFrame, conditions: pd.DataFrame, embed_paths) -> TaskTensors:
+def build_task_tensors(trials: pd.DataFrame, conditions: pd.DataFrame, embed_paths,
+                       stage_dims: tuple = ()) -> TaskTensors:
     """Group trials into tasks per condition. `embed_paths(list_of_paths) -> (N, D) array`."""
     trials = trials.assign(_refs_max=trials["refs_max"].map(tuple),
                            _refs_min=trials["refs_min"].map(tuple))
@@ -84,13 +102,14 @@ def build_task_tensors(trials: pd.DataFrame, conditions: pd.DataFrame, embed_pat
     summaries = summarise_tasks(
         embeddings, [where[p] for p in tasks["query_max"]], [where[p] for p in tasks["query_min"]],
         [[where[p] for p in refs] for refs in tasks["_refs_max"]],
-        [[where[p] for p in refs] for refs in tasks["_refs_min"]])
+        [[where[p] for p in refs] for refs in tasks["_refs_min"]], stage_dims)
     return TaskTensors(
         **summaries,
         n=torch.tensor(tasks["size"].to_numpy(), dtype=torch.float32),
         k=torch.tensor(tasks["sum"].to_numpy(), dtype=torch.float32),
         condition_tasks=pad_rows(per_condition),
         conditions=conditions,
+        stage_dims=tuple(stage_dims),
     )
 
 
@@ -101,7 +120,8 @@ def gather(tensors: TaskTensors, condition_ids) -> dict[str, torch.Tensor]:
     task_mask = tasks >= 0
     t = tasks.clamp(min=0)
     batch = {name: getattr(tensors, name)[t] for name in
-             ("q_max", "q_min", "mean_max", "mean_min", "spread_max", "spread_min")}
+             ("q_max", "q_min", "mean_max", "mean_min", "spread_max", "spread_min", "ref_sims",
+              "ref_mask")}
     batch.update(task_mask=task_mask, n=torch.where(task_mask, tensors.n[t], 0.0),
                  k=torch.where(task_mask, tensors.k[t], 0.0), condition=ids)
     return batch
@@ -147,4 +167,5 @@ def load_task_tensors(data_dir, backbone, cache_dir, images_dir=None) -> TaskTen
                          "folder explicitly")
     cache = EmbeddingCache(cache_dir, backbone)
     return build_task_tensors(data["trials"].to_pandas(), data["units"].to_pandas(),
-                              lambda paths: cache.embed_files([Path(root) / p for p in paths]))
+                              lambda paths: cache.embed_files([Path(root) / p for p in paths]),
+                              backbone.stage_dims)

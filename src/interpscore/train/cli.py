@@ -47,6 +47,7 @@ class InterpScoreCLI(LightningCLI):
         parser.add_argument("--evaluate", type=bool, default=True,
                             help="evaluate the best checkpoint and MIS on the test units")
         parser.link_arguments("data.embedding_dim", "model.embedding_dim", apply_on="instantiate")
+        parser.link_arguments("data.stage_dims", "model.stage_dims", apply_on="instantiate")
         parser.link_arguments("data.backbone", "model.backbone")
         parser.link_arguments("data.image_size", "model.image_size")
 
@@ -62,6 +63,15 @@ class InterpScoreCLI(LightningCLI):
         config.trainer = _fill(config.trainer, str(run_dir))
         config.trainer.default_root_dir = str(run_dir)
         self.run_dir = run_dir
+
+
+def simulated_benchmark(datamodule) -> dict | None:
+    """On the simulated default, the release's other audiences; None for other data."""
+    if not datamodule.simulated or datamodule.fold is not None:
+        return None
+    from ..simulate.experiment import benchmark_datasets
+
+    return benchmark_datasets(datamodule.simulation, datamodule.data_root)
 
 
 def resolve_configs(argv: list[str]) -> list[str]:
@@ -100,7 +110,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
     from ..evaluation.harness import evaluate_run, format_summary
 
-    metrics = evaluate_run(cli.datamodule, best, cli.model)
+    metrics = evaluate_run(cli.datamodule, best, cli.model,
+                           benchmark=simulated_benchmark(cli.datamodule))
     path = cli.run_dir / "metrics.json"
     path.write_text(json.dumps(metrics, indent=2))
     print(format_summary(metrics))

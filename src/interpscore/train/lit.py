@@ -21,9 +21,11 @@ class InterpScoreModule(L.LightningModule):
     def __init__(self, head: str = "twoafc", embedding_dim: int = 0, rank: int | None = None,
                  hidden: int = 64, dropout: float = 0.1, reg: float = 1e-3, lr: float = 0.01,
                  weight_decay: float = 0.0, backbone: str = "efficientnet_lite0",
-                 image_size: int | None = 128):
-        """`backbone` and `image_size` are linked from the data module, so that a checkpoint
-        alone says which embeddings its head reads."""
+                 image_size: int | None = 128, stage_dims: tuple = (),
+                 shrink: float | None = None):
+        """`backbone`, `image_size` and `stage_dims` are linked from the data module, so that a
+        checkpoint alone says which embeddings its head reads. `shrink` (heads that shrink
+        toward MIS): None lets the head choose it on the training units."""
         super().__init__()
         if embedding_dim <= 0:
             raise InputError("embedding_dim must be positive (it is linked from the data module)")
@@ -35,18 +37,26 @@ class InterpScoreModule(L.LightningModule):
                                     "mae": MeanAbsoluteError()})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        self.automatic_optimization = head != "mis"
+        # Fitted heads (MIS, stage-weighted MIS, pooled) are fitted once on the training units
+        # at the start; the others learn by gradient steps.
+        self.fitted = getattr(self.head, "fitted", False)
+        self.automatic_optimization = not self.fitted
+        self.fit_info: dict = {}
 
     def forward(self, batch):
         """Predicted accuracy of each condition in the batch."""
         return unit_prediction(self.head(batch), batch)
 
     def on_train_start(self):
-        if self.hparams.head == "mis":  # training-free: only alpha is fitted, in closed form
-            self.head.fit_alpha(self.trainer.datamodule.train_dataloader())
+        if self.fitted:
+            data = self.trainer.datamodule
+            self.fit_info = self.head.fit(data.tensors, data.split_ids["train"])
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["head_fit"] = self.fit_info  # what the head learned, for a person to read
 
     def training_step(self, batch, _index):
-        if self.hparams.head == "mis":
+        if self.fitted:
             return None
         loss = nll(self.head(batch), batch, self.head.level)
         self.log("train/nll", loss, batch_size=len(batch["condition"]))
@@ -67,10 +77,22 @@ class InterpScoreModule(L.LightningModule):
         self._evaluate(batch, self.test_metrics, "test")
 
     def configure_optimizers(self):
-        if self.hparams.head == "mis":
+        if self.fitted:
             return None
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,
                                  weight_decay=self.hparams.weight_decay)
+
+
+def seen_units(conditions, split_ids: dict, data_dir, fold) -> dict:
+    """The record a checkpoint keeps of its data: unit ids it trained and selected on, and a
+    fingerprint of the dataset's unit table and the fold."""
+    import hashlib
+
+    table = conditions[["unit_id", "mode", "difficulty", "split", "his"]].to_csv(index=False)
+    fingerprint = hashlib.sha1(f"{table}|fold={fold}".encode()).hexdigest()[:16]
+    ids = {s: sorted(set(conditions["unit_id"].iloc[split_ids[s]])) for s in ("train", "val")}
+    return {"seen_units": ids, "data_fingerprint": fingerprint, "data_dir": str(data_dir),
+            "fold": fold}
 
 
 class IMIDataModule(L.LightningDataModule):
@@ -124,6 +146,10 @@ class IMIDataModule(L.LightningDataModule):
     def embedding_dim(self) -> int:
         return self.backbone.dim
 
+    @property
+    def stage_dims(self) -> tuple:
+        return tuple(self.backbone.stage_dims)
+
     def dataset_info(self) -> dict:
         return dataset_info(self.data_dir)
 
@@ -151,6 +177,16 @@ class IMIDataModule(L.LightningDataModule):
         for name, ids in self.split_ids.items():
             if not ids and (name != "test" or stage == "test"):
                 raise InputError(f"{self.data_dir}: the {name} split holds no units")
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: which units the head was trained and selected on, and a
+        fingerprint of the data and fold, so evaluation can refuse or drop what it has seen."""
+        if self.tensors is None:
+            return {}
+        return seen_units(self.tensors.conditions, self.split_ids, self.data_dir, self.fold)
+
+    def load_state_dict(self, state: dict) -> None:
+        pass  # the split is rebuilt from the data; the record is for evaluation
 
     def _loader(self, split: str, shuffle: bool):
         dataset = ConditionDataset(self.tensors, self.split_ids[split])

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from ..evaluation.agreement import spearman
-from ..evaluation.baselines import fit_mis
 from ..evaluation.harness import predict_conditions
 from ..metric.tasks import ConditionDataset, TaskTensors
 from .lit import InterpScoreModule
@@ -24,10 +23,11 @@ def leave_one_model_out(tensors: TaskTensors, hparams: dict, epochs: int, batch_
         held_out = np.flatnonzero(units["model"] == model).tolist()
         train = np.flatnonzero(units["model"] != model).tolist()
         L.seed_everything(seed, verbose=False)
-        if hparams["head"] == "mis":
-            head = fit_mis(tensors, train)
+        module = InterpScoreModule(**{k: v for k, v in hparams.items() if not k.startswith("_")})
+        if module.fitted:  # fitted on the training units, no gradient steps
+            module.head.fit(tensors, train)
+            head = module.head.eval()
         else:
-            module = InterpScoreModule(**{k: v for k, v in hparams.items() if not k.startswith("_")})
             dataset = ConditionDataset(tensors, train)
             loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
                                                  collate_fn=dataset.collate)

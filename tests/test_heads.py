@@ -1,0 +1,86 @@
+"""Heads that read every reference learn the decision rule from the answers, and fall back to
+MIS when the answers say nothing more."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from interpscore.metric.heads import PooledHead, StageMISHead, mis_delta, pooled_similarity
+from interpscore.metric.tasks import TaskTensors, gather, pad_rows, summarise_tasks
+
+
+def test_pooling_moves_from_the_mean_to_the_maximum():
+    sims = torch.tensor([[0.1, 0.2, 0.9]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    assert pooled_similarity(sims, mask, torch.tensor(1e-4)).item() == pytest.approx(0.4, abs=1e-3)
+    assert pooled_similarity(sims, mask, torch.tensor(500.0)).item() == pytest.approx(0.9, abs=0.01)
+    padded = torch.tensor([[0.1, 0.2, 5.0]])  # a padded reference never counts
+    assert pooled_similarity(padded, torch.tensor([[True, True, False]]),
+                             torch.tensor(1e-4)).item() == pytest.approx(0.15, abs=1e-3)
+
+
+def _world(rule: str, n_tasks=600, n_refs=6, dim=8, seed=0):
+    """Random unit embeddings; simulated answers of an observer that decides by `rule` on the
+    full cosine similarity ('mean': MIS's rule, 'nearest': the closest reference)."""
+    rng = np.random.default_rng(seed)
+    emb = torch.nn.functional.normalize(torch.randn(400, dim, generator=torch.Generator().manual_seed(seed)), dim=1)
+    q_max, q_min = rng.integers(0, 400, n_tasks), rng.integers(0, 400, n_tasks)
+    refs_max = rng.integers(0, 400, (n_tasks, n_refs))
+    refs_min = rng.integers(0, 400, (n_tasks, n_refs))
+    sims = lambda q, r: (emb[q][:, None, :] * emb[r]).sum(-1)  # noqa: E731
+    pool = (lambda s: s.mean(1)) if rule == "mean" else (lambda s: s.max(1).values)
+    delta = (pool(sims(q_max, refs_max)) - pool(sims(q_max, refs_min))
+             - pool(sims(q_min, refs_max)) + pool(sims(q_min, refs_min)))
+    p = torch.sigmoid(8 * delta).numpy()
+    n = np.full(n_tasks, 40)
+    k = rng.binomial(n, p)
+    summaries = summarise_tasks(emb, q_max, q_min, refs_max.tolist(), refs_min.tolist(),
+                                (dim // 2, dim // 2))
+    per_condition = [list(range(i, i + 4)) for i in range(0, n_tasks, 4)]  # 4 tasks a unit
+    his = [k[t].sum() / n[t].sum() for t in per_condition]
+    conditions = pd.DataFrame({"unit_id": [f"u{i}" for i in range(len(his))], "his": his,
+                               "model": [f"m{i % 3}" for i in range(len(his))],
+                               "difficulty": "easy"})
+    return TaskTensors(**summaries, n=torch.tensor(n, dtype=torch.float32),
+                       k=torch.tensor(k, dtype=torch.float32),
+                       condition_tasks=pad_rows(per_condition), conditions=conditions,
+                       stage_dims=(dim // 2, dim // 2))
+
+
+def test_at_the_start_the_pooled_head_is_mis():
+    tensors = _world("mean")
+    batch = gather(tensors, range(10))
+    head = PooledHead(tensors.dim, tensors.stage_dims)
+    assert torch.allclose(head.evidence(batch), mis_delta(batch), atol=0.05)  # near the mean
+    with torch.no_grad():
+        head.log_beta.fill_(-20.0)  # beta -> 0: exactly MIS's mean similarity
+    assert torch.allclose(head.evidence(batch), mis_delta(batch), atol=1e-4)
+
+
+@pytest.mark.parametrize("rule,sharp", [("nearest", True), ("mean", False)])
+def test_the_pooled_head_learns_the_rule_from_the_answers(rule, sharp):
+    tensors = _world(rule)
+    ids = list(range(len(tensors.conditions)))
+    head = PooledHead(tensors.dim, tensors.stage_dims)
+    info = head.fit(tensors, ids)
+    assert (info["beta"] > 10) == sharp, info  # the nearest rule needs a sharp pooling
+    test = _world(rule, seed=1)
+    batch = gather(test, range(len(test.conditions)))
+    with torch.no_grad():
+        p = head(batch)[batch["task_mask"]].numpy()
+    observed = (test.k / test.n).numpy()
+    mis = torch.sigmoid(8 * mis_delta(batch))[batch["task_mask"]].numpy()
+    ours, baseline = np.corrcoef(p, observed)[0, 1], np.corrcoef(mis, observed)[0, 1]
+    assert ours > baseline + 0.1 if sharp else ours > baseline - 0.02
+
+
+def test_stage_weighted_mis_finds_the_stage_that_matters():
+    tensors = _world("mean")
+    # answers driven by the second stage only: rebuild k from the second stage's evidence
+    batch = gather(tensors, range(len(tensors.conditions)))
+    head = StageMISHead(tensors.dim, tensors.stage_dims)
+    head.fit(tensors, range(len(tensors.conditions)))
+    assert head.weight.detach().min() > 0  # both stages carry the mean-rule evidence here
+    with torch.no_grad():
+        assert head(batch).shape == batch["n"].shape

@@ -17,6 +17,7 @@ from interpscore.resources import package_file
 
 CONFIGS = package_file("configs")
 BOARD = ROOT / "leaderboard"  # the project's own leaderboard
+HELD = "heldout-pool-spectral-nearest"  # the debug config's held-out family, on pool B
 META = dict(method="test method", authors=["A. Tester"], link=None, code=None,
             training_data={"dataset": "debug", "split": "train"},
             flags={"extra_human_data": False, "uses_test_labels": False})
@@ -35,16 +36,24 @@ def tiny_board(debug_run, tmp_path_factory):
     (root / "tracks").mkdir()
     units = load_prepared(simulated_dataset_dir(simulation, base / "data"))["units"].to_pandas()
     units[units["split"] == "test"][board.KEYS].to_csv(root / "tracks" / "debug-v1.csv", index=False)
+    held = load_prepared(simulated_dataset_dir(simulation, base / "data", HELD))["units"].to_pandas()
+    held[board.KEYS].to_csv(root / "tracks" / "debug-v2.csv", index=False)
     (root / "tracks.yaml").write_text(yaml.safe_dump({"tracks": {
         "debug-v1": {"title": "Debug", "description": "tiny", "dataset": "simulated",
                      "simulation": simulation, "units": "tracks/debug-v1.csv"},
+        "debug-v2": {"title": "Debug held out", "description": "held-out observers and pool",
+                     "dataset": "simulated", "simulation": simulation, "audiences": [HELD],
+                     "fit_audience": "default", "measure": "within",
+                     "units": "tracks/debug-v2.csv"},
         "imi-v1": {"title": "IMI", "description": "human", "dataset": "imi",
                    "units": "tracks/imi-v1.csv"}}}))
     common = ["--root", str(root), "--data-root", str(base / "data")]
     for name, source in (("trained", ["--checkpoint", str(run / "best.ckpt")]),
                          ("mis", ["--baseline", "mis"]), ("constant", ["--baseline", "constant"])):
         meta = root / f"{name}.meta.yaml"
-        extra = {} if name == "trained" else {"backbone": "efficientnet_lite0", "trainable_parameters": 1}
+        # the constant reads no embeddings: an entry may say so (backbone: none)
+        extra = {} if name == "trained" else {
+            "backbone": "none" if name == "constant" else "efficientnet_lite0", "trainable_parameters": 1}
         meta.write_text(yaml.safe_dump({"id": name, **META, **extra}))
         assert main(["leaderboard", "submit", "--meta", str(meta), *source, *common,
                      "--cache-dir", str(base / "cache")]) == 0
@@ -82,6 +91,45 @@ def test_made_entries_validate_and_scores_match_the_harness(tiny_board):
     assert result["n_units"] == harness["n_units"]
     imi = json.loads((root / "results" / "trained.json").read_text()).get("imi-v1")
     assert imi is None  # the entry made no prediction for a track whose data is not at hand
+
+
+def test_an_entry_cannot_predict_units_its_checkpoint_saw(tiny_board):
+    from interpscore.data.dataset import load_prepared
+    from interpscore.evaluation.harness import predict_units
+    from interpscore.metric.checkpoint import load_checkpoint
+    from interpscore.simulate.experiment import simulated_dataset_dir
+
+    _, base, run = tiny_board
+    simulation = yaml.safe_load((CONFIGS / "debug.yaml").read_text())["data"]["simulation"]
+    dataset = simulated_dataset_dir(simulation, base / "data")
+    units = load_prepared(dataset)["units"].to_pandas()
+    seen = load_checkpoint(run / "best.ckpt").seen_units
+    assert seen == set(units.loc[units["split"] != "test", "unit_id"])  # train and val
+    for split in ("train", "val"):
+        with pytest.raises(InputError, match="trained or selected on"):
+            predict_units(dataset, units[units["split"] == split][board.KEYS],
+                          checkpoint=run / "best.ckpt", cache_dir=base / "cache")
+
+
+def test_a_held_out_track_ranks_by_within_group_spearman(tiny_board):
+    """Entries predict units they were never fitted on (other observers, other images), and
+    the track's number is the evaluation's within-group Spearman on that dataset."""
+    from interpscore.data.dataset import load_prepared
+    from interpscore.evaluation.agreement import within_group_spearman, group_labels
+    from interpscore.simulate.experiment import simulated_dataset_dir
+
+    root, base, _ = tiny_board
+    simulation = yaml.safe_load((CONFIGS / "debug.yaml").read_text())["data"]["simulation"]
+    units = load_prepared(simulated_dataset_dir(simulation, base / "data", HELD))["units"].to_pandas()
+    for entry in ("trained", "mis"):
+        result = json.loads((root / "results" / f"{entry}.json").read_text())["debug-v2"]
+        predicted = pd.read_csv(root / "submissions" / f"{entry}.debug-v2.csv")
+        merged = units.merge(predicted, on=board.KEYS)
+        assert len(merged) == len(units) == result["n_units"]
+        assert result["measure"] == "within-group Spearman"
+        assert result["spearman"] == pytest.approx(within_group_spearman(
+            merged["predicted"], merged["his"], group_labels(merged)), abs=1e-9)
+    assert "within-group Spearman [95% CI]" in (root / "README.md").read_text()
 
 
 def _entry(root, name, meta_changes=None, rows=None):
@@ -145,8 +193,8 @@ def test_rendering_is_deterministic_and_ranked(tiny_board, tmp_path):
     first = (root / "index.html").read_text()
     render(root, tmp_path)
     assert (tmp_path / "index.html").read_text() == first
-    rows = [line for line in (root / "README.md").read_text().splitlines()
-            if line.startswith("| ") and "`" in line]
+    section = (root / "README.md").read_text().split("(`debug-v1`)")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`" in line]
     ranked = [line.split("`")[1] for line in rows]
     scores = {e: json.loads((root / "results" / f"{e}.json").read_text())["debug-v1"]["spearman"]
               for e in ranked}
@@ -173,6 +221,8 @@ def test_page_in_a_real_browser(tiny_board):
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto((root / "index.html").as_uri())
         rows = page.locator("section#track-debug-v1 table.ranking tbody tr")
+        assert page.locator("section#track-debug-v2 th[data-key=spearman]").inner_text() == \
+            "within-group Spearman"
         assert rows.count() == 3
         first_ids = [rows.nth(i).get_attribute("data-id") for i in range(3)]
         page.locator("section#track-debug-v1 th[data-key=mae]").click()

@@ -51,7 +51,8 @@ def _simulate(args) -> int:
             setattr(config, name, getattr(args, name))
     out = simulate(args.out, config, overwrite=args.overwrite)
     print(f"simulated IMI release (source: simulated) -> {out}\nnext: interpscore prepare "
-          f"--responses {out}/responses_main.csv --images {out}/images --out DIR")
+          f"--responses {out}/audiences/default/responses_main.csv --images {out}/images "
+          "--out DIR (audiences/heldout-pool-*: --images images_heldout_pool)")
     return 0
 
 
@@ -97,6 +98,21 @@ def _units_arg(text: str):
     return text if text == "all" or text.isdigit() else text.split(",")
 
 
+def _simulated_benchmark_of(checkpoint, data) -> dict | None:
+    """A checkpoint trained on the simulated default is also measured on the release's held-out
+    audiences (unless another dataset is asked for)."""
+    from .metric.checkpoint import load_checkpoint
+    from .simulate.experiment import benchmark_datasets, simulated_dataset_dir
+
+    hparams = load_checkpoint(checkpoint).data_hparams
+    if "simulation" not in hparams or data not in (None, hparams.get("data_dir")):
+        return None
+    default = simulated_dataset_dir(hparams["simulation"], hparams.get("data_root", "data"))
+    if Path(hparams.get("data_dir") or "") != default:
+        return None
+    return benchmark_datasets(hparams["simulation"], hparams.get("data_root", "data"))
+
+
 def _evaluate(args) -> int:
     from .evaluation.harness import run_evaluation
     from .evaluation.report import write_report
@@ -105,7 +121,8 @@ def _evaluate(args) -> int:
         raise InputError(f"--folds {args.folds}: unknown; valid: lomo")
     metrics, table, tensors = run_evaluation(
         args.checkpoint, data_dir=args.data, split=args.split, backbone=args.backbone,
-        images_dir=args.images_dir, cache_dir=args.cache_dir, n_boot=args.n_boot)
+        images_dir=args.images_dir, cache_dir=args.cache_dir, n_boot=args.n_boot,
+        benchmark=_simulated_benchmark_of(args.checkpoint, args.data))
     if args.folds == "lomo":  # retraining is the training stack's job
         from .metric.checkpoint import load_checkpoint
         from .train.lomo import leave_one_model_out
@@ -174,18 +191,27 @@ def _export(args) -> int:
     return 0
 
 
-def _track_datasets(root, data_root, imi_data) -> dict:
-    """Each track's prepared dataset: the simulated one is generated on demand (here, not in the
-    leaderboard package, which never simulates), the human one only where it is given."""
+def _track_datasets(root, data_root, imi_data) -> dict[str, dict | None]:
+    """Each track's prepared datasets: `score` (what entries are measured on) and `fit` (whose
+    training units baselines are fitted on). The simulated ones are generated on demand (here,
+    not in the leaderboard package, which never simulates); the human one only where given;
+    retired tracks are not measured again."""
     from .leaderboard.entries import load_tracks
-    from .simulate.experiment import ensure_simulated
+    from .simulate.experiment import ensure_simulated, simulated_dataset_dir
 
     out = {}
     for name, track in load_tracks(root).items():
-        if track["dataset"] == "simulated":
-            out[name] = ensure_simulated(track.get("simulation"), data_root)
+        if track.get("status") == "retired":
+            out[name] = None
+        elif track["dataset"] == "simulated":
+            simulation = track.get("simulation")
+            ensure_simulated(simulation, data_root)
+            audiences = track.get("audiences", ["default"])
+            out[name] = {"score": [simulated_dataset_dir(simulation, data_root, a) for a in audiences],
+                         "fit": simulated_dataset_dir(simulation, data_root,
+                                                      track.get("fit_audience", audiences[0]))}
         else:
-            out[name] = Path(imi_data) if imi_data else None
+            out[name] = {"score": [Path(imi_data)], "fit": Path(imi_data)} if imi_data else None
     return out
 
 
@@ -211,7 +237,8 @@ def _leaderboard_score(args) -> int:
     from .leaderboard.scoring import score_entries
 
     root = check_root(args.root)
-    datasets = _track_datasets(root, args.data_root, args.imi_data)
+    datasets = {name: d and d["score"] for name, d in
+                _track_datasets(root, args.data_root, args.imi_data).items()}
     for path in score_entries(datasets, args.ids, root, args.n_boot):
         print(f"scored -> {path}")
     return 0
@@ -231,8 +258,10 @@ def _leaderboard_submit(args) -> int:
     if not isinstance(meta, dict) or "id" not in meta:
         raise InputError(f"--meta {args.meta}: a YAML file with at least an id")
     tracks = load_tracks(root)
-    datasets = {name: path for name, path in _track_datasets(root, args.data_root, None).items()
-                if path is not None}
+    datasets = {name: d for name, d in _track_datasets(root, args.data_root, None).items() if d}
+    # Baselines that read no embeddings (backbone: none) still go through the task tensors,
+    # which the default backbone builds.
+    backbone = meta.get("backbone") if meta.get("backbone") not in (None, "none") else "efficientnet_lite0"
     predictions = {}
     for name, dataset in datasets.items():
         units = track_units(root, name, tracks[name])
@@ -240,9 +269,9 @@ def _leaderboard_submit(args) -> int:
             continue
         frame = units[KEYS].copy()
         frame["predicted"] = predict_units(
-            dataset, units, checkpoint=args.checkpoint, baseline=args.baseline,
-            backbone=meta.get("backbone", "efficientnet_lite0"), cache_dir=args.cache_dir
-        ).round(6)
+            dataset["score"][0], units, checkpoint=args.checkpoint, baseline=args.baseline,
+            backbone=backbone, cache_dir=args.cache_dir,
+            fit_on=dataset["fit"]).round(6)
         predictions[name] = frame
     if args.checkpoint:
         from .metric.checkpoint import load_checkpoint
@@ -396,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint or a baseline")
     sub.add_argument("--meta", required=True, help="the entry's metadata YAML (id, method, ...)")
     sub.add_argument("--checkpoint", help="a trained checkpoint")
-    sub.add_argument("--baseline", choices=["mis", "layer_depth", "constant"],
+    sub.add_argument("--baseline", choices=["mis", "stage_mis", "model_identity", "layer_depth",
+                                            "constant"],
                      help="a built-in baseline instead of a checkpoint")
     sub.add_argument("--data-root", default=DEFAULT_DATA_ROOT,
                      help="where simulated datasets are cached")
@@ -411,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     fix = board_command("fix-track", _leaderboard_fix_track,
                         "freeze a track's test units from a prepared dataset (once)")
     fix.add_argument("--track", required=True, help="the track whose test units to freeze")
-    fix.add_argument("--imi-data", required=True, help="the prepared dataset")
+    fix.add_argument("--data", "--imi-data", dest="imi_data", required=True,
+                     help="the prepared dataset whose test split becomes the track's units")
 
     # `train` hands all its arguments to LightningCLI (see main); listed here for --help.
     commands.add_parser("train", help="train a metric (LightningCLI: `interpscore train --help`)")

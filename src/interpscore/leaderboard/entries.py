@@ -23,11 +23,12 @@ import pandas as pd
 import yaml
 
 from ..atomic import write_text
+from ..data.dataset import CONDITION_KEYS
 from ..errors import InputError
 from ..resources import DEFAULT_LEADERBOARD, package_file
 
 ROOT = Path(DEFAULT_LEADERBOARD)
-KEYS = ["unit_id", "mode", "difficulty"]
+KEYS = CONDITION_KEYS  # an entry predicts conditions
 PREDICTION_COLUMNS = KEYS + ["predicted"]
 
 
@@ -196,7 +197,10 @@ def write_entry(meta: dict, predictions: dict[str, pd.DataFrame], root: Path = R
         raise InputError("an entry's metadata needs at least an id")
     if not predictions:
         raise InputError("no track's dataset is at hand to predict")
-    files = {}
+    # An entry keeps its predictions for tracks not predicted now (a retired track's, say).
+    existing = root / "submissions" / f"{meta['id']}.yaml"
+    files = dict((yaml.safe_load(existing.read_text()) or {}).get("predictions") or {}) \
+        if existing.is_file() else {}
     for track, frame in predictions.items():
         name = f"{meta['id']}.{track}.csv"
         write_text(root / "submissions" / name, frame[PREDICTION_COLUMNS].to_csv(index=False))

@@ -14,6 +14,9 @@ from ..resources import package_file
 from .entries import ROOT, load_tracks
 
 
+MEASURES = {"overall": "Spearman", "within": "within-group Spearman"}
+
+
 def collect(root: Path = ROOT) -> dict:
     """Everything the page shows, in a deterministic order."""
     tracks = load_tracks(root)
@@ -23,7 +26,9 @@ def collect(root: Path = ROOT) -> dict:
         result_path = root / "results" / f"{meta['id']}.json"
         results = json.loads(result_path.read_text()) if result_path.is_file() else {}
         entries.append({"meta": meta, "results": results})
-    data = {"tracks": [{"name": name, "title": t["title"], "description": t.get("description", "")}
+    data = {"tracks": [{"name": name, "title": t["title"], "description": t.get("description", ""),
+                        "measure": MEASURES[t.get("measure", "overall")],
+                        "retired": t.get("status") == "retired"}
                        for name, t in tracks.items()], "entries": entries}
     data["ranked"] = {}
     for name in tracks:
@@ -58,10 +63,14 @@ def _num(value, digits: int) -> str:
 
 def render_markdown(data: dict) -> str:
     lines = ["# interpscore leaderboard", "",
-             "Proxy metrics of per-unit human interpretability (IMI 2-AFC), ranked by Spearman "
+             "Proxy metrics of per-unit human interpretability (IMI 2-AFC), ranked by their "
              "correlation with measured HIS on each track's fixed test units. Numbers are written "
              "by `interpscore leaderboard score`, never by submitters. How to submit: see "
-             "[CONTRIBUTING](#submitting). The page with plots: `leaderboard/index.html`.", ""]
+             "[CONTRIBUTING](#submitting). The page with plots: `leaderboard/index.html`.", "",
+             "Simulated tracks measure agreement with simulated observers (hypotheses about "
+             "people), not with people: the current one ranks by the Spearman correlation within "
+             "model x difficulty groups on observer families and images that training never saw. "
+             "Only the IMI track measures agreement with humans.", ""]
     for track in data["tracks"]:
         name = track["name"]
         scored, unscored = data["ranked"][name]["rows"], data["ranked"][name]["unscored"]
@@ -69,7 +78,9 @@ def render_markdown(data: dict) -> str:
         if not scored:
             lines += ["Not yet scored: the track's prepared data is not at hand.", ""]
             continue
-        lines += ["| rank | entry | method | backbone | Spearman [95% CI] | of ceiling | "
+        if track["retired"]:
+            lines += ["Retired: kept for the record, no longer scored.", ""]
+        lines += [f"| rank | entry | method | backbone | {track['measure']} [95% CI] | of ceiling | "
                   "model rank corr. | MAE | flags |", "|---:|---|---|---|---|---:|---:|---:|---|"]
         for r in scored:
             flags = ", ".join(k for k, v in r["flags"].items() if v) or "-"

@@ -15,25 +15,47 @@ from ..errors import InputError
 from .entries import KEYS, PREDICTION_COLUMNS, ROOT, load_tracks, track_units, validate_all
 
 
-def score_track(predictions: pd.DataFrame, units: pd.DataFrame, n_boot: int = 1000) -> dict:
-    """The evaluation harness's numbers for predictions of a track's units (`units`: the rows of
-    the prepared dataset's units table, with his, n_trials, n_correct, model, ...)."""
-    from ..evaluation.agreement import ceiling_used, ceilings, predictor_report
+def score_track(predictions: pd.DataFrame, tables: list[pd.DataFrame], n_boot: int = 1000,
+                measure: str = "overall") -> dict:
+    """The evaluation's numbers for predictions of a track's units, on each of the track's
+    datasets (`tables`: the rows of each prepared dataset's units table). `measure` ranks by
+    the `overall` Spearman, or by the mean over datasets of the Spearman `within` model x
+    difficulty groups (CIs resample units)."""
+    from ..evaluation.agreement import (average_reports, ceiling_used, ceilings, grouped_report,
+                                        predictor_report)
 
-    merged = units.merge(predictions[PREDICTION_COLUMNS], on=KEYS, how="left", validate="1:1")
-    ceiling = ceilings(merged)
-    report = predictor_report(merged["predicted"].astype(float), merged, ceiling,
+    merged = [t.merge(predictions[PREDICTION_COLUMNS], on=KEYS, how="left", validate="1:1")
+              for t in tables]
+    first = merged[0]
+    ceiling = ceilings(first)
+    report = predictor_report(first["predicted"].astype(float), first, ceiling,
                               n_boot=n_boot, name="entry")
-    return _finite({
-        "n_units": report["n_units"], "spearman": report["spearman"],
-        "spearman_ci": report["spearman_ci"], "mae": report["mae"], "pearson": report["pearson"],
-        "ceiling": ceiling_used(ceiling), "fraction_of_ceiling": report["fraction_of_ceiling"],
+    grouped = [grouped_report({"entry": m["predicted"].astype(float).to_numpy()}, m, n_boot,
+                              reference=None) for m in merged]
+    average = average_reports([g[0] for g in grouped], [g[1] for g in grouped], "mis")
+    entry, avg_ceiling = average["predictors"]["entry"], average["ceiling"]
+    result = {
+        "n_units": report["n_units"], "mae": float(sum(
+            (m["predicted"].astype(float) - m["his"]).abs().mean() for m in merged) / len(merged)),
+        "pearson": report["pearson"],
+        "within_spearman": entry["within"], "within_spearman_ci": entry["within_ci"],
+        "within_ceiling": avg_ceiling["within"],
+        "overall_spearman": report["spearman"], "overall_spearman_ci": report["spearman_ci"],
         "model_rank_correlation": report["model_level"].get("spearman_of_model_means"),
         "models": {m: {"measured": r["measured"], "predicted": r["predicted"],
                        "n_units": r["n_units"]} for m, r in report["model_level"]["models"].items()},
         "units": [[round(float(m), 4), round(float(p), 4), model] for m, p, model in
-                  zip(merged["his"], merged["predicted"], merged["model"])],
-    })
+                  zip(first["his"], first["predicted"], first["model"])],
+    }
+    if measure == "within":
+        result.update(measure="within-group Spearman", spearman=entry["within"],
+                      spearman_ci=entry["within_ci"], ceiling=avg_ceiling["within"],
+                      fraction_of_ceiling=entry["within_of_ceiling"])
+    else:
+        result.update(measure="Spearman", spearman=report["spearman"],
+                      spearman_ci=report["spearman_ci"], ceiling=ceiling_used(ceiling),
+                      fraction_of_ceiling=report["fraction_of_ceiling"])
+    return _finite(result)
 
 
 def _finite(value):
@@ -58,10 +80,11 @@ def track_table(dataset: Path, units: pd.DataFrame) -> pd.DataFrame:
     return chosen
 
 
-def score_entries(datasets: dict[str, Path | None], ids=None, root: Path = ROOT,
+def score_entries(datasets: dict[str, list[Path] | None], ids=None, root: Path = ROOT,
                   n_boot: int = 1000) -> list[Path]:
     """Write results/<id>.json for every entry (or `ids`). `datasets` maps each track to its
-    prepared dataset (None: not at hand here, the track stays 'not yet scored')."""
+    prepared datasets (None: not at hand here, the track stays 'not yet scored'). Retired
+    tracks keep the results they had."""
     problems = validate_all([root / "submissions" / f"{i}.yaml" for i in ids] if ids else None,
                             root)
     if problems:
@@ -72,15 +95,19 @@ def score_entries(datasets: dict[str, Path | None], ids=None, root: Path = ROOT,
         meta = yaml.safe_load(meta_path.read_text())
         if ids and meta["id"] not in ids:
             continue
-        results = {}
+        previous = root / "results" / f"{meta['id']}.json"
+        results = json.loads(previous.read_text()) if previous.is_file() else {}
         for track, file in meta["predictions"].items():
+            if tracks[track].get("status") == "retired":
+                continue
             units = track_units(root, track, tracks[track])
-            dataset = datasets.get(track)
-            if units is None or dataset is None:
+            paths = datasets.get(track)
+            if units is None or not paths:
                 results[track] = {"status": "not yet scored"}
                 continue
             predictions = pd.read_csv(meta_path.parent / file, dtype={"unit_id": str})
-            results[track] = score_track(predictions, track_table(dataset, units), n_boot)
+            results[track] = score_track(predictions, [track_table(p, units) for p in paths],
+                                         n_boot, tracks[track].get("measure", "overall"))
         written.append(write_text(root / "results" / f"{meta['id']}.json",
                                   json.dumps(results, indent=1, sort_keys=True) + "\n"))
     return written

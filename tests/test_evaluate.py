@@ -166,6 +166,25 @@ def test_evaluate_command_writes_the_report(debug_run, tmp_path, capsys):
     assert html.count("data:image/png;base64,") == 5 and "<table>" in html
 
 
+def test_evaluate_never_deletes_what_the_out_folder_holds(debug_run, tmp_path, capsys):
+    base, run, _, _ = debug_run
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    args = ["evaluate", "--checkpoint", str(run / "best.ckpt"), "--out", str(out),
+            "--cache-dir", str(base / "cache"), "--n-boot", "50"]
+    assert main(args) == 2  # refused before any work
+    assert f"--out {out}: already holds files" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert main(args + ["--overwrite"]) == 0
+    assert (out / "notes.txt").read_text() == "my notes"  # only the report's files replaced
+    assert {"metrics.json", "report.md"} <= {p.name for p in out.iterdir()}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+    (tmp_path / "file").write_text("x")
+    assert main(args[:4] + [str(tmp_path / "file")] + args[5:]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
 def test_evaluate_refuses_a_checkpoint_for_another_backbone(debug_run, tmp_path, capsys):
     _, run, _, _ = debug_run
     assert main(["evaluate", "--checkpoint", str(run / "best.ckpt"), "--out", str(tmp_path / "r"),

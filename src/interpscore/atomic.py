@@ -35,6 +35,32 @@ def atomic_folder(out: str | Path, overwrite: bool = False):
             shutil.rmtree(tmp)
 
 
+def check_output_folder(out: str | Path, overwrite: bool, option: str = "--out") -> None:
+    """Before any work: OUT must be absent, an empty folder, or (with `overwrite`) a folder whose
+    files of the same names may be replaced; never a file."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{option} {out}: is a file, not a folder; name a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{option} {out}: already holds files; pass --overwrite to replace the "
+                         "files this command writes (others are kept), or name another folder")
+
+
+@contextmanager
+def files_into(out: str | Path):
+    """Yield a temporary folder beside OUT; if the block succeeds, each file in it replaces the
+    file of the same name in OUT (renames), and nothing else in OUT is touched."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        for path in sorted(tmp.iterdir()):
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextmanager
 def atomic_file(path: str | Path):
     """Yield a temporary sibling path of PATH; if the block succeeds it replaces PATH, otherwise

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .atomic import check_output_folder
 from .errors import InputError
 from .resources import DEFAULT_CACHE, DEFAULT_DATA_ROOT, DEFAULT_LEADERBOARD
 
@@ -119,6 +120,7 @@ def _evaluate(args) -> int:
 
     if args.folds not in (None, "lomo"):
         raise InputError(f"--folds {args.folds}: unknown; valid: lomo")
+    check_output_folder(args.out, args.overwrite)
     metrics, table, tensors = run_evaluation(
         args.checkpoint, data_dir=args.data, split=args.split, backbone=args.backbone,
         images_dir=args.images_dir, cache_dir=args.cache_dir, n_boot=args.n_boot,
@@ -369,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", help="test, val or all")
     ev.add_argument("--folds", help="lomo: also retrain without each model and predict it")
     ev.add_argument("--out", required=True, help="report folder")
+    ev.add_argument("--overwrite", action="store_true",
+                    help="replace the report files in an --out that already holds files (others are kept)")
     ev.add_argument("--backbone", help="check the checkpoint reads this backbone")
     ev.add_argument("--images-dir", help="images root (default: as recorded by prepare)")
     ev.add_argument("--cache-dir", default=DEFAULT_CACHE)

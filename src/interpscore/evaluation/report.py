@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_folder
+from ..atomic import files_into
 
 
 def _title(text: str, source: str) -> str:
@@ -222,8 +222,9 @@ def html(markdown_text: str, out: Path) -> str:
 
 
 def write_report(metrics: dict, table: pd.DataFrame, out: str | Path, predictor: str) -> Path:
-    """Write the report folder whole or not at all (replacing an earlier report)."""
-    with atomic_folder(out, overwrite=True) as tmp:
+    """Write the report's files into OUT, each whole or not at all, replacing only files of
+    the same names (the caller checks OUT first: `atomic.check_output_folder`)."""
+    with files_into(out) as tmp:
         figures = make_figures(metrics, table, tmp, predictor)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
         text = markdown(metrics, figures)

@@ -89,6 +89,28 @@ class MISHead(nn.Module):
         return torch.zeros(())
 
 
+def with_lapse(logits, lapse_logit):
+    """P(correct) of a decision that lapses (guesses) at rate sigmoid(lapse_logit)."""
+    lapse = torch.sigmoid(lapse_logit)
+    return lapse / 2 + (1 - lapse) * torch.sigmoid(logits)
+
+
+def fit_full_batch(head: nn.Module, batch, steps: int) -> nn.Module:
+    """Maximum a posteriori of a fitted head on one batch of training conditions (full batch,
+    L-BFGS): the trial likelihood plus the head's prior."""
+    optimizer = torch.optim.LBFGS(head.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = nll(head(batch), batch, "trial") + head.regularization()
+        loss.backward()
+        return loss
+
+    head.train()
+    optimizer.step(closure)
+    return head.eval()
+
+
 def stage_deltas(batch, stage_dims) -> torch.Tensor:
     """MIS evidence of each backbone stage separately: (..., S). Their sum is `mis_delta`."""
     a = batch["q_max"] - batch["q_min"]
@@ -117,8 +139,7 @@ class StageMISHead(nn.Module):
 
     def forward(self, batch):
         logits = (stage_deltas(batch, self.stage_dims) * self.weight).sum(-1) + self.bias
-        lapse = torch.sigmoid(self.lapse_logit)
-        return lapse / 2 + (1 - lapse) * torch.sigmoid(logits)
+        return with_lapse(logits, self.lapse_logit)
 
     fitted = True
 
@@ -126,18 +147,7 @@ class StageMISHead(nn.Module):
         """Maximum likelihood on the training tasks (full batch, L-BFGS)."""
         from .tasks import gather
 
-        batch = gather(tensors, list(train_ids))
-        optimizer = torch.optim.LBFGS(self.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
-
-        def closure():
-            optimizer.zero_grad()
-            loss = nll(self(batch), batch, "trial")
-            loss.backward()
-            return loss
-
-        self.train()
-        optimizer.step(closure)
-        self.eval()
+        fit_full_batch(self, gather(tensors, list(train_ids)), steps)
         return {"stage_weights": self.weight.detach().tolist(), "bias": float(self.bias.detach())}
 
     def regularization(self):
@@ -174,6 +184,7 @@ class PooledHead(nn.Module):
     fitted = True
     BETA_SCALE = 30.0  # beta is learned as BETA_SCALE * exp(log_beta)
     SHRINK_GRID = (1e-3, 1e-2, 1e-1)
+    FIT_STEPS = 50  # L-BFGS iterations per fit
 
     def __init__(self, dim: int, stage_dims=(), shrink: float | None = None, alpha: float = 10.0):
         super().__init__()
@@ -198,9 +209,7 @@ class PooledHead(nn.Module):
         return (s[..., 0, 0] - s[..., 0, 1]) - (s[..., 1, 0] - s[..., 1, 1])
 
     def forward(self, batch):
-        lapse = torch.sigmoid(self.lapse_logit)
-        logits = self.log_alpha.exp() * self.evidence(batch) + self.bias
-        return lapse / 2 + (1 - lapse) * torch.sigmoid(logits)
+        return with_lapse(self.log_alpha.exp() * self.evidence(batch) + self.bias, self.lapse_logit)
 
     def regularization(self):
         """The prior toward MIS (equal stage weights, the mean rule, no bias)."""
@@ -217,21 +226,6 @@ class PooledHead(nn.Module):
                 "shrink": float(self.shrink),
                 "rule": "mean (MIS)" if beta < 1 else
                         "nearest exemplar" if beta > 100 else "soft attention to the closest"}
-
-    def fit_batch(self, batch, steps: int = 50) -> "PooledHead":
-        """Maximum a posteriori on one batch of training conditions (full batch, L-BFGS)."""
-        optimizer = torch.optim.LBFGS(self.parameters(), max_iter=steps,
-                                      line_search_fn="strong_wolfe")
-
-        def closure():
-            optimizer.zero_grad()
-            loss = nll(self(batch), batch, "trial") + self.regularization()
-            loss.backward()
-            return loss
-
-        self.train()
-        optimizer.step(closure)
-        return self.eval()
 
     def fit(self, tensors, train_ids) -> dict:
         """Choose the shrinkage by leave-one-model-out on the training units (never the test
@@ -254,7 +248,7 @@ class PooledHead(nn.Module):
                 held = [i for i, m in zip(train_ids, units["model"]) if m == model]
                 self.load_state_dict(start)
                 self.shrink.fill_(shrink)
-                self.fit_batch(gather(tensors, fit_ids))
+                fit_full_batch(self, gather(tensors, fit_ids), self.FIT_STEPS)
                 with torch.no_grad():
                     batch = gather(tensors, held)
                     predicted = unit_prediction(self(batch), batch).numpy()
@@ -267,7 +261,7 @@ class PooledHead(nn.Module):
         best = max(scores, key=lambda k: (scores[k], k))  # ties: the stronger prior
         self.load_state_dict(start)
         self.shrink.fill_(best)
-        self.fit_batch(gather(tensors, list(train_ids)))
+        fit_full_batch(self, gather(tensors, list(train_ids)), self.FIT_STEPS)
         return {"shrink_scores": scores, "shrink": best, **self.describe()}
 
 
@@ -296,8 +290,7 @@ class TwoAFCHead(nn.Module):
 
     def forward(self, batch):
         delta = mis_delta(batch, self.transform)
-        lapse = torch.sigmoid(self.lapse_logit)
-        return lapse / 2 + (1 - lapse) * torch.sigmoid(self.log_alpha.exp() * delta + self.bias)
+        return with_lapse(self.log_alpha.exp() * delta + self.bias, self.lapse_logit)
 
     def regularization(self):
         if self.rank is None:

@@ -216,15 +216,17 @@ def evidence(rule: str, features: np.ndarray, q_max, q_min, refs_max, refs_min,
     indexed by the task arrays; `weights` (D,) are a participant's cue weights."""
     f = features if weights is None else features * weights
     qp, qm, ep, em = f[q_max], f[q_min], f[refs_max], f[refs_min]
-    if rule == "single_cue":  # one cue per task: pick it, then compare on it alone
-        cue = best_cue(ep, em)
-        rows = np.arange(len(cue))
-        qp, qm = qp[rows, cue][:, None], qm[rows, cue][:, None]
-        ep, em = ep[rows, :, cue][:, :, None], em[rows, :, cue][:, :, None]
-        rule = "mean"  # on one dimension: the distance to the set's mean, as in `set_similarity`
-        s = lambda q, e: -np.abs(q[:, 0] - e[:, :, 0].mean(1))  # noqa: E731
-    else:
-        s = lambda q, e: set_similarity(rule, q, e)  # noqa: E731
+    cue = None
+    if rule == "single_cue":  # one cue per task: keep that dimension alone, then compare on it
+        best = best_cue(ep, em)
+        rows = np.arange(len(best))
+        qp, qm = qp[rows, best][:, None], qm[rows, best][:, None]
+        ep, em = ep[rows, :, best][:, :, None], em[rows, :, best][:, :, None]
+        cue = 0
+
+    def s(q, e):
+        return set_similarity(rule, q, e, cue)
+
     return (s(qp, ep) - s(qp, em)) - (s(qm, ep) - s(qm, em))
 
 

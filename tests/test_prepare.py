@@ -191,9 +191,12 @@ def test_existing_output_is_kept(table_csv, tmp_path):
     out = tmp_path / "ds"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(InputError, match="already exists"):
+    with pytest.raises(InputError, match="already holds files"):
         prepare(table_csv, out)
-    assert (out / "keep.txt").read_text() == "mine"
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    prepare(table_csv, out, overwrite=True)  # replaces only what prepare writes
+    assert (out / "keep.txt").read_text() == "mine" and (out / "README.md").exists()
+    (out / "README.md").write_text("stale")
     prepare(table_csv, out, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "README.md").exists()
+    assert (out / "README.md").read_text() != "stale" and (out / "keep.txt").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

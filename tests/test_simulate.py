@@ -118,7 +118,7 @@ def test_noise_calibration_hits_the_target():
 
 def test_cli_simulate_refuses_to_overwrite(tiny_release, capsys):
     assert main(["simulate", "--out", str(tiny_release)]) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert "already holds files" in capsys.readouterr().err
     assert json.loads((tiny_release / "simulation.json").read_text())["units_per_model"] == 10
 
 

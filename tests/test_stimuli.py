@@ -217,7 +217,11 @@ def test_cli_stimuli_from_an_image_folder(tmp_path, imi_fixtures, capsys):
         "max_0.png", "max_1.png", "max_2.png", "max_9.png",
         "min_0.png", "min_1.png", "min_2.png", "min_9.png"]
     assert main(["stimuli", "--model", "test_resnet@random", "--images", str(imi_fixtures),
-                 "--out", str(out), "--layers", "nope"]) == 2
+                 "--out", str(out), "--units", "2"]) == 2  # the store is never mixed
+    assert f"--out {out}: already holds files" in capsys.readouterr().err
+    assert len(sorted(out.glob("test_resnet-random*/*/channel_*/natural_images/batch_*"))) == 12
+    assert main(["stimuli", "--model", "test_resnet@random", "--images", str(imi_fixtures),
+                 "--out", str(out), "--layers", "nope", "--overwrite"]) == 2
     assert "layers of interest" in capsys.readouterr().err
 
 

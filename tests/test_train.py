@@ -97,8 +97,8 @@ def test_every_config_parses():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--model.head", "nope"], "unknown head 'nope'"),
-    (["--data.batch_size", "0"], "batch_size must be positive"),
+    (["--model.head", "nope"], "--model.head nope: unknown head"),
+    (["--data.batch_size", "0"], "--data.batch_size 0: must be positive"),
     (["--data.backbone", "efficientnet_lite2"], "observer"),
     (["--data.simulation", '{"units_per_modell": 3}'], "units_per_modell"),
 ])

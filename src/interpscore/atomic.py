@@ -12,51 +12,87 @@ from pathlib import Path
 from .errors import InputError
 
 
-@contextmanager
-def atomic_folder(out: str | Path, overwrite: bool = False):
-    """Yield a temporary folder beside OUT. If the block succeeds it replaces OUT (an existing
-    OUT only with `overwrite`); if it fails, the temporary folder is removed and OUT is untouched."""
+def check_output_folder(out: str | Path, overwrite: bool, option: str = "--out",
+                        resumable: tuple[str, ...] = ()) -> None:
+    """Before any work: OUT must be absent, an empty folder, a folder holding only the
+    `resumable` entries (a cache a rerun continues from), or, with `overwrite`, a folder whose
+    entries of the names the command writes may be replaced; never a file; and writable."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: already exists (pass --overwrite to replace it)")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{option} {out}: is a file, not a folder; name a folder")
+    held = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    if held - set(resumable) and not overwrite:
+        raise InputError(f"{option} {out}: already holds files; pass --overwrite to replace the "
+                         "files this command writes (others are kept), or name another folder")
+    for folder in {_nearest_existing(out), _nearest_existing(out.parent)}:
+        _check_writable(folder, option, out)
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _check_writable(folder: Path, option: str, out: Path) -> None:
+    """Try it (permission bits say nothing for root or a read-only file system)."""
+    if not folder.is_dir():
+        raise InputError(f"{option} {out}: {folder} is a file, so no folder can be made there")
+    try:
+        handle, name = tempfile.mkstemp(prefix=".interpscore-write-test.", dir=folder)
+    except OSError as err:
+        raise InputError(f"{option} {out}: {folder} is not writable ({err.strerror}); "
+                         "choose a folder you can write to") from err
+    os.close(handle)
+    os.unlink(name)
+
+
+@contextmanager
+def atomic_folder(out: str | Path, overwrite: bool = False, option: str = "--out"):
+    """Yield a temporary folder beside OUT. If the block succeeds, each entry in it replaces the
+    entry of the same name in OUT (renames; other entries of OUT are kept, and an existing
+    non-empty OUT needs `overwrite`); if it fails, the temporary folder is removed and OUT is
+    untouched."""
+    out = Path(out)
+    check_output_folder(out, overwrite, option)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         yield tmp
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
+        if not out.exists():
             tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+            return
+        for entry in sorted(tmp.iterdir()):
+            _replace(entry, out / entry.name)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
 
 
-def check_output_folder(out: str | Path, overwrite: bool, option: str = "--out") -> None:
-    """Before any work: OUT must be absent, an empty folder, or (with `overwrite`) a folder whose
-    files of the same names may be replaced; never a file."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{option} {out}: is a file, not a folder; name a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{option} {out}: already holds files; pass --overwrite to replace the "
-                         "files this command writes (others are kept), or name another folder")
+def _replace(new: Path, old: Path) -> None:
+    """Move NEW to OLD's name; a folder of that name is moved aside first, then removed."""
+    if old.is_dir() and not old.is_symlink():
+        aside = old.with_name(f".{old.name}.old-{os.getpid()}")
+        old.rename(aside)
+        new.rename(old)
+        shutil.rmtree(aside)
+    else:
+        os.replace(new, old)
 
 
 @contextmanager
 def files_into(out: str | Path):
-    """Yield a temporary folder beside OUT; if the block succeeds, each file in it replaces the
-    file of the same name in OUT (renames), and nothing else in OUT is touched."""
+    """Yield a temporary folder beside OUT; if the block succeeds, each entry in it replaces the
+    entry of the same name in OUT, and nothing else in OUT is touched (the caller has checked OUT
+    with `check_output_folder`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         yield tmp
-        for path in sorted(tmp.iterdir()):
-            os.replace(path, out / path.name)
+        for entry in sorted(tmp.iterdir()):
+            _replace(entry, out / entry.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

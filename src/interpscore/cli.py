@@ -13,10 +13,55 @@ from .atomic import check_output_folder
 from .errors import InputError
 from .resources import DEFAULT_CACHE, DEFAULT_DATA_ROOT, DEFAULT_LEADERBOARD
 
+# The one rule of every command: arguments and inputs are checked before any work; outputs are
+# built beside their destination and renamed into place; nothing the command did not write is
+# touched; bad input exits 2 with `error: <file or option>: <problem and what to do>`, and no
+# traceback unless --debug.
+BAD_INPUT, INTERRUPTED = 2, 130
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with every default shown in --help and its errors in the package's one form."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(BAD_INPUT)
+
+
+def _number(kind, low=None, high=None, low_open=False, high_open=False):
+    """An argparse type: a number of `kind` within the given bounds."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}")
+        if (low is not None and (value <= low if low_open else value < low)) or \
+                (high is not None and (value >= high if high_open else value > high)):
+            left = "(" if low_open else "["
+            right = ")" if high_open else "]"
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range; give a value in {left}{low if low is not None else '-inf'}"
+                f", {high if high is not None else 'inf'}{right}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE_INT = _number(int, 1)
+NON_NEGATIVE = _number(float, 0)
+FRACTION = _number(float, 0, 1, high_open=True)
+PROBABILITY = _number(float, 0, 1)
+
 
 def _download_imi(args) -> int:
     from .data.download import download_imi
 
+    # The folder may hold earlier (partial) downloads: they are this command's, and resumed.
+    check_output_folder(args.out, overwrite=True)
     for path in download_imi(args.out, args.files or None, base_url=args.base_url):
         print(f"ok  {path}")
     return 0
@@ -75,17 +120,23 @@ def _stimuli(args) -> int:
     from .stimuli.networks import load_model
     from .stimuli.pools import open_pool
     from .stimuli.selection import build_exemplars
+    from .atomic import atomic_folder
+    from .stimuli.selection import check_request
     from .stimuli.store import write_store
-    from .stimuli.units import choose_units
+    from .stimuli.units import check_units_spec, choose_units
 
+    difficulties = args.difficulties.split(",")
+    check_request(args.n_refs, args.n_batches, difficulties)
+    check_units_spec(args.units)
+    check_output_folder(args.out, args.overwrite)
     model = load_model(args.model, image_size=args.image_size)
-    units = choose_units(model, _layers_arg(args.layers), _units_arg(args.units), args.image_size,
-                         args.seed)
+    units = choose_units(model, _layers_arg(args.layers), args.units, args.image_size, args.seed)
     pool = open_pool(args.images, size=args.image_size, seed=args.seed)
     exemplars, constant = build_exemplars(
-        model, pool, units, args.n_refs, args.n_batches, args.difficulties.split(","),
+        model, pool, units, args.n_refs, args.n_batches, difficulties,
         args.max_refs_per_source, batch_size=args.batch_size, seed=args.seed)
-    write_store(args.out, model.label, exemplars, pool, progress=True)
+    with atomic_folder(args.out, args.overwrite) as tmp:
+        write_store(tmp, model.label, exemplars, pool, progress=True)
     print(f"{len(exemplars)} units -> {args.out}/{model.label}/ (stimulus store layout); "
           f"{len(constant)} constant units dropped")
     return 0
@@ -93,10 +144,6 @@ def _stimuli(args) -> int:
 
 def _layers_arg(text: str):
     return "auto" if text == "auto" else [name.strip() for name in text.split(",")]
-
-
-def _units_arg(text: str):
-    return text if text == "all" or text.isdigit() else text.split(",")
 
 
 def _simulated_benchmark_of(checkpoint, data) -> dict | None:
@@ -118,8 +165,6 @@ def _evaluate(args) -> int:
     from .evaluation.harness import run_evaluation
     from .evaluation.report import write_report
 
-    if args.folds not in (None, "lomo"):
-        raise InputError(f"--folds {args.folds}: unknown; valid: lomo")
     check_output_folder(args.out, args.overwrite)
     metrics, table, tensors = run_evaluation(
         args.checkpoint, data_dir=args.data, split=args.split, backbone=args.backbone,
@@ -152,8 +197,8 @@ def _shard_arg(text: str | None) -> tuple[int, int] | None:
             return None
         text = f"{os.environ.get('RANK', '0')}/{os.environ['WORLD_SIZE']}"
     rank, _, world = text.partition("/")
-    if not (rank.isdigit() and world.isdigit() and int(world) > 0):
-        raise InputError(f"--shard {text}: write it as RANK/WORLD, e.g. 0/4")
+    if not (rank.isdigit() and world.isdigit() and 0 <= int(rank) < int(world)):
+        raise InputError(f"--shard {text}: write it as RANK/WORLD with 0 <= RANK < WORLD, e.g. 0/4")
     return int(rank), int(world)
 
 
@@ -161,8 +206,10 @@ def _score(args) -> int:
     from .metric.scorer import load, summarise_scores
 
     shard = _shard_arg(args.shard)
+    # A folder holding only shards/ is a run to resume (or a sharded run's other ranks).
+    check_output_folder(args.out, args.overwrite, resumable=("shards",))
     scorer = load(args.checkpoint, cache_dir=args.cache_dir)
-    request = dict(layers=_layers_arg(args.layers), units=_units_arg(args.units),
+    request = dict(layers=_layers_arg(args.layers), units=args.units,
                    images=args.images, difficulty=args.difficulty, n_refs=args.n_refs,
                    n_batches=args.n_batches, image_size=args.image_size,
                    pool_size=args.pool_size, seed=args.seed, batch_size=args.batch_size)
@@ -296,127 +343,156 @@ def _leaderboard_render(args) -> int:
     return 0
 
 
-DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="interpscore", description="Predict per-unit human interpretability (IMI 2-AFC).")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    dl = commands.add_parser("download-imi", help="download the IMI release from Zenodo")
-    dl.add_argument("--out", required=True, help="folder for the zips")
-    dl.add_argument("--files", nargs="*", help="subset: human_responses.zip image_data.zip")
-    dl.add_argument("--base-url", default="https://zenodo.org/records/8131197/files")
-    dl.set_defaults(run=_download_imi)
+    def command(name, run, help):
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(run=run)
+        return sub
 
-    prep = commands.add_parser("prepare", help="turn IMI responses (+ images) into a dataset")
+    dl = command("download-imi", _download_imi, "download the IMI release from Zenodo")
+    dl.add_argument("--out", required=True, help="folder for the zips (resumes partial files)")
+    dl.add_argument("--files", nargs="*", metavar="FILE",
+                    help="only these: human_responses.zip image_data.zip (default: both)")
+    dl.add_argument("--base-url", default="https://zenodo.org/records/8131197/files",
+                    help="where the files are (a mirror, or file:// for a local copy)")
+
+    prep = command("prepare", _prepare, "turn IMI responses (+ images) into a dataset")
     prep.add_argument("--responses", required=True,
                       help="responses_main.csv, a folder or a zip (CSV or result_task_*.pkl)")
-    prep.add_argument("--images", help="images root (stimulus store or per-task layout)")
+    prep.add_argument("--images", help="images root (stimulus store or per-task layout); "
+                      "without it, image paths are kept as the table gives them")
     prep.add_argument("--out", required=True, help="output dataset folder")
     prep.add_argument("--allow-missing", action="store_true",
                       help="drop trials whose images are missing instead of failing")
-    prep.add_argument("--overwrite", action="store_true")
+    prep.add_argument("--overwrite", action="store_true",
+                      help="replace the dataset files in an --out that already holds files "
+                      "(others are kept)")
     prep.add_argument("--seed", type=int, default=0, help="seed of the unit split")
-    prep.add_argument("--val-fraction", type=float, default=0.15)
-    prep.add_argument("--test-fraction", type=float, default=0.15)
-    prep.add_argument("--min-catch-accuracy", type=float, default=0.8)
-    prep.add_argument("--min-total-time", type=float, default=135.0, help="seconds")
-    prep.add_argument("--max-total-time", type=float, default=2500.0, help="seconds")
-    prep.add_argument("--min-instruction-time", type=float, default=15.0, help="seconds")
-    prep.add_argument("--min-presses-per-row", type=int, default=5)
-    prep.add_argument("--max-demo-attempts", type=int, default=3)
-    prep.add_argument("--keep-multi-participation", action="store_true")
+    prep.add_argument("--val-fraction", type=FRACTION, default=0.15,
+                      help="fraction of units for validation")
+    prep.add_argument("--test-fraction", type=FRACTION, default=0.15,
+                      help="fraction of units for the test split")
+    prep.add_argument("--min-catch-accuracy", type=PROBABILITY, default=0.8,
+                      help="exclude responses below this catch-trial accuracy")
+    prep.add_argument("--min-total-time", type=NON_NEGATIVE, default=135.0,
+                      help="exclude responses faster than this (seconds)")
+    prep.add_argument("--max-total-time", type=NON_NEGATIVE, default=2500.0,
+                      help="exclude responses slower than this (seconds)")
+    prep.add_argument("--min-instruction-time", type=NON_NEGATIVE, default=15.0,
+                      help="exclude responses that read the instructions for less (seconds)")
+    prep.add_argument("--min-presses-per-row", type=_number(int, 0), default=5,
+                      help="exclude responses with fewer presses in a button row")
+    prep.add_argument("--max-demo-attempts", type=POSITIVE_INT, default=3,
+                      help="exclude responses that needed more practice attempts")
+    prep.add_argument("--keep-multi-participation", action="store_true",
+                      help="keep workers who took part more than once (the paper drops them)")
     prep.add_argument("--recompute-checks", action="store_true",
                       help="ignore the table's passed_checks and compute the checks")
-    prep.set_defaults(run=_prepare)
 
-    sim = commands.add_parser("simulate", help="generate the simulated IMI release (offline)")
-    sim.add_argument("--out", required=True)
-    sim.add_argument("--seed", type=int, default=0)
+    sim = command("simulate", _simulate, "generate the simulated IMI release (offline)")
+    sim.add_argument("--out", required=True, help="release folder")
+    sim.add_argument("--seed", type=int, default=0, help="seed of everything simulated")
     sim.add_argument("--models", nargs="+", help="model specs (default: five offline models)")
-    sim.add_argument("--units-per-model", type=int)
-    sim.add_argument("--pool-size", type=int)
-    sim.add_argument("--image-size", type=int)
-    sim.add_argument("--n-batches", type=int)
-    sim.add_argument("--responses-per-unit", type=int)
-    sim.add_argument("--overwrite", action="store_true")
-    sim.set_defaults(run=_simulate)
+    sim.add_argument("--units-per-model", type=POSITIVE_INT, help="(default: the config's)")
+    sim.add_argument("--pool-size", type=POSITIVE_INT, help="images of pool A (default: the config's)")
+    sim.add_argument("--image-size", type=POSITIVE_INT, help="pixels (default: the config's)")
+    sim.add_argument("--n-batches", type=POSITIVE_INT,
+                     help="stimulus batches per unit (default: the config's)")
+    sim.add_argument("--responses-per-unit", type=POSITIVE_INT,
+                     help="simulated participants per unit (default: the config's)")
+    sim.add_argument("--overwrite", action="store_true",
+                     help="replace the release files in an --out that already holds files "
+                     "(others are kept)")
 
-    lay = commands.add_parser("layers", help="list a model's layers of interest")
+    lay = command("layers", _layers, "list a model's layers of interest")
     lay.add_argument("model", help="timm name, NAME@random, efficientnet_lite0, open_clip:NAME:TAG")
-    lay.add_argument("--image-size", type=int, default=None)
-    lay.set_defaults(run=_layers)
+    lay.add_argument("--image-size", type=POSITIVE_INT, default=None,
+                     help="input pixels (default: the model's)")
 
-    stim = commands.add_parser("stimuli", help="build IMI stimuli for units of a model")
-    stim.add_argument("--model", required=True)
+    stim = command("stimuli", _stimuli, "build IMI stimuli for units of a model")
+    stim.add_argument("--model", required=True,
+                      help="timm name, NAME@random, efficientnet_lite0, open_clip:NAME:TAG")
     stim.add_argument("--images", default="default", help="image folder, saved HF dataset, or "
                       "'default' (the offline pool)")
-    stim.add_argument("--out", required=True)
+    stim.add_argument("--out", required=True, help="stimulus store folder")
+    stim.add_argument("--overwrite", action="store_true",
+                      help="replace this model's stimuli in an --out that already holds files")
     stim.add_argument("--layers", default="auto", help="auto or L1,L2,...")
-    stim.add_argument("--units", default="20", help="number of units, or 'all'")
-    stim.add_argument("--n-refs", type=int, default=9)
-    stim.add_argument("--n-batches", type=int, default=20)
-    stim.add_argument("--difficulties", default="easy", help="e.g. easy,hard85,hard95")
-    stim.add_argument("--max-refs-per-source", type=int, default=None)
-    stim.add_argument("--image-size", type=int, default=224)
-    stim.add_argument("--batch-size", type=int, default=64)
-    stim.add_argument("--seed", type=int, default=0)
-    stim.set_defaults(run=_stimuli)
+    stim.add_argument("--units", default="20", help="N (IMI sampling), all, or layer:channel,...")
+    stim.add_argument("--n-refs", type=POSITIVE_INT, default=9, help="references per side")
+    stim.add_argument("--n-batches", type=POSITIVE_INT, default=20, help="batches per unit")
+    stim.add_argument("--difficulties", default="easy", help="e.g. easy,hard85,hard95,hard99")
+    stim.add_argument("--max-refs-per-source", type=POSITIVE_INT, default=None,
+                      help="at most this many references from one source photo (default: any)")
+    stim.add_argument("--image-size", type=POSITIVE_INT, default=224, help="pixels")
+    stim.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="images per forward pass")
+    stim.add_argument("--seed", type=int, default=0, help="seed of unit sampling and batches")
 
-    ev = commands.add_parser("evaluate", help="predicted vs measured HIS, baselines, ceiling")
-    ev.add_argument("--checkpoint", required=True)
+    ev = command("evaluate", _evaluate, "predicted vs measured HIS, baselines, ceiling")
+    ev.add_argument("--checkpoint", required=True, help="a checkpoint of `python train.py`")
     ev.add_argument("--data", help="prepared dataset (default: the one it was trained on)")
-    ev.add_argument("--split", default="test", help="test, val or all")
-    ev.add_argument("--folds", help="lomo: also retrain without each model and predict it")
+    ev.add_argument("--split", default="test", choices=["test", "val", "all"],
+                    help="which units are measured")
+    ev.add_argument("--folds", choices=["lomo"],
+                    help="lomo: also retrain without each model and predict it")
     ev.add_argument("--out", required=True, help="report folder")
     ev.add_argument("--overwrite", action="store_true",
                     help="replace the report files in an --out that already holds files (others are kept)")
     ev.add_argument("--backbone", help="check the checkpoint reads this backbone")
     ev.add_argument("--images-dir", help="images root (default: as recorded by prepare)")
-    ev.add_argument("--cache-dir", default=DEFAULT_CACHE)
-    ev.add_argument("--lomo-epochs", type=int, default=60)
-    ev.add_argument("--n-boot", type=int, default=1000)
-    ev.set_defaults(run=_evaluate)
+    ev.add_argument("--cache-dir", default=DEFAULT_CACHE, help="embedding cache")
+    ev.add_argument("--lomo-epochs", type=POSITIVE_INT, default=60,
+                    help="epochs of each --folds lomo retraining")
+    ev.add_argument("--n-boot", type=POSITIVE_INT, default=1000, help="bootstrap resamples of units")
 
-    sc = commands.add_parser("score", help="score units of any model with a trained metric")
-    sc.add_argument("--checkpoint", required=True)
+    sc = command("score", _score, "score units of any model with a trained metric")
+    sc.add_argument("--checkpoint", required=True, help="a checkpoint of `python train.py`")
     sc.add_argument("--model", required=True, help="timm name, NAME@random, efficientnet_lite0, "
                     "open_clip:NAME:TAG")
     sc.add_argument("--images", default="default", help="image folder, saved HF dataset, or "
                     "'default' (the offline pool)")
     sc.add_argument("--layers", default="auto", help="auto or L1,L2,...")
     sc.add_argument("--units", default="20", help="N (IMI sampling), all, or layer:channel,...")
-    sc.add_argument("--difficulty", default="easy", help="easy, hard85, hard95 or hard99")
-    sc.add_argument("--n-refs", type=int, default=9)
-    sc.add_argument("--n-batches", type=int, default=20)
-    sc.add_argument("--image-size", type=int, default=224)
-    sc.add_argument("--pool-size", type=int, default=3000, help="size of the default pool")
-    sc.add_argument("--seed", type=int, default=0)
-    sc.add_argument("--batch-size", type=int, default=64)
+    sc.add_argument("--difficulty", default="easy", choices=["easy", "hard85", "hard95", "hard99"],
+                    help="how far below the references the queries sit")
+    sc.add_argument("--n-refs", type=POSITIVE_INT, default=9, help="references per side")
+    sc.add_argument("--n-batches", type=POSITIVE_INT, default=20, help="tasks per unit")
+    sc.add_argument("--image-size", type=POSITIVE_INT, default=224, help="pixels")
+    sc.add_argument("--pool-size", type=POSITIVE_INT, default=3000,
+                    help="size of the default pool")
+    sc.add_argument("--seed", type=int, default=0, help="seed of unit sampling and batches")
+    sc.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="images per forward pass")
     sc.add_argument("--shard", help="RANK/WORLD: compute only this part of the activation pass")
     sc.add_argument("--save-stimuli", action="store_true", help="also write the exemplars")
-    sc.add_argument("--cache-dir", default=DEFAULT_CACHE)
-    sc.add_argument("--out", required=True)
-    sc.set_defaults(run=_score)
+    sc.add_argument("--cache-dir", default=DEFAULT_CACHE, help="embedding and pool cache")
+    sc.add_argument("--out", required=True, help="folder for scores.parquet/.csv and summaries "
+                    "(its shards/ folder is a resumable cache: a rerun continues from it)")
+    sc.add_argument("--overwrite", action="store_true",
+                    help="replace the score files in an --out that already holds files "
+                    "(others are kept)")
 
-    ex = commands.add_parser("export-experiment",
-                             help="a ready 2-AFC experiment (IMI per-task layout) for chosen units")
+    ex = command("export-experiment", _export,
+                 "a ready 2-AFC experiment (IMI per-task layout) for chosen units")
     ex.add_argument("--stimuli", required=True, help="a stimulus store (score --save-stimuli)")
-    ex.add_argument("--out", required=True)
+    ex.add_argument("--out", required=True, help="experiment folder")
     ex.add_argument("--scores", help="scores.parquet, for --select uncertain|extreme")
     ex.add_argument("--units", nargs="*", help="units as MODEL/LAYER/CHANNEL (default: all)")
-    ex.add_argument("--select", choices=["uncertain", "extreme", "random"])
-    ex.add_argument("-n", type=int, default=10, help="how many units --select picks")
-    ex.add_argument("--seed", type=int, default=0)
-    ex.set_defaults(run=_export)
+    ex.add_argument("--select", choices=["uncertain", "extreme", "random"],
+                    help="pick -n units: most uncertain, most extreme scores, or at random")
+    ex.add_argument("-n", type=POSITIVE_INT, default=10, help="how many units --select picks")
+    ex.add_argument("--seed", type=int, default=0, help="seed of --select random")
 
     lb = commands.add_parser("leaderboard", help="validate, score, submit and render entries")
     actions = lb.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def board_command(name, run, help):
-        sub = actions.add_parser(name, help=help, formatter_class=DEFAULTS)
+        sub = actions.add_parser(name, help=help, description=help)
         sub.add_argument("--root", type=Path, default=Path(DEFAULT_LEADERBOARD),
                          help="leaderboard folder (tracks.yaml, submissions/, results/)")
         sub.set_defaults(run=run)
@@ -449,12 +525,34 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the prepared dataset whose test split becomes the track's units")
 
     # `train` hands all its arguments to LightningCLI (see main); listed here for --help.
-    commands.add_parser("train", help="train a metric (LightningCLI: `interpscore train --help`)")
+    commands.add_parser("train", help="train a metric (LightningCLI: `interpscore train --help`)",
+                        add_help=False)
     return parser
 
 
+def _show_progress() -> None:
+    """The library's progress lines (logger `interpscore`, level INFO) on stderr."""
+    import logging
+
+    class ToStderr(logging.StreamHandler):
+        """Writes to whatever sys.stderr is at the time (tests capture it)."""
+
+        stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+    logger = logging.getLogger("interpscore")
+    if not logger.handlers:
+        handler = ToStderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; return its exit code (0 ok, 1 problems found, 2 bad input, 130 Ctrl-C)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    _show_progress()
     try:
         if argv[:1] == ["train"]:  # LightningCLI parses its own arguments
             from .train.cli import main as train_main
@@ -463,9 +561,26 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         args = build_parser().parse_args(argv)
         return args.run(args)
+    except SystemExit as exit_:  # argparse and LightningCLI exit on bad arguments and --help
+        return exit_.code if isinstance(exit_.code, int) else BAD_INPUT
     except InputError as err:
+        if debug:
+            raise
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted: outputs are renamed into place only when complete, so nothing "
+              "partial was left (score keeps finished activation shards under OUT/shards/; "
+              "a rerun resumes from them)", file=sys.stderr)
+        return INTERRUPTED
+    except OSError as err:  # a disk that fills or a folder that cannot be read, found mid-run
+        if debug or err.filename is None:
+            raise
+        print(f"error: {err.filename}: {err.strerror}; nothing partial was left (rerun with "
+              "--debug for the traceback)", file=sys.stderr)
+        return BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ main trial) and `units` (one row per unit x mode x difficulty).
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_folder
+from ..atomic import atomic_folder, check_output_folder
 from ..errors import InputError
 from .exclusion import ExclusionCriteria, ExclusionReport, apply_exclusions
-from .layouts import (ImageIndex, MissingImages, describe_trial, resolve_trial, split_difficulty,
-                      unit_id)
+from .layouts import (ImageIndex, MissingImages, describe_trial, missing_files, resolve_trial,
+                      split_difficulty, unit_id)
 from .responses import read_responses
+
+log = logging.getLogger(__name__)  # progress lines; the CLI shows them
 
 TRUTH_FILE = "unit_truth.csv"  # written by the simulator: each unit's true expected accuracy
 STATS_FILE = "unit_activation_stats.csv"  # activation statistics, where activations were seen
@@ -134,7 +137,7 @@ def resolve_images(trials: pd.DataFrame, images: Path | None, allow_missing: boo
         if key not in cache:
             cache[key] = resolve_trial(index, row)
             if cache[key] is None:
-                missing.append(describe_trial(row))
+                missing.append(_where_missing(index, row, images))
         resolved.append(cache[key])
     if missing and not allow_missing:
         raise MissingImages(missing, Path(images))
@@ -148,6 +151,24 @@ def resolve_images(trials: pd.DataFrame, images: Path | None, allow_missing: boo
     trials["refs_max"] = [r.refs_max for r in resolved]
     trials["refs_min"] = [r.refs_min for r in resolved]
     return trials
+
+
+def _where_missing(index: ImageIndex, row: dict, images: Path) -> str:
+    """A missing trial as the local files looked for (the table's URLs mean nothing here)."""
+    files = missing_files(index, row)
+    if not files:
+        return f"{describe_trial(row)}: its folder is missing or incomplete"
+    more = f" (and {len(files) - 1} more of its files)" if len(files) > 1 else ""
+    return f"{images}/.../{files[0]}{more}"
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    for option, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise InputError(f"{option} {value}: must be in [0, 1)")
+    if val_fraction + test_fraction >= 1:
+        raise InputError(f"--val-fraction {val_fraction} + --test-fraction {test_fraction}: "
+                         "leave no units for training; make their sum less than 1")
 
 
 def assign_splits(units: pd.DataFrame, seed: int, val_fraction: float, test_fraction: float
@@ -301,6 +322,15 @@ def prepare(responses: str | Path, out: str | Path, images: str | Path | None = 
     """Read responses, exclude, resolve images, score units, split, and write the dataset."""
     responses, out = Path(responses), Path(out)
     images = Path(images) if images is not None else None
+    # Everything that can be wrong with the request is found before any work.
+    if not responses.exists():
+        raise InputError(f"--responses {responses}: no such file or folder")
+    if images is not None and not images.is_dir():
+        raise InputError(f"--images {images}: no such folder; give the images root "
+                         "(the unzipped image_data)")
+    check_fractions(val_fraction, test_fraction)
+    check_output_folder(out, overwrite)
+    log.info("prepare: reading %s", responses)
     table = read_responses(responses)
     source = "human"
     if "source" in table:
@@ -309,6 +339,7 @@ def prepare(responses: str | Path, out: str | Path, images: str | Path | None = 
     if valid.empty:
         raise InputError(f"{responses}: no valid main trials are left after the exclusions:\n"
                          f"{report.table()}")
+    log.info("prepare: %d valid main trials; resolving their images", len(valid))
     trials = resolve_images(build_trials(valid, responses), images, allow_missing, report)
     units = unit_table(trials, read_truth(responses), read_stats(responses), seed,
                        val_fraction, test_fraction, read_splits(responses))
@@ -316,6 +347,7 @@ def prepare(responses: str | Path, out: str | Path, images: str | Path | None = 
     extra = dict(source=source, responses=str(responses.resolve()),
                  images=str(images.resolve()) if images is not None else None, seed=seed,
                  criteria=report.criteria, exclusions=report.rows, notes=report.notes)
+    log.info("prepare: writing %s", out)
     write_dataset(out, trials, units, card, extra, overwrite)
     return Prepared(out, trials, units, report, source)
 

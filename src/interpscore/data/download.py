@@ -91,6 +91,7 @@ def download_imi(out: str | Path, files: list[str] | None = None,
     files = files or list(IMI_FILES)
     unknown = [f for f in files if f not in IMI_FILES]
     if unknown:
-        raise InputError(f"unknown IMI file(s) {unknown}; valid: {', '.join(IMI_FILES)}")
+        raise InputError(f"--files {' '.join(unknown)}: unknown IMI file(s); valid: "
+                         f"{', '.join(IMI_FILES)}")
     return [download_file(f"{base_url.rstrip('/')}/{name}?download=1", Path(out) / name,
                           IMI_FILES[name], progress=progress) for name in files]

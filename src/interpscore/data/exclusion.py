@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError
+
 
 @dataclass
 class ExclusionCriteria:
@@ -24,6 +26,11 @@ class ExclusionCriteria:
     drop_multi_participation: bool = True
     # Use a `passed_checks` column when the table has one (the authors' own verdict).
     use_table_checks: bool = True
+
+    def __post_init__(self):
+        if self.min_total_time_s > self.max_total_time_s:
+            raise InputError(f"--min-total-time {self.min_total_time_s:g}: above --max-total-time "
+                             f"{self.max_total_time_s:g}; no response could pass")
 
 
 @dataclass

@@ -90,8 +90,9 @@ class MissingImages(InputError):
     def __init__(self, missing: list[str], root: Path):
         self.missing = missing
         shown = "\n  ".join(missing[:5])
-        super().__init__(f"{root}: images of {len(missing)} distinct trial(s) not found, e.g.\n  {shown}\n"
-                         "Pass --allow-missing to drop those trials.")
+        super().__init__(f"--images {root}: images of {len(missing)} distinct trial(s) not found "
+                         f"below it, e.g.\n  {shown}\nCheck --images names the unzipped image "
+                         "data, or pass --allow-missing to drop those trials.")
 
 
 def _parts(path_like: str) -> tuple[str, ...]:
@@ -203,13 +204,43 @@ def _trial_dir_of(query_url: str) -> str:
 
 
 def resolve_trial(index: ImageIndex, row: dict) -> TrialImages | None:
-    """Images of one trial table row, or None when they cannot all be found."""
+    """Images of one trial table row, or None when they cannot all be found: a trial whose row
+    lists its references counts as found only with every one of them (never 7 of 9)."""
+    found = _resolve_trial(index, row)
+    listed = [len(row.get(f"{side}_references") or []) for side in ("max", "min")]
+    if found is not None and all(listed) and \
+            [len(found.refs_max), len(found.refs_min)] != listed:
+        return None
+    return found
+
+
+def missing_files(index: ImageIndex, row: dict) -> list[str]:
+    """The files of a row's listed images that are not below the images root, as the local
+    path suffixes looked for (the URL's last folders)."""
+    listed = [u for u in (row.get("max_query"), row.get("min_query"),
+                          *(row.get("max_references") or []), *(row.get("min_references") or []))
+              if isinstance(u, str) and u]
+    found = {u: index.find_file(u) for u in listed}
+    query = found.get(row.get("max_query"))
+    home = _trial_of(query) if query else None
+    # A file found only in another trial's folder (a shorter suffix matched) is missing here.
+    return ["/".join(_parts(u)[-5:]) for u in listed
+            if found[u] is None or (home is not None and _trial_of(found[u]) != home)]
+
+
+def _trial_of(path: str) -> str:
+    """The trial folder of an image: `.../trial_1` of `.../trial_1/references/max_0.png`."""
+    return str(PurePosixPath(path).parent.parent)
+
+
+def _resolve_trial(index: ImageIndex, row: dict) -> TrialImages | None:
     # 1. The experiment's own URLs (per-task layout), with the reference lists where given.
     if isinstance(row.get("max_query"), str) and row["max_query"]:
         refs_max = [index.find_file(u) for u in row.get("max_references") or []]
         refs_min = [index.find_file(u) for u in row.get("min_references") or []]
         qmax, qmin = index.find_file(row["max_query"]), index.find_file(row.get("min_query", ""))
-        if refs_max and refs_min and None not in (qmax, qmin, *refs_max, *refs_min):
+        if refs_max and refs_min and None not in (qmax, qmin, *refs_max, *refs_min) and \
+                len({_trial_of(p) for p in (qmax, qmin, *refs_max, *refs_min)}) == 1:
             return TrialImages(qmax, qmin, refs_max, refs_min)
         trial_dir = index.find_dir(_trial_dir_of(row["max_query"]))
         found = trial_dir and _trial_folder_images(index, trial_dir)

@@ -27,8 +27,9 @@ from ..errors import InputError
 
 # Columns every trial table must carry (participant may be `participant_id` or `worker_id`).
 REQUIRED_COLUMNS = ("task_id", "model", "layer", "channel", "mode", "correct")
-BOOL_COLUMNS = ("correct", "is_demo", "catch_trial", "passed_checks", "multi_participation",
-                "switched_queries")
+# Boolean columns the analysis reads (others, e.g. `switched_queries`, are kept as they are).
+# `correct` is read only where it is used: main and catch trials, not the practice block.
+BOOL_COLUMNS = ("is_demo", "catch_trial", "passed_checks", "multi_participation", "correct")
 LIST_COLUMNS = ("min_references", "max_references")
 _TRUE = {"true", "t", "1", "1.0", "yes", "y"}
 _FALSE = {"false", "f", "0", "0.0", "no", "n", "", "nan", "none"}
@@ -221,16 +222,24 @@ def parse_raw_results(pickles: dict[str, bytes], structure_json: bytes, structur
 
 # --- normalisation ------------------------------------------------------------------------------
 
-def parse_bool(values: pd.Series, column: str, source) -> pd.Series:
-    """Booleans arrive as bools, 'True'/'False' strings or 0/1; missing means False."""
+def parse_bool(values: pd.Series, column: str, source, used: pd.Series | None = None
+               ) -> pd.Series:
+    """Booleans arrive as bools, 'True'/'False' strings or 0/1; missing means False. Only the
+    `used` rows are checked (the others read as False); every unreadable value is reported with
+    its row (the table's line number, header = line 1) and column."""
     if values.dtype == bool:
         return values
     text = values.astype(str).str.strip().str.lower()
     bad = ~text.isin(_TRUE | _FALSE)
+    if used is not None:
+        bad &= used
     if bad.any():
-        raise InputError(f"{source}: column '{column}' has non-boolean values such as "
-                         f"{values[bad].iloc[0]!r} ({int(bad.sum())} rows)")
-    return text.isin(_TRUE)
+        rows = ", ".join(f"line {i + 2}: {values[i]!r}" for i in values.index[bad][:5])
+        raise InputError(f"{source}: column '{column}' has {int(bad.sum())} non-boolean "
+                         f"value(s) ({rows}{', ...' if bad.sum() > 5 else ''}); write "
+                         "True/False or 1/0")
+    parsed = text.isin(_TRUE)
+    return parsed if used is None else parsed & used
 
 
 def parse_list(value) -> list:
@@ -258,14 +267,16 @@ def normalise_table(table: pd.DataFrame, source) -> pd.DataFrame:
         hint = " (or 'worker_id')" if "participant_id" in missing else ""
         raise InputError(f"{source}: missing required column(s): {', '.join(missing)}{hint}; "
                          f"columns found: {_few(table.columns, 30)}")
+    table = table.reset_index(drop=True)  # row i is line i + 2 of a CSV
     for column in BOOL_COLUMNS:
-        if column in table:
+        if column == "correct":
+            table[column] = parse_bool(table[column], column, source, used=~table["is_demo"])
+        elif column in table:
             if column == "passed_checks" and table[column].isna().all():
                 table = table.drop(columns=column)  # present but empty: compute the checks
                 continue
             table[column] = parse_bool(table[column], column, source)
-    for column in ("is_demo", "catch_trial"):
-        if column not in table:
+        elif column in ("is_demo", "catch_trial"):
             table[column] = False
     table["catch_trial"] = table["catch_trial"] | (table["mode"].astype(str) == "catch_trial")
     for column in LIST_COLUMNS:

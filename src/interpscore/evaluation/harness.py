@@ -8,6 +8,8 @@ go through `predict_conditions`.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import torch
@@ -19,6 +21,8 @@ from ..resources import DEFAULT_CACHE
 from .agreement import (breakdowns, ceiling_used, ceilings, model_level, paired_bootstrap,
                         predictor_report)
 from .baselines import ConditionBaseline, Predictor, fit_mis, fit_stage_mis, metadata_baselines
+
+log = logging.getLogger(__name__)  # progress lines; the CLI shows them
 
 
 @torch.no_grad()
@@ -218,6 +222,8 @@ def run_evaluation(checkpoint, data_dir=None, split: str = "test", backbone: str
     never saw. Returns (metrics, per-unit table, the task tensors)."""
     from ..metric.tasks import dataset_info
 
+    log.info("evaluate: task tensors of %s (embeddings are cached after the first run)",
+             data_dir or "the training dataset")
     metric, tensors, data_dir = checkpoint_tensors(checkpoint, data_dir, backbone, images_dir,
                                                    cache_dir)
     units = tensors.conditions
@@ -226,6 +232,7 @@ def run_evaluation(checkpoint, data_dir=None, split: str = "test", backbone: str
         raise InputError(f"{checkpoint}: it was trained or selected on {dropped} of the "
                          f"'{split}' units, leaving {len(ids)}: evaluate on units it has not seen")
     train = np.flatnonzero(units["split"] == "train").tolist()
+    log.info("evaluate: %d conditions, %d bootstrap draws of units", len(ids), n_boot)
     metrics, table = evaluate_predictors(predictors_for(tensors, train, metric.head), tensors,
                                          ids, reference="trained", n_boot=n_boot)
     metrics["dropped_seen_units"] = dropped
@@ -242,6 +249,7 @@ def run_evaluation(checkpoint, data_dir=None, split: str = "test", backbone: str
         from ..metric.tasks import load_task_tensors
         from .benchmark import heldout_benchmark
 
+        log.info("evaluate: the held-out benchmark (%d datasets)", len(benchmark["datasets"]))
         backbone_ = create_backbone(metric.backbone, metric.image_size)
         predictors = predictors_for(tensors, train, metric.head)
         metrics["benchmark"] = heldout_benchmark(

@@ -35,9 +35,12 @@ PREDICTION_COLUMNS = KEYS + ["predicted"]
 def check_root(root: Path) -> Path:
     """A leaderboard folder must hold tracks.yaml: anything else is a mistake worth saying."""
     root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"--root {root}: no such folder; pass --root with the folder that holds "
+                         "tracks.yaml and submissions/")
     if not (root / "tracks.yaml").is_file():
-        raise InputError(f"{root}: not a leaderboard folder (no tracks.yaml); pass --root with "
-                         "the folder that holds tracks.yaml and submissions/")
+        raise InputError(f"--root {root}: not a leaderboard folder (no tracks.yaml); pass --root "
+                         "with the folder that holds tracks.yaml and submissions/")
     return root
 
 
@@ -76,7 +79,7 @@ def fix_track_units(name: str, dataset, root: Path = ROOT) -> Path:
 
     tracks = load_tracks(root)
     if name not in tracks:
-        raise InputError(f"unknown track {name!r}; tracks: {', '.join(tracks)}")
+        raise InputError(f"--track {name}: unknown; tracks: {', '.join(tracks)}")
     out = root / tracks[name]["units"]
     if out.exists():
         raise InputError(f"{out}: the track's units are already fixed; a new list is a new track "
@@ -182,6 +185,12 @@ def validate_predictions(path: Path, units: pd.DataFrame | None, problems: Probl
 
 def validate_all(paths=None, root: Path = ROOT) -> Problems:
     paths = [Path(p) for p in paths] if paths else sorted((root / "submissions").glob("*.yaml"))
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise InputError(f"{', '.join(missing)}: no such entry file; name the entry's YAML "
+                         "(submissions/ID.yaml)")
+    if not paths:
+        raise InputError(f"--root {root}: no entries in submissions/ to validate")
     problems = Problems()
     for path in paths:
         problems.items += validate_entry(path, root).items

@@ -44,16 +44,19 @@ def load_checkpoint(path: str | Path) -> LoadedMetric:
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such checkpoint")
+        raise InputError(f"--checkpoint {path}: no such file; give the best.ckpt that "
+                         "`python train.py` printed")
     try:
         # Our own files: Lightning stores hyperparameters as plain containers.
         data = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise InputError(f"{path}: not a readable checkpoint ({err})") from err
+    except Exception as err:  # pickle's own words ("Memo value not found") help nobody
+        raise InputError(f"--checkpoint {path}: not a readable checkpoint (a truncated or "
+                         "other kind of file); give the best.ckpt that `python train.py` "
+                         "printed") from err
     hparams = dict(data.get("hyper_parameters") or {}) if isinstance(data, dict) else {}
     if hparams.get("head") not in HEADS or "state_dict" not in data:
-        raise InputError(f"{path}: not an interpscore checkpoint (no head / state_dict); "
-                         "expected a file written by `python train.py`")
+        raise InputError(f"--checkpoint {path}: not an interpscore checkpoint (no head or "
+                         "state_dict); give a file written by `python train.py`")
     head = create_head(hparams["head"], hparams["embedding_dim"], **hparams)
     state = {k[len("head."):]: v for k, v in data["state_dict"].items() if k.startswith("head.")}
     head.load_state_dict(state)

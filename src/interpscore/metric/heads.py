@@ -331,7 +331,7 @@ def create_head(name: str, dim: int, **hparams) -> nn.Module:
     """The head `name` for `dim`-dimensional embeddings; of `hparams` (e.g. a checkpoint's
     hyperparameters) it takes only the options that head has."""
     if name not in HEADS:
-        raise InputError(f"unknown head {name!r}; valid: {', '.join(HEADS)}")
+        raise InputError(f"--model.head {name}: unknown head; valid: {', '.join(HEADS)}")
     head = HEADS[name]
     return head(dim, **{k: hparams[k] for k in head.options if k in hparams})
 

@@ -71,14 +71,18 @@ class _Job:
                  out: Path | None):
         from ..stimuli.networks import load_model
         from ..stimuli.pools import open_pool
-        from ..stimuli.selection import keep_for
-        from ..stimuli.units import choose_units
+        from ..stimuli.selection import check_request, keep_for
+        from ..stimuli.units import check_units_spec, choose_units
 
+        # Everything that can be wrong with the request is found before the activation pass.
+        check_request(options.n_refs, options.n_batches, [options.difficulty])
+        check_units_spec(units)
         self.spec, self.images, self.options = model, images, options
         self.model = load_model(model, image_size=options.image_size)
         self.units = choose_units(self.model, layers, units, options.image_size, options.seed)
         self.pool = open_pool(images, size=options.image_size, n_images=options.pool_size,
                               seed=options.seed, cache_dir=cache_dir / "pools")
+        check_request(options.n_refs, options.n_batches, [options.difficulty], len(self.pool))
         self.keep = keep_for(options.n_refs, options.n_batches)
         self.shards = out / "shards" if out is not None else None
         self.signature = json.dumps(dict(

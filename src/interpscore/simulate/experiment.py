@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_folder
+from ..atomic import atomic_folder, check_output_folder
 from ..data.dataset import (SPLITS_FILE, STATS_FILE, TRUTH_FILE, assign_splits,
                             split_half_reliability as reliability)
 from ..data.layouts import batch_dir, condition_label, unit_id
@@ -87,6 +87,10 @@ class SimulationConfig:
             raise InputError("simulation: a family cannot be both a training and a held-out family")
         if not self.training_families:
             raise InputError("simulation: training_families is empty")
+        from ..stimuli.networks import check_model_spec
+
+        for spec in self.models:
+            check_model_spec(spec, option="--models")
 
 
 def audiences(config: SimulationConfig) -> dict[str, tuple[str, list[str]]]:
@@ -481,6 +485,7 @@ def simulate(out: str | Path, config: SimulationConfig | None = None, progress: 
 
     config = config or SimulationConfig()
     config.check()
+    check_output_folder(out, overwrite)
     rng = np.random.default_rng(config.seed)
     pool_a = default_pool(config.pool_size, config.image_size, config.seed, part="A")
     pool_b = default_pool(config.heldout_pool_size, config.image_size, config.seed, part="B")

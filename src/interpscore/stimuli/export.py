@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_folder
+from ..atomic import atomic_folder, check_output_folder
 from ..data.layouts import QUERY_INDEX, image_name, parse_batch_dir, unit_id
 from ..errors import InputError
 from .store import link_or_copy
@@ -65,9 +65,12 @@ def choose_units(available: list[str], scores: pd.DataFrame | None, units, selec
 def export_experiment(stimuli, out, scores=None, units=None, select=None, n: int = 10,
                       seed: int = 0, trials_per_task: int = 20, catch_per_task: int = 2) -> Path:
     stimuli, out = Path(stimuli), Path(out)
-    available = store_units(stimuli)
+    if scores is not None and not Path(scores).is_file():
+        raise InputError(f"--scores {scores}: no such file; give the scores.parquet of `score`")
+    check_output_folder(out, overwrite=False)
+    available = store_units(stimuli) if stimuli.is_dir() else {}
     if not available:
-        raise InputError(f"{stimuli}: no stimulus store here (expected "
+        raise InputError(f"--stimuli {stimuli}: no stimulus store here (expected "
                          "<model>/<layer>/channel_<c>/natural_images/batch_<b>/max_9.png)")
     score_table = pd.read_parquet(scores) if scores else None
     chosen = choose_units(sorted(available), score_table, units, select, n, seed)

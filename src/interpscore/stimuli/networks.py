@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # annotations only: torch is imported where it is used
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import InputError
 
@@ -215,10 +216,7 @@ def load_model(spec: str, image_size: int | None = None) -> LoadedModel:
         if not random_init:
             load_lite_weights(model, name)
     else:
-        if name not in timm.list_models():
-            close = timm.list_models(f"*{name[:6]}*")[:10]
-            raise InputError(f"unknown model {name!r}; timm names like it: {close}; also "
-                             f"{', '.join(LITE_PACKAGES)} or open_clip:NAME:TAG")
+        check_model_spec(spec)
         pretrained = not random_init
         if weights and not random_init:
             kwargs["pretrained_cfg_overlay"] = dict(file=weights)
@@ -234,6 +232,26 @@ def load_model(spec: str, image_size: int | None = None) -> LoadedModel:
     model.eval().requires_grad_(False).to(default_device())
     return LoadedModel(model, label, tuple(config["mean"]), tuple(config["std"]),
                        int(config["input_size"][-1]))
+
+
+def check_model_spec(spec: str, option: str = "--model") -> None:
+    """A model spec names a model that can be built, checked without building it."""
+    if spec.startswith("open_clip:"):
+        if len(spec.split(":", 2)) != 3:
+            raise InputError(f"{option} {spec}: open_clip models are written open_clip:NAME:TAG")
+        return
+    import timm
+
+    name, _, weights = spec.partition("@")
+    if name in LITE_PACKAGES or name in timm.list_models():
+        if weights not in ("", "random") and not Path(weights).is_file():
+            raise InputError(f"{option} {spec}: no weight file {weights}; write NAME, "
+                             "NAME@random or NAME@/path/to/weights")
+        return
+    close = timm.list_models(f"*{name[:6]}*")[:10] if name else []
+    like = f"timm names like it: {', '.join(close)}" if close else "no timm model has a similar name"
+    raise InputError(f"{option} {spec}: unknown model ({like}); also offline: "
+                     f"{', '.join(LITE_PACKAGES)}, NAME@random, or open_clip:NAME:TAG")
 
 
 def _load_open_clip(spec: str, label: str) -> LoadedModel:

@@ -38,6 +38,27 @@ def effective_quantile(percentile: float, n_images: int, n_top: int) -> float:
     return float(1 - rank / n_images)
 
 
+def check_request(n_refs: int, n_batches: int, difficulties, n_images: int | None = None
+                  ) -> None:
+    """Before any activation pass: the exemplar request is possible (and for a pool of
+    `n_images`, the pool is large enough for it). Messages name the command-line options."""
+    if not 1 <= n_refs <= QUERY_INDEX:
+        raise InputError(f"--n-refs {n_refs}: must be 1 to {QUERY_INDEX} (the query is image "
+                         f"_{QUERY_INDEX})")
+    if n_batches < 1:
+        raise InputError(f"--n-batches {n_batches}: must be at least 1")
+    unknown = [d for d in difficulties if d != "easy" and d not in DIFFICULTY_PERCENTILES]
+    if unknown or not difficulties:
+        raise InputError(f"--difficulty {','.join(unknown) or '(none)'}: unknown; valid: easy, "
+                         f"{', '.join(DIFFICULTY_PERCENTILES)}")
+    need = 2 * (n_refs * n_batches + n_batches)
+    if n_images is not None and n_images < need:
+        raise InputError(f"--images/--pool-size: a pool of {n_images} images is too small for "
+                         f"--n-refs {n_refs} x --n-batches {n_batches} (references and queries "
+                         f"of both sides need {need}); use a larger pool or fewer references "
+                         "or batches")
+
+
 @dataclass
 class UnitExemplars:
     unit: Unit
@@ -77,14 +98,10 @@ def select_exemplars(ranking: UnitRanking, sources: np.ndarray, n_refs: int = 9,
     """References in n_batches batches (one image from each of n_refs extremeness bins of
     n_batches), the query at the next ranks (easy) or at the hard percentiles. None when the unit
     is constant over the pool."""
-    if n_refs > QUERY_INDEX:
-        raise InputError(f"at most {QUERY_INDEX} references per side (the query is _9)")
+    check_request(n_refs, n_batches, difficulties, ranking.n_images)
     if ranking.top_value[0] - ranking.bottom_value[0] < CONSTANT_RANGE:
         return None
     n = n_refs * n_batches
-    if 2 * (n + n_batches) > ranking.n_images:
-        raise InputError(f"a pool of {ranking.n_images} images is too small for {n_refs} "
-                         f"references x {n_batches} batches per side plus queries")
     rng = np.random.default_rng(seed)
     sides = {}
     for side, index, value in (("max", ranking.top_index, ranking.top_value),
@@ -104,9 +121,6 @@ def select_exemplars(ranking: UnitRanking, sources: np.ndarray, n_refs: int = 9,
         if difficulty == "easy":
             queries["easy"] = list(zip(sides["max"]["easy"], sides["min"]["easy"]))
             continue
-        if difficulty not in DIFFICULTY_PERCENTILES:
-            raise InputError(f"unknown difficulty {difficulty!r}; valid: easy, "
-                             f"{', '.join(DIFFICULTY_PERCENTILES)}")
         used = sides["max"]["used"] | sides["min"]["used"]
         reservoir = ranking.reservoir_index  # a uniform sample of the pool, by activation
         picks = {}
@@ -128,6 +142,7 @@ def build_exemplars(model: LoadedModel, pool, units: list[Unit], n_refs: int = 9
                     reservoir_size: int = 4096, batch_size: int = 64, seed: int = 0,
                     progress: bool = True) -> tuple[list[UnitExemplars], list[Unit]]:
     """Exemplars of every non-constant unit, plus the list of dropped constant units."""
+    check_request(n_refs, n_batches, difficulties, len(pool))
     rankings = collect_rankings(model, pool, units, keep_for(n_refs, n_batches), reservoir_size,
                                 batch_size, seed, progress)
     return select_all(rankings, pool.sources, units, n_refs, n_batches, difficulties,

@@ -47,7 +47,7 @@ def sample_units(channels: dict[str, int], n_units: int | None, seed: int) -> li
         return [Unit(layer, c) for layer, n in channels.items() for c in range(n)]
     total = sum(channels.values())
     if n_units > total:
-        raise InputError(f"asked for {n_units} units, the layers hold only {total}")
+        raise InputError(f"--units {n_units}: the layers hold only {total} units")
     rng = np.random.default_rng(seed)
     layers = list(channels)
     chosen: dict[Unit, None] = {}
@@ -65,24 +65,38 @@ def unit_seed(seed: int, unit: Unit) -> int:
 
 def parse_units(spec, channels: dict[str, int], seed: int) -> list[Unit]:
     """`all`, a number N (IMI sampling), or explicit units (`layer:channel` strings or Units)."""
-    if spec in (None, "all"):
+    spec = check_units_spec(spec)
+    if spec == "all":
         return sample_units(channels, None, seed)
-    if isinstance(spec, (int, np.integer)) or (isinstance(spec, str) and spec.isdigit()):
-        return sample_units(channels, int(spec), seed)
-    units = []
-    for item in ([spec] if isinstance(spec, str) else spec):
-        unit = item if isinstance(item, Unit) else _parse_unit(str(item))
+    if isinstance(spec, int):
+        return sample_units(channels, spec, seed)
+    for unit in spec:
         if unit.layer not in channels or not 0 <= unit.channel < channels[unit.layer]:
-            raise InputError(f"unit {unit.layer}:{unit.channel} is not among the layers scored "
+            raise InputError(f"--units {unit.layer}:{unit.channel}: not among the layers scored "
                              f"({', '.join(f'{k} ({v})' for k, v in channels.items())})")
-        units.append(unit)
-    return units
+    return spec
+
+
+def check_units_spec(spec) -> int | str | list[Unit]:
+    """A units request in its one form, checked before any model is built: 'all', N >= 1,
+    or a list of Units (from `LAYER:CHANNEL` strings)."""
+    if spec in (None, "all"):
+        return "all"
+    if isinstance(spec, str) and spec.lstrip("-").isdigit():
+        spec = int(spec)
+    if isinstance(spec, (int, np.integer)):
+        if spec < 1:
+            raise InputError(f"--units {spec}: must be at least 1, 'all', or LAYER:CHANNEL,...")
+        return int(spec)
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    return [item if isinstance(item, Unit) else _parse_unit(str(item).strip()) for item in items]
 
 
 def _parse_unit(text: str) -> Unit:
     layer, _, channel = text.rpartition(":")
     if not layer or not channel.isdigit():
-        raise InputError(f"unit {text!r}: write units as LAYER:CHANNEL (e.g. layer1.0.conv1:3)")
+        raise InputError(f"--units {text}: write a number N, 'all', or units as LAYER:CHANNEL "
+                         "(e.g. layer1.0.conv1:3)")
     return Unit(layer, int(channel))
 
 

@@ -12,6 +12,7 @@ the CSV and (offline) wandb logs, and `metrics.json` from the test units with th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import warnings
@@ -19,10 +20,22 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
+from ..errors import InputError
 from ..resources import DEFAULT_CHECKPOINTS, config_file
 from .lit import IMIDataModule, InterpScoreModule
 
 RUN_DIR_PLACEHOLDER = "{run_dir}"
+
+
+class _NoAdvertising(logging.Filter):
+    """Lightning's tips to install its cloud products say nothing about this run."""
+
+    def filter(self, record):
+        return not str(record.getMessage()).startswith("💡 Tip")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvertising())
+
 RUN_DIR_ENV = "INTERPSCORE_RUN_DIR"
 
 
@@ -85,6 +98,22 @@ def resolve_configs(argv: list[str]) -> list[str]:
     return out
 
 
+def _parse_or_explain(build):
+    """jsonargparse's errors as the package's one-line `--key: problem` errors."""
+    import argparse
+    import re
+
+    try:
+        return build()
+    except argparse.ArgumentError as err:
+        text = str(err)
+        key = re.match(r'Parser key "([^"]+)":', text)
+        detail = " ".join(line.strip() for line in text.splitlines()[1:] if line.strip())
+        if key:
+            raise InputError(f"--{key[1]}: {detail[:300]} (see --help)") from None
+        raise InputError(f"{text.splitlines()[0]} (see --help)") from None
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     """Train, then (unless --evaluate false) evaluate. Returns the metrics dict."""
     import sys
@@ -94,10 +123,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     # `interpscore train ...` passes its own argv on purpose; Lightning would warn about it.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     try:
-        cli = InterpScoreCLI(
+        cli = _parse_or_explain(lambda: InterpScoreCLI(
             InterpScoreModule, IMIDataModule, run=False, args=argv, seed_everything_default=0,
-            parser_kwargs={"default_config_files": [str(config_file("default"))]},
-            save_config_kwargs={"overwrite": True})
+            parser_kwargs={"default_config_files": [str(config_file("default"))],
+                           "exit_on_error": False},
+            save_config_kwargs={"overwrite": True}))
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     finally:
         if not inherited:  # the next run in this process gets its own folder

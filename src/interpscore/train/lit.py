@@ -4,6 +4,8 @@ LightningModule (a head, its likelihood, per-unit Spearman/Pearson/MAE). The mod
 from __future__ import annotations
 
 
+from pathlib import Path
+
 import lightning as L
 import numpy as np
 import torch
@@ -29,8 +31,14 @@ class InterpScoreModule(L.LightningModule):
         super().__init__()
         if embedding_dim <= 0:
             raise InputError("embedding_dim must be positive (it is linked from the data module)")
-        if lr <= 0:
-            raise InputError(f"lr must be positive, got {lr}")
+        for option, value in (("lr", lr), ("hidden", hidden)):
+            if value <= 0:
+                raise InputError(f"--model.{option} {value}: must be positive")
+        for option, value in (("reg", reg), ("weight_decay", weight_decay)):
+            if value < 0:
+                raise InputError(f"--model.{option} {value}: must be at least 0")
+        if not 0 <= dropout < 1:
+            raise InputError(f"--model.dropout {dropout}: must be in [0, 1)")
         self.save_hyperparameters()
         self.head = create_head(head, embedding_dim, **self.hparams)
         metrics = MetricCollection({"spearman": SpearmanCorrCoef(), "pearson": PearsonCorrCoef(),
@@ -111,7 +119,13 @@ class IMIDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         if batch_size <= 0:
-            raise InputError(f"batch_size must be positive, got {batch_size}")
+            raise InputError(f"--data.batch_size {batch_size}: must be positive")
+        if data_dir is not None and not (Path(data_dir) / "dataset_dict.json").is_file():
+            raise InputError(f"--data.data_dir {data_dir}: not a prepared dataset (no "
+                             "dataset_dict.json); run `interpscore prepare` first, or leave it "
+                             "out for the embedded simulated default")
+        if images_dir is not None and not Path(images_dir).is_dir():
+            raise InputError(f"--data.images_dir {images_dir}: no such folder")
         self.backbone_name, self.image_size = backbone, image_size
         self.cache_dir, self.batch_size, self.fold = cache_dir, batch_size, fold
         self.images_dir = images_dir

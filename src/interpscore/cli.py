@@ -132,13 +132,13 @@ def _stimuli(args) -> int:
     model = load_model(args.model, image_size=args.image_size)
     units = choose_units(model, _layers_arg(args.layers), args.units, args.image_size, args.seed)
     pool = open_pool(args.images, size=args.image_size, seed=args.seed)
-    exemplars, constant = build_exemplars(
+    exemplars, dropped = build_exemplars(
         model, pool, units, args.n_refs, args.n_batches, difficulties,
         args.max_refs_per_source, batch_size=args.batch_size, seed=args.seed)
     with atomic_folder(args.out, args.overwrite) as tmp:
         write_store(tmp, model.label, exemplars, pool, progress=True)
     print(f"{len(exemplars)} units -> {args.out}/{model.label}/ (stimulus store layout); "
-          f"{len(constant)} constant units dropped")
+          f"{len(dropped)} units dropped (constant over the pool or non-finite)")
     return 0
 
 
@@ -228,6 +228,32 @@ def _score(args) -> int:
         print(f"\nby {name}:\n{table.to_string(index=False, float_format='%.3f')}")
     print(f"\n{int((frame['status'] == 'ok').sum())} of {len(frame)} units scored -> "
           f"{args.out}/scores.parquet (and .csv)")
+    return 0
+
+
+def _zoo(args) -> int:
+    from .zoo.scan import read_models, scan
+
+    models = read_models(args.models)
+    shard = _shard_arg(args.shard) if args.shard else None
+    options = dict(difficulty=args.difficulty, n_refs=args.n_refs, n_batches=args.n_batches,
+                   image_size=args.image_size, pool_size=args.pool_size, seed=args.seed,
+                   batch_size=args.batch_size, workers=args.workers)
+    units = scan(args.checkpoint, models, args.out, images=args.images, layers=args.layers,
+                 units=args.units, pool_shards=args.pool_shards, shard=shard,
+                 overwrite=args.overwrite, cache_dir=args.cache_dir, metadata=args.metadata,
+                 **options)
+    if units is None:
+        print(f"this process's models are done -> {args.out}/models/; the scan is merged when "
+              "every model is (rerun the same command without --shard to merge)")
+        return 0
+    ok = units["status"] == "ok"
+    failed = units[units["status"].str.startswith("failed")]
+    for _, row in failed.iterrows():
+        print(f"failed: {row['spec']}: {row['status'].removeprefix('failed: ')}")
+    print(f"{int(ok.sum())} units of {units.loc[ok, 'model'].nunique()} models scored, "
+          f"{len(failed)} model(s) failed -> {args.out}/scores.parquet, summary_by_model.csv, "
+          "report.html")
     return 0
 
 
@@ -458,7 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--images", default="default", help="image folder, saved HF dataset, or "
                     "'default' (the offline pool)")
     sc.add_argument("--layers", default="auto", help="auto or L1,L2,...")
-    sc.add_argument("--units", default="20", help="N (IMI sampling), all, or layer:channel,...")
+    sc.add_argument("--units", default="20", help="N (IMI sampling), N/layer (N of each layer), "
+                    "all, or layer:channel,...")
     sc.add_argument("--difficulty", default="easy", choices=["easy", "hard85", "hard95", "hard99"],
                     help="how far below the references the queries sit")
     sc.add_argument("--n-refs", type=POSITIVE_INT, default=9, help="references per side")
@@ -476,6 +503,38 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--overwrite", action="store_true",
                     help="replace the score files in an --out that already holds files "
                     "(others are kept)")
+
+    zoo = command("zoo", _zoo, "score every unit (or N per layer) of many models: resumable, "
+                  "shardable (--shard R/W or torchrun), with a report")
+    zoo.add_argument("--checkpoint", required=True, help="a checkpoint of `python train.py`, "
+                     "or 'mis' (training-free MIS on EfficientNet-Lite0, nothing to train first)")
+    zoo.add_argument("--models", required=True, nargs="+",
+                     help="model specs, or files listing one spec a line (# comments)")
+    zoo.add_argument("--images", default="default", help="image folder, saved HF dataset, or "
+                     "'default' (the offline pool)")
+    zoo.add_argument("--out", required=True, help="scan folder (a rerun resumes it)")
+    zoo.add_argument("--overwrite", action="store_true",
+                     help="start again in an --out that holds another scan or other files")
+    zoo.add_argument("--layers", default="auto", help="auto (the layers of interest) or L1,L2,...")
+    zoo.add_argument("--units", default="all", help="all, or N/layer (a seeded sample per layer)")
+    zoo.add_argument("--metadata", help="CSV with columns model, top1, params (params are "
+                     "computed where absent)")
+    zoo.add_argument("--difficulty", default="easy", choices=["easy", "hard85", "hard95", "hard99"],
+                     help="how far below the references the queries sit")
+    zoo.add_argument("--n-refs", type=POSITIVE_INT, default=9, help="references per side")
+    zoo.add_argument("--n-batches", type=POSITIVE_INT, default=20, help="tasks per unit")
+    zoo.add_argument("--image-size", type=POSITIVE_INT, default=224, help="pixels")
+    zoo.add_argument("--pool-size", type=POSITIVE_INT, default=3000,
+                     help="size of the default pool")
+    zoo.add_argument("--pool-shards", type=POSITIVE_INT, default=4,
+                     help="parts of each model's activation pass saved as they finish (resume)")
+    zoo.add_argument("--seed", type=int, default=0, help="seed of unit sampling and batches")
+    zoo.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="images per forward pass")
+    zoo.add_argument("--workers", type=_number(int, 0), default=0,
+                     help="DataLoader processes decoding images (a GPU wants several)")
+    zoo.add_argument("--shard", help="RANK/WORLD: only models RANK, RANK+WORLD, ... (array jobs; "
+                     "under torchrun the ranks are taken from it)")
+    zoo.add_argument("--cache-dir", default=DEFAULT_CACHE, help="embedding and pool cache")
 
     ex = command("export-experiment", _export,
                  "a ready 2-AFC experiment (IMI per-task layout) for chosen units")

@@ -192,12 +192,15 @@ def markdown(metrics: dict, figures: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def html(markdown_text: str, out: Path) -> str:
+def html(markdown_text: str, out: Path, title: str = "interpscore evaluation") -> str:
     """A self-contained page: the report's lines, figures embedded as data URIs."""
     import html as escape
 
-    body = []
+    body, in_table = [], False
     for line in markdown_text.splitlines():
+        if in_table and not line.startswith("|"):
+            body.append("</table>")
+            in_table = False
         if line.startswith("![") and line.endswith(".png)"):
             name = line[line.index("(") + 1:-1]
             data = base64.b64encode((out / name).read_bytes()).decode()
@@ -208,14 +211,17 @@ def html(markdown_text: str, out: Path) -> str:
         elif line.startswith("|"):
             if set(line) <= set("|-: "):
                 continue
+            if not in_table:
+                body.append("<table>")
+                in_table = True
             cells = [escape.escape(c.strip()) for c in line.strip("|").split("|")]
             body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         elif line:
             body.append(f"<p>{escape.escape(line)}</p>")
+    if in_table:
+        body.append("</table>")
     text = "\n".join(body)
-    text = text.replace("</p>\n<tr>", "</p>\n<table><tr>").replace("</tr>\n<p>", "</tr></table>\n<p>")
-    text = text.replace("</tr>\n<h", "</tr></table>\n<h").replace("</tr>\n<img", "</tr></table>\n<img")
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>interpscore evaluation"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape.escape(title)}"
             "</title><style>body{font-family:sans-serif;max-width:1000px;margin:auto}"
             "td{padding:2px 8px;border-bottom:1px solid #ddd}img{max-width:48%}</style></head>"
             f"<body>{text}</body></html>")

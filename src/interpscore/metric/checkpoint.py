@@ -38,14 +38,30 @@ class LoadedMetric:
         return self.hparams.get("image_size", self.data_hparams.get("image_size"))
 
 
+BUILTIN_MIS = "mis"  # `--checkpoint mis`: the training-free metric, nothing to train first
+
+
+def builtin_mis(backbone: str = "efficientnet_lite0", image_size: int = 128) -> LoadedMetric:
+    """MIS on the offline backbone with its default alpha (no data fitted): the metric a fresh
+    clone can scan with before any training. Alpha sets the scale of the scores, not their
+    order within a task set."""
+    from .backbones import create_backbone
+
+    dim = create_backbone(backbone, image_size=image_size).dim
+    hparams = dict(head="mis", embedding_dim=dim, backbone=backbone, image_size=image_size)
+    return LoadedMetric(create_head("mis", dim).eval(), hparams, {}, Path(BUILTIN_MIS), {})
+
+
 def load_checkpoint(path: str | Path) -> LoadedMetric:
     """Read a checkpoint written by `python train.py`; clear errors for anything else."""
     import torch
 
     path = Path(path)
+    if str(path) == BUILTIN_MIS and not path.exists():
+        return builtin_mis()
     if not path.is_file():
         raise InputError(f"--checkpoint {path}: no such file; give the best.ckpt that "
-                         "`python train.py` printed")
+                         f"`python train.py` printed, or '{BUILTIN_MIS}' for training-free MIS")
     try:
         # Our own files: Lightning stores hyperparameters as plain containers.
         data = torch.load(path, map_location="cpu", weights_only=False)

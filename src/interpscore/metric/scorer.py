@@ -38,6 +38,7 @@ class ScoringOptions:
     max_refs_per_source: int | None = None
     seed: int = 0
     batch_size: int = 64
+    workers: int = 0  # DataLoader processes that decode pool images
     progress: bool = True
 
     @classmethod
@@ -100,7 +101,7 @@ class _Job:
         n = len(self.pool)
         part = collect_rankings(self.model, self.pool, self.units, self.keep,
                                 batch_size=self.options.batch_size, seed=self.options.seed,
-                                progress=self.options.progress,
+                                progress=self.options.progress, workers=self.options.workers,
                                 indices=range(rank * n // world, (rank + 1) * n // world))
         return {"signature": self.signature, "rankings": part,
                 "skipped": dict(getattr(self.pool, "skipped", {}))}
@@ -207,15 +208,30 @@ class Scorer:
         return self._score_tasks(torch.from_numpy(embeddings), [tasks], seed)[0]
 
     # -- scoring units of a model -----------------------------------------------------------
+    def job(self, model: str, layers="auto", units=20, images="default",
+            out: str | Path | None = None, **options) -> "_Job":
+        """A scoring request, checked and ready (model built, units chosen, pool open), whose
+        activation pass can run in shards saved under OUT/shards/ (`job.compute_shard`)."""
+        return _Job(model, layers, units, images, ScoringOptions.from_kwargs(options),
+                    self.cache_dir, Path(out) if out is not None else None)
+
     def compute_shard(self, model: str, rank: int, world: int, out: str | Path, layers="auto",
                       units=20, images="default", **options) -> Path:
         """One process's part of a sharded activation pass (pool slice `rank` of `world`),
         saved under OUT/shards/; `score_units(..., out=OUT)` merges the shards."""
         if not 0 <= rank < world:
             raise InputError(f"--shard {rank}/{world}: rank must be in 0..{world - 1}")
-        job = _Job(model, layers, units, images, ScoringOptions.from_kwargs(options),
-                   self.cache_dir, Path(out))
-        return job.compute_shard(rank, world)
+        return self.job(model, layers, units, images, out, **options).compute_shard(rank, world)
+
+    def score_job(self, job: "_Job") -> pd.DataFrame:
+        """Score a job's units from its shards (computing the missing ones) or one pass."""
+        rankings, skipped = job.merged()
+        exemplars, dropped = self._exemplars(job, rankings)
+        frame = self._unit_rows(job, exemplars, dropped)
+        frame.attrs["skipped_images"] = skipped
+        frame.attrs["dropped"] = len(dropped)
+        job.exemplars = exemplars  # for --save-stimuli
+        return frame
 
     def score_units(self, model: str, layers="auto", units=20, images="default",
                     out: str | Path | None = None, save_stimuli: bool = False,
@@ -225,15 +241,11 @@ class Scorer:
         contrast, status. `options` are the fields of `ScoringOptions`. With OUT, the tables
         are written there and shard files a sharded run left there are merged.
         `frame.attrs["skipped_images"]` holds the pool images that could not be read."""
-        options = ScoringOptions.from_kwargs(options)
-        job = _Job(model, layers, units, images, options, self.cache_dir,
-                   Path(out) if out is not None else None)
-        rankings, skipped = job.merged()
-        exemplars, constant = self._exemplars(job, rankings)
-        frame = self._unit_rows(job, exemplars)
-        frame.attrs["skipped_images"] = skipped
+        job = self.job(model, layers, units, images, out, **options)
+        frame = self.score_job(job)
         if out is not None:
-            self._write(frame, job, Path(out), len(constant), save_stimuli, exemplars)
+            self._write(frame, job, Path(out), frame.attrs["dropped"], save_stimuli,
+                        job.exemplars)
         return frame
 
     def _exemplars(self, job: _Job, rankings: dict):
@@ -243,8 +255,9 @@ class Scorer:
         return select_all(rankings, job.pool.sources, job.units, o.n_refs, o.n_batches,
                           [o.difficulty], o.max_refs_per_source, o.seed)
 
-    def _unit_rows(self, job: _Job, exemplars: list) -> pd.DataFrame:
+    def _unit_rows(self, job: _Job, exemplars: list, dropped: dict) -> pd.DataFrame:
         from ..stimuli.networks import module_depths
+        from ..stimuli.units import layer_channels
 
         o = job.options
         used = sorted({i for ex in exemplars for b in range(o.n_batches) for i in
@@ -259,15 +272,17 @@ class Scorer:
                           self._score_tasks(embeddings, tasks, o.seed) if tasks else []))
         stats = {ex.unit: ex.stats for ex in exemplars}
         depths = module_depths(job.model.module)
+        widths = layer_channels(job.model, sorted({u.layer for u in job.units}), o.image_size)
         rows = []
         for unit in job.units:
             row = dict(model=job.model.label, layer=unit.layer, channel=unit.channel,
-                       layer_depth=depths[unit.layer], difficulty=o.difficulty)
+                       layer_depth=depths[unit.layer], layer_width=widths[unit.layer],
+                       difficulty=o.difficulty)
             if unit in scored:
                 rows.append({**row, **scored[unit], **stats[unit], "status": "ok"})
             else:
                 rows.append({**row, "score": np.nan, "score_low": np.nan, "score_high": np.nan,
-                             "n_tasks": 0, "status": "constant over the pool"})
+                             "n_tasks": 0, "status": dropped[unit]})
         return pd.DataFrame(rows)
 
     def _write(self, frame, job: _Job, out: Path, n_constant: int, save_stimuli: bool,

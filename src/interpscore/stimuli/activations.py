@@ -55,11 +55,11 @@ def tie_keys(values, image_index, channels, layer: str, seed: int):
 class _StreamingRanks:
     """Top-k and bottom-k (activation, pool index) per unit, updated batch by batch."""
 
-    def __init__(self, n_units: int, keep: int):
+    def __init__(self, n_units: int, keep: int, device="cpu"):
         import torch
 
         self.keep = keep
-        empty = lambda dtype: torch.empty(n_units, 0, dtype=dtype)  # noqa: E731
+        empty = lambda dtype: torch.empty(n_units, 0, dtype=dtype, device=device)  # noqa: E731
         self.top = [empty(torch.float64), empty(torch.float32), empty(torch.int64)]
         self.bottom = [empty(torch.float64), empty(torch.float32), empty(torch.int64)]
 
@@ -102,59 +102,95 @@ class _Reservoir:
         return slots
 
 
+class _PoolItems:
+    """Pool positions as a map-style dataset for DataLoader workers: (position, image or None,
+    why it could not be read)."""
+
+    def __init__(self, pool, positions):
+        self.pool, self.positions = pool, positions
+
+    def __len__(self):
+        return len(self.positions)
+
+    def __getitem__(self, k):
+        i = self.positions[k]
+        image = self.pool[i]
+        return i, image, getattr(self.pool, "skipped", {}).get(i)
+
+
+def _as_list(batch):
+    return batch  # (position, image or None, reason) items; unreadable images are dropped later
+
+
 def collect_rankings(model: LoadedModel, pool, units: list[Unit], keep: int,
                      reservoir_size: int = 4096, batch_size: int = 64, seed: int = 0,
-                     progress: bool = True, indices=None) -> dict[Unit, UnitRanking]:
+                     progress: bool = True, indices=None, workers: int = 0
+                     ) -> dict[Unit, UnitRanking]:
     """One pass over the pool (or the pool positions `indices`, a shard of it) for all units,
-    all their layers hooked at once. Images the pool cannot read (None) are skipped."""
+    all their layers hooked at once. Images the pool cannot read (None) are skipped. Images are
+    decoded in `workers` DataLoader processes; activations are reduced where the model runs
+    (on a GPU, in float16 autocast), and only the kept ranks come back to the host."""
     import torch
+    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
+    device = torch.device(model.device)
     layers = sorted({u.layer for u in units})
     check_layers(model.module, layers)
     modules = dict(model.module.named_modules())
     per_layer = {layer: [u for u in units if u.layer == layer] for layer in layers}
-    channel_index = {layer: torch.tensor([u.channel for u in us]) for layer, us in per_layer.items()}
-    ranks = {layer: _StreamingRanks(len(us), keep) for layer, us in per_layer.items()}
+    channel_index = {layer: torch.tensor([u.channel for u in us], device=device)
+                     for layer, us in per_layer.items()}
+    ranks = {layer: _StreamingRanks(len(us), keep, device) for layer, us in per_layer.items()}
     reservoir_index = np.empty(0, np.int64)
-    reservoir_value = {layer: torch.empty(0, len(us)) for layer, us in per_layer.items()}
+    reservoir_value = {layer: torch.empty(0, len(us), device=device)
+                       for layer, us in per_layer.items()}
     captured: dict[str, torch.Tensor] = {}
-    contrast_sum = {layer: torch.zeros(len(us), dtype=torch.float64) for layer, us in per_layer.items()}
+    contrast_sum = {layer: torch.zeros(len(us), dtype=torch.float64, device=device)
+                    for layer, us in per_layer.items()}
     hooks = []
     for layer in layers:
         def hook(module, _inputs, output, layer=layer):
             maps = channel_maps(module, output)
-            maps = maps[:, channel_index[layer].to(maps.device)].float()
-            captured[layer] = maps.mean(2).cpu()
-            contrast_sum[layer] += spatial_contrast(maps).double().sum(0).cpu()
+            maps = maps[:, channel_index[layer]].float()
+            captured[layer] = maps.mean(2)
+            contrast_sum[layer] += spatial_contrast(maps).double().sum(0)
         hooks.append(modules[layer].register_forward_hook(hook))
 
     sampler = _Reservoir(reservoir_size, seed)
     positions = list(range(len(pool)) if indices is None else indices)
+    loader = DataLoader(_PoolItems(pool, positions), batch_size=batch_size, shuffle=False,
+                        num_workers=workers, collate_fn=_as_list,
+                        pin_memory=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda")
     try:
-        with torch.no_grad(), tqdm(total=len(positions), desc=f"activations {model.label}",
-                                   unit="img", disable=not progress) as bar:
-            for start in range(0, len(positions), batch_size):
-                chunk = positions[start:start + batch_size]
-                bar.update(len(chunk))
-                loaded = [(i, pool[i]) for i in chunk]
-                loaded = [(i, image) for i, image in loaded if image is not None]
+        with torch.no_grad(), autocast, tqdm(total=len(positions), unit="img",
+                                             desc=f"activations {model.label}",
+                                             disable=not progress) as bar:
+            for batch in loader:
+                bar.update(len(batch))
+                for i, _, reason in batch:
+                    if reason is not None and hasattr(pool, "skipped"):
+                        pool.skipped[i] = reason
+                loaded = [(i, image) for i, image, _ in batch if image is not None]
                 if not loaded:
                     continue
-                index = torch.tensor([i for i, _ in loaded])
-                model(torch.stack([image for _, image in loaded]))
+                index = torch.tensor([i for i, _ in loaded], device=device)
+                model(torch.stack([image for _, image in loaded]).to(device, non_blocking=True))
                 slots = sampler.slots(len(index))
                 grow = slots >= len(reservoir_index)
                 reservoir_index = np.concatenate([reservoir_index, np.full(grow.sum(), -1)])
-                reservoir_index[slots[slots >= 0]] = index.numpy()[slots >= 0]
+                reservoir_index[slots[slots >= 0]] = index.cpu().numpy()[slots >= 0]
+                kept = torch.from_numpy(slots >= 0).to(device)
+                where = torch.from_numpy(slots[slots >= 0]).to(device)
                 for layer in layers:
                     values = captured.pop(layer)  # (B, U)
                     keys = tie_keys(values.T, index, channel_index[layer], layer, seed)
                     ranks[layer].update(keys, values.T, index.view(1, -1))
                     res = reservoir_value[layer]
                     if grow.any():
-                        res = torch.cat([res, torch.zeros(int(grow.sum()), res.shape[1])])
-                    res[torch.from_numpy(slots[slots >= 0])] = values[torch.from_numpy(slots >= 0)]
+                        res = torch.cat([res, res.new_zeros(int(grow.sum()), res.shape[1])])
+                    res[where] = values[kept]
                     reservoir_value[layer] = res
     finally:
         for handle in hooks:
@@ -162,13 +198,16 @@ def collect_rankings(model: LoadedModel, pool, units: list[Unit], keep: int,
 
     out, seen = {}, sampler.seen
     for layer, us in per_layer.items():
-        top, bottom = ranks[layer].top, ranks[layer].bottom
+        top = [t.cpu() for t in ranks[layer].top]
+        bottom = [t.cpu() for t in ranks[layer].bottom]
+        res_values = reservoir_value[layer].cpu()
+        contrast = contrast_sum[layer].cpu()
         for k, unit in enumerate(us):
-            res_value = reservoir_value[layer][:, k].numpy()
+            res_value = res_values[:, k].numpy()
             order = np.argsort(res_value, kind="stable")
             out[unit] = UnitRanking(top[2][k].numpy(), top[1][k].numpy(), bottom[2][k].numpy(),
                                     bottom[1][k].numpy(), reservoir_index[order], res_value[order],
-                                    seen, float(contrast_sum[layer][k]) / max(seen, 1))
+                                    seen, float(contrast[k]) / max(seen, 1))
     return out
 
 

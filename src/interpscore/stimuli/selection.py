@@ -140,8 +140,8 @@ def select_exemplars(ranking: UnitRanking, sources: np.ndarray, n_refs: int = 9,
 def build_exemplars(model: LoadedModel, pool, units: list[Unit], n_refs: int = 9,
                     n_batches: int = 20, difficulties=("easy",), max_refs_per_source=None,
                     reservoir_size: int = 4096, batch_size: int = 64, seed: int = 0,
-                    progress: bool = True) -> tuple[list[UnitExemplars], list[Unit]]:
-    """Exemplars of every non-constant unit, plus the list of dropped constant units."""
+                    progress: bool = True) -> tuple[list[UnitExemplars], dict[Unit, str]]:
+    """Exemplars of every unit that has them, plus the dropped units with their reasons."""
     check_request(n_refs, n_batches, difficulties, len(pool))
     rankings = collect_rankings(model, pool, units, keep_for(n_refs, n_batches), reservoir_size,
                                 batch_size, seed, progress)
@@ -154,15 +154,20 @@ def keep_for(n_refs: int, n_batches: int) -> int:
 
 
 def select_all(rankings, sources, units, n_refs, n_batches, difficulties, max_refs_per_source,
-               seed) -> tuple[list[UnitExemplars], list[Unit]]:
-    kept, constant = [], []
+               seed) -> tuple[list[UnitExemplars], dict[Unit, str]]:
+    """Exemplars of each unit that has them, and the others with the reason why not."""
+    kept, dropped = [], {}
     for unit in units:
-        exemplars = select_exemplars(rankings[unit], sources, n_refs, n_batches,
+        ranking = rankings[unit]
+        if not np.isfinite(np.concatenate([ranking.top_value, ranking.bottom_value])).all():
+            dropped[unit] = "non-finite activations"
+            continue
+        exemplars = select_exemplars(ranking, sources, n_refs, n_batches,
                                      difficulties, max_refs_per_source, unit_seed(seed, unit))
         if exemplars is None:
-            constant.append(unit)
+            dropped[unit] = "constant over the pool"
         else:
             exemplars.unit = unit
-            exemplars.stats = rankings[unit].activation_stats()
+            exemplars.stats = ranking.activation_stats()
             kept.append(exemplars)
-    return kept, constant
+    return kept, dropped

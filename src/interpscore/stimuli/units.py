@@ -70,6 +70,8 @@ def parse_units(spec, channels: dict[str, int], seed: int) -> list[Unit]:
         return sample_units(channels, None, seed)
     if isinstance(spec, int):
         return sample_units(channels, spec, seed)
+    if isinstance(spec, PerLayer):
+        return sample_per_layer(channels, spec.n, seed)
     for unit in spec:
         if unit.layer not in channels or not 0 <= unit.channel < channels[unit.layer]:
             raise InputError(f"--units {unit.layer}:{unit.channel}: not among the layers scored "
@@ -77,11 +79,35 @@ def parse_units(spec, channels: dict[str, int], seed: int) -> list[Unit]:
     return spec
 
 
-def check_units_spec(spec) -> int | str | list[Unit]:
+@dataclass(frozen=True)
+class PerLayer:
+    """A units request of N channels of every layer (all of a narrower layer)."""
+
+    n: int
+
+
+def sample_per_layer(channels: dict[str, int], n: int, seed: int) -> list[Unit]:
+    """N channels of each layer, seeded per layer: a layer's sample does not depend on which
+    other layers are scanned."""
+    units = []
+    for layer, width in channels.items():
+        rng = np.random.default_rng(zlib.crc32(f"{seed}:{layer}".encode()))
+        units += [Unit(layer, int(c)) for c in sorted(rng.choice(width, min(n, width), replace=False))]
+    return units
+
+
+def check_units_spec(spec) -> int | str | PerLayer | list[Unit]:
     """A units request in its one form, checked before any model is built: 'all', N >= 1,
-    or a list of Units (from `LAYER:CHANNEL` strings)."""
+    N/layer, or a list of Units (from `LAYER:CHANNEL` strings)."""
     if spec in (None, "all"):
         return "all"
+    if isinstance(spec, PerLayer):
+        return spec
+    if isinstance(spec, str) and spec.endswith("/layer"):
+        n = spec.removesuffix("/layer")
+        if not n.isdigit() or int(n) < 1:
+            raise InputError(f"--units {spec}: write N/layer with N >= 1, e.g. 20/layer")
+        return PerLayer(int(n))
     if isinstance(spec, str) and spec.lstrip("-").isdigit():
         spec = int(spec)
     if isinstance(spec, (int, np.integer)):

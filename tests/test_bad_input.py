@@ -83,6 +83,15 @@ CASES = [
          "{tmp}/bad.csv", also=["'correct'", "line "],
          setup=lambda t: _table(t, lambda x: x.assign(correct=x["correct"].where(
              x["is_demo"] == True, "maybe")))),  # noqa: E712 (a column of bools)
+    Case("prepare-unreadable-reference-list", ["prepare", "--responses", "{tmp}/bad.csv", "--out",
+                                               "{out}"], "{tmp}/bad.csv",
+         also=["'max_references'", "line 3"],
+         setup=lambda t: _table(t, lambda x: x.assign(max_references=x["max_references"].where(
+             x.index != 1, "['a.png', 'b.png'")))),
+    Case("prepare-time-not-a-number", ["prepare", "--responses", "{tmp}/bad.csv", "--out", "{out}"],
+         "{tmp}/bad.csv", also=["'time_elapsed'", "line 4"],
+         setup=lambda t: _table(t, lambda x: x.assign(time_elapsed=x["time_elapsed"].astype(object)
+                                                      .where(x.index != 2, "ten")))),
     Case("prepare-empty-table", ["prepare", "--responses", "{tmp}/bad.csv", "--out", "{out}"],
          "{tmp}/bad.csv", setup=lambda t: _table(t, lambda x: x.iloc[0:0])),
     Case("prepare-truncated-zip", ["prepare", "--responses", "{tmp}/h.zip", "--out", "{out}"],

@@ -31,6 +31,7 @@ REQUIRED_COLUMNS = ("task_id", "model", "layer", "channel", "mode", "correct")
 # `correct` is read only where it is used: main and catch trials, not the practice block.
 BOOL_COLUMNS = ("is_demo", "catch_trial", "passed_checks", "multi_participation", "correct")
 LIST_COLUMNS = ("min_references", "max_references")
+NUMBER_COLUMNS = ("time_elapsed", "rt")  # the exclusion criteria compute with them
 _TRUE = {"true", "t", "1", "1.0", "yes", "y"}
 _FALSE = {"false", "f", "0", "0.0", "no", "n", "", "nan", "none"}
 
@@ -242,6 +243,28 @@ def parse_bool(values: pd.Series, column: str, source, used: pd.Series | None = 
     return parsed if used is None else parsed & used
 
 
+def _number(value) -> float:
+    """A number, or NaN for an empty cell."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return float("nan")
+    return float(value)
+
+
+def _per_row(values: pd.Series, parse, column: str, source, expected: str) -> pd.Series:
+    """Parse every cell; every cell that cannot be read is reported with its line."""
+    out, bad = [], []
+    for i, value in values.items():
+        try:
+            out.append(parse(value))
+        except (ValueError, SyntaxError, TypeError):
+            out.append(None)
+            bad.append(f"line {i + 2}: {value!r}")
+    if bad:
+        raise InputError(f"{source}: column '{column}' has {len(bad)} value(s) that are not "
+                         f"{expected} ({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''})")
+    return pd.Series(out, index=values.index, dtype=object if column in LIST_COLUMNS else float)
+
+
 def parse_list(value) -> list:
     """Reference lists arrive as lists or as their string form ("['a.png', 'b.png']")."""
     if isinstance(value, (list, tuple, np.ndarray)):
@@ -281,7 +304,11 @@ def normalise_table(table: pd.DataFrame, source) -> pd.DataFrame:
     table["catch_trial"] = table["catch_trial"] | (table["mode"].astype(str) == "catch_trial")
     for column in LIST_COLUMNS:
         if column in table:
-            table[column] = table[column].map(parse_list)
+            table[column] = _per_row(table[column], parse_list, column, source,
+                                     "a list of image paths, e.g. ['a.png', 'b.png']")
+    for column in NUMBER_COLUMNS:
+        if column in table:
+            table[column] = _per_row(table[column], _number, column, source, "a number")
     for column in ("task_id", "participant_id", "model", "layer", "mode"):
         table[column] = table[column].astype(str)
     return table

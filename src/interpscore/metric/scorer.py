@@ -158,12 +158,15 @@ class Scorer:
     def _score_tasks(self, embeddings: torch.Tensor, tasks: list[list[tuple]], seed: int
                      ) -> list[dict]:
         """tasks[u] = [(q_max, q_min, refs_max, refs_min) as embedding row indices, ...]."""
+        from ..stimuli.networks import default_device
         from .heads import unit_prediction
         from .tasks import TaskTensors, gather, pad_rows, summarise_tasks
 
+        device = default_device()  # task summaries and the head run on the GPU where there is one
+        head = self.metric.head.to(device)
         flat = [task for unit_tasks in tasks for task in unit_tasks]
-        summaries = summarise_tasks(embeddings, [t[0] for t in flat], [t[1] for t in flat],
-                                    [t[2] for t in flat], [t[3] for t in flat],
+        summaries = summarise_tasks(embeddings.to(device), [t[0] for t in flat],
+                                    [t[1] for t in flat], [t[2] for t in flat], [t[3] for t in flat],
                                     self.cache.backbone.stage_dims)
         starts = np.cumsum([0] + [len(t) for t in tasks])
         tensors = TaskTensors(**summaries, n=torch.zeros(len(flat)), k=torch.zeros(len(flat)),
@@ -175,9 +178,12 @@ class Scorer:
         with torch.no_grad():
             for start in range(0, len(tasks), 256):
                 batch = gather(tensors, range(start, min(start + 256, len(tasks))))
-                p = self.metric.head(batch)
-                for i, score in enumerate(unit_prediction(p, batch).tolist()):
-                    p_tasks = p[i][batch["task_mask"][i]].numpy()
+                batch = {key: value.to(device) for key, value in batch.items()}
+                p = head(batch)
+                scores = unit_prediction(p, batch).cpu()
+                p, mask = p.float().cpu(), batch["task_mask"].cpu()
+                for i, score in enumerate(scores.tolist()):
+                    p_tasks = p[i][mask[i]].numpy()
                     low, high = task_interval(p_tasks, seed=seed + start + i)
                     rows.append(dict(score=score, score_low=low, score_high=high,
                                      n_tasks=len(p_tasks)))
@@ -223,9 +229,13 @@ class Scorer:
             raise InputError(f"--shard {rank}/{world}: rank must be in 0..{world - 1}")
         return self.job(model, layers, units, images, out, **options).compute_shard(rank, world)
 
-    def score_job(self, job: "_Job") -> pd.DataFrame:
-        """Score a job's units from its shards (computing the missing ones) or one pass."""
-        rankings, skipped = job.merged()
+    def score_job(self, job: "_Job", rankings: dict | None = None) -> pd.DataFrame:
+        """Score a job's units from its shards (computing the missing ones) or one pass, or
+        from `rankings` already computed (`job.rankings()["rankings"]`)."""
+        if rankings is None:
+            rankings, skipped = job.merged()
+        else:
+            skipped = dict(getattr(job.pool, "skipped", {}))
         exemplars, dropped = self._exemplars(job, rankings)
         frame = self._unit_rows(job, exemplars, dropped)
         frame.attrs["skipped_images"] = skipped
@@ -268,8 +278,12 @@ class Scorer:
         tasks = [[(row_of[q_max], row_of[q_min], [row_of[i] for i in ex.refs_max[b]],
                    [row_of[i] for i in ex.refs_min[b]])
                   for b, (q_max, q_min) in enumerate(ex.queries[o.difficulty])] for ex in exemplars]
+        # In chunks of units, so that memory stays bounded for a whole model's units; the
+        # seed offset keeps each unit's interval the same as in one call.
+        chunk = 2048
         scored = dict(zip([ex.unit for ex in exemplars],
-                          self._score_tasks(embeddings, tasks, o.seed) if tasks else []))
+                          [row for c in range(0, len(tasks), chunk)
+                           for row in self._score_tasks(embeddings, tasks[c:c + chunk], o.seed + c)]))
         stats = {ex.unit: ex.stats for ex in exemplars}
         depths = module_depths(job.model.module)
         widths = layer_channels(job.model, sorted({u.layer for u in job.units}), o.image_size)

@@ -258,7 +258,10 @@ def default_pool(n_images: int = 3000, size: int = 128, seed: int = 0,
 
 def open_pool(spec: str | Path | None, size: int = 224, n_images: int = 3000, seed: int = 0,
               cache_dir: str | Path | None = None) -> ImagePool:
-    """`default` (or None) -> the offline pool; a folder of images, or a saved HF dataset."""
+    """`default` (or None) -> the offline pool; a folder of images, or a saved HF dataset; a
+    pool object is used as it is."""
+    if isinstance(spec, ImagePool):
+        return spec
     if spec in (None, "default"):
         return default_pool(n_images=n_images, size=size, seed=seed, cache_dir=cache_dir)
     path = Path(spec)

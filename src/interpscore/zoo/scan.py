@@ -174,8 +174,11 @@ def scan(checkpoint: str | Path, models: list[str], out: str | Path, images: str
 
 
 def _process_group() -> bool:
+    import torch
     import torch.distributed as dist
 
+    if torch.cuda.is_available():  # one GPU per local rank where a node has several
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     if not dist.is_initialized():
         dist.init_process_group("gloo")  # a barrier is all the scan needs from it
     return True

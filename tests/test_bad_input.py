@@ -33,6 +33,10 @@ class Case:
     also: list[str] = field(default_factory=list)  # more text the message must hold
 
 
+_MAIN = build_table()[["is_demo", "catch_trial"]].astype(str).eq("False").all(axis=1)
+_FIRST_MAIN = int(_MAIN.idxmax())  # the first main trial's row (the analysis reads its images)
+
+
 def _table(tmp, mutate):
     mutate(build_table()).to_csv(tmp / "bad.csv", index=False)
 
@@ -60,6 +64,7 @@ CASES = [
     Case("prepare-missing-responses", ["prepare", "--responses", "{tmp}/nope.csv", "--out", "{out}"],
          "--responses {tmp}/nope.csv"),
     Case("prepare-val-fraction-2", PREPARE + ["--val-fraction", "2"], "--val-fraction"),
+    Case("prepare-negative-seed", PREPARE + ["--seed", "-1"], "--seed"),
     Case("prepare-negative-test-fraction", PREPARE + ["--test-fraction", "-0.1"], "--test-fraction"),
     Case("prepare-fractions-sum-to-one", PREPARE + ["--val-fraction", "0.6", "--test-fraction", "0.5"],
          "--val-fraction 0.6 + --test-fraction 0.5", also=["training"]),
@@ -85,9 +90,9 @@ CASES = [
              x["is_demo"] == True, "maybe")))),  # noqa: E712 (a column of bools)
     Case("prepare-unreadable-reference-list", ["prepare", "--responses", "{tmp}/bad.csv", "--out",
                                                "{out}"], "{tmp}/bad.csv",
-         also=["'max_references'", "line 3"],
+         also=["'max_references'", f"line {_FIRST_MAIN + 2}"],
          setup=lambda t: _table(t, lambda x: x.assign(max_references=x["max_references"].where(
-             x.index != 1, "['a.png', 'b.png'")))),
+             x.index != _FIRST_MAIN, "['a.png', 'b.png'")))),
     Case("prepare-time-not-a-number", ["prepare", "--responses", "{tmp}/bad.csv", "--out", "{out}"],
          "{tmp}/bad.csv", also=["'time_elapsed'", "line 4"],
          setup=lambda t: _table(t, lambda x: x.assign(time_elapsed=x["time_elapsed"].astype(object)
@@ -116,6 +121,8 @@ CASES = [
     Case("evaluate-zero-boot", EVALUATE + ["--n-boot", "0"], "--n-boot"),
     Case("evaluate-missing-data", EVALUATE + ["--data", "{tmp}/nodata"], "{tmp}/nodata"),
     Case("evaluate-out-holds-a-users-file", EVALUATE, "--out {out}", out_before=True),
+    Case("evaluate-missing-images-dir", EVALUATE + ["--images-dir", "{tmp}/noimages"],
+         "--images-dir {tmp}/noimages"),
     Case("evaluate-out-is-a-file", EVALUATE[:-1] + ["{tmp}/afile"], "--out {tmp}/afile",
          setup=_file("afile")),
     # score
@@ -136,20 +143,24 @@ CASES = [
     Case("score-missing-images", SCORE + ["--images", "{tmp}/no_pool"], "{tmp}/no_pool"),
     Case("score-unknown-model", ["score", "--checkpoint", "{ckpt}", "--model", "no_such_net_xyz",
                                  "--out", "{out}"], "--model no_such_net_xyz"),
-    Case("score-unknown-layer", SCORE + SMALL_SCORE + ["--layers", "nope"], "nope"),
+    Case("score-unknown-layer", SCORE + SMALL_SCORE + ["--layers", "nope"], "--layers nope"),
     Case("score-shard-rank-too-high", SCORE + ["--shard", "3/2"], "--shard 3/2"),
     Case("score-shard-garbled", SCORE + ["--shard", "x"], "--shard x"),
     Case("score-missing-checkpoint", ["score", "--checkpoint", "{tmp}/none.ckpt", "--model",
                                       "test_resnet@random", "--out", "{out}"], "--checkpoint"),
     Case("score-out-holds-a-users-file", SCORE + SMALL_SCORE, "--out {out}", out_before=True),
     # stimuli and export-experiment
-    Case("stimuli-unknown-difficulty", STIMULI + ["--difficulties", "easy,nope"], "--difficulty nope"),
+    Case("stimuli-unknown-difficulty", STIMULI + ["--difficulties", "easy,nope"],
+         "--difficulties nope"),
+    Case("stimuli-negative-seed", STIMULI + ["--seed", "-1"], "--seed"),
     Case("stimuli-units-0", STIMULI + ["--units", "0"], "--units 0"),
     Case("stimuli-out-holds-a-users-file", STIMULI, "--out {out}", out_before=True),
     Case("export-missing-store", EXPORT + ["--stimuli", "{tmp}/nostore"], "--stimuli {tmp}/nostore"),
     Case("export-missing-scores", EXPORT + ["--stimuli", "{fixtures}", "--scores", "{tmp}/s.parquet",
                                             "--select", "uncertain"], "--scores {tmp}/s.parquet"),
     Case("export-zero-n", EXPORT + ["--stimuli", "{fixtures}", "-n", "0"], "-n"),
+    Case("export-out-holds-a-users-file", EXPORT + ["--stimuli", "{fixtures}"], "--out {out}",
+         out_before=True),
     # leaderboard
     Case("board-validate-missing-root", BOARD + ["validate", "--root", "{tmp}/noboard"], "--root"),
     Case("board-validate-empty-root", BOARD + ["validate", "--root", "{tmp}/emptyboard"], "--root",
@@ -165,6 +176,12 @@ CASES = [
          "--baseline"),
     Case("board-fix-unknown-track", BOARD + ["fix-track", "--root", "{board}", "--track", "nope",
                                              "--data", "{tmp}"], "--track nope"),
+    Case("board-score-zero-boot", BOARD + ["score", "--root", "{board}", "--n-boot", "0"],
+         "--n-boot"),
+    Case("board-submit-missing-checkpoint", BOARD + ["submit", "--root", "{board}", "--meta",
+                                                     "{tmp}/m.yaml", "--checkpoint",
+                                                     "{tmp}/none.ckpt"], "--checkpoint",
+         setup=_file("m.yaml", "id: x\n")),
     Case("board-render-missing-root", BOARD + ["render", "--root", "{tmp}/noboard"], "--root"),
     # download-imi and layers
     Case("download-unknown-file", ["download-imi", "--out", "{out}", "--files", "nope.zip"],
@@ -294,7 +311,8 @@ def test_ctrl_c_during_score_leaves_no_partial_output(places, tmp_path, monkeypa
     out = tmp_path / "out"
     argv = _fill(SCORE + SMALL_SCORE + ["--units", "2"], dict(places, out=str(out)))
     assert main(argv) == 130
-    assert "interrupted" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
     assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
 
 

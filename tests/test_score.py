@@ -109,7 +109,8 @@ def test_export_experiment_is_readable_by_the_prepare_resolver(scorer, tmp_path,
 
 
 def test_bad_scoring_inputs(scorer, tmp_path, imi_fixtures, capsys):
-    with pytest.raises(InputError, match="layers of interest: .*layer1.0.conv1"):
+    with pytest.raises(InputError,
+                       match="--layers nope: unknown layer.*layers of interest: .*layer1.0.conv1"):
         scorer.score_units("test_resnet@random", layers=["nope"], **SMALL)
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no images"):

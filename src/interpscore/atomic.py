@@ -48,6 +48,10 @@ def _check_writable(folder: Path, option: str, out: Path) -> None:
     os.unlink(name)
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextmanager
 def atomic_folder(out: str | Path, overwrite: bool = False, option: str = "--out"):
     """Yield a temporary folder beside OUT. If the block succeeds, each entry in it replaces the
@@ -87,10 +91,11 @@ def files_into(out: str | Path):
     entry of the same name in OUT, and nothing else in OUT is touched (the caller has checked OUT
     with `check_output_folder`)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         yield tmp
+        out.mkdir(exist_ok=True)  # only now: a failed block leaves no empty OUT behind
         for entry in sorted(tmp.iterdir()):
             _replace(entry, out / entry.name)
     finally:
@@ -106,6 +111,7 @@ def atomic_file(path: str | Path):
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # as a plain open() would make it, not mkstemp's 0600
     try:
         yield tmp
         tmp.replace(path)

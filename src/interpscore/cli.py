@@ -55,6 +55,7 @@ POSITIVE_INT = _number(int, 1)
 NON_NEGATIVE = _number(float, 0)
 FRACTION = _number(float, 0, 1, high_open=True)
 PROBABILITY = _number(float, 0, 1)
+SEED = _number(int, 0, 2**32 - 1)  # numpy's seeds
 
 
 def _download_imi(args) -> int:
@@ -126,7 +127,7 @@ def _stimuli(args) -> int:
     from .stimuli.units import check_units_spec, choose_units
 
     difficulties = args.difficulties.split(",")
-    check_request(args.n_refs, args.n_batches, difficulties)
+    check_request(args.n_refs, args.n_batches, difficulties, difficulty_option="--difficulties")
     check_units_spec(args.units)
     check_output_folder(args.out, args.overwrite)
     model = load_model(args.model, image_size=args.image_size)
@@ -166,6 +167,8 @@ def _evaluate(args) -> int:
     from .evaluation.report import write_report
 
     check_output_folder(args.out, args.overwrite)
+    if args.images_dir is not None and not Path(args.images_dir).is_dir():
+        raise InputError(f"--images-dir {args.images_dir}: no such folder")
     metrics, table, tensors = run_evaluation(
         args.checkpoint, data_dir=args.data, split=args.split, backbone=args.backbone,
         images_dir=args.images_dir, cache_dir=args.cache_dir, n_boot=args.n_boot,
@@ -261,7 +264,8 @@ def _export(args) -> int:
     from .stimuli.export import export_experiment
 
     out = export_experiment(args.stimuli, args.out, scores=args.scores, units=args.units,
-                            select=args.select, n=args.n, seed=args.seed)
+                            select=args.select, n=args.n, seed=args.seed,
+                            overwrite=args.overwrite)
     print(f"experiment -> {out}")
     return 0
 
@@ -329,6 +333,10 @@ def _leaderboard_submit(args) -> int:
     if (args.checkpoint is None) == (args.baseline is None):
         raise InputError("leaderboard submit: give --checkpoint CKPT or --baseline NAME")
     root = check_root(args.root)
+    if args.checkpoint:  # before any dataset is simulated
+        from .metric.checkpoint import load_checkpoint
+
+        load_checkpoint(args.checkpoint)
     meta = yaml.safe_load(Path(args.meta).read_text()) if Path(args.meta).is_file() else None
     if not isinstance(meta, dict) or "id" not in meta:
         raise InputError(f"--meta {args.meta}: a YAML file with at least an id")
@@ -399,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--overwrite", action="store_true",
                       help="replace the dataset files in an --out that already holds files "
                       "(others are kept)")
-    prep.add_argument("--seed", type=int, default=0, help="seed of the unit split")
+    prep.add_argument("--seed", type=SEED, default=0, help="seed of the unit split")
     prep.add_argument("--val-fraction", type=FRACTION, default=0.15,
                       help="fraction of units for validation")
     prep.add_argument("--test-fraction", type=FRACTION, default=0.15,
@@ -423,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = command("simulate", _simulate, "generate the simulated IMI release (offline)")
     sim.add_argument("--out", required=True, help="release folder")
-    sim.add_argument("--seed", type=int, default=0, help="seed of everything simulated")
+    sim.add_argument("--seed", type=SEED, default=0, help="seed of everything simulated")
     sim.add_argument("--models", nargs="+", help="model specs (default: five offline models)")
     sim.add_argument("--units-per-model", type=POSITIVE_INT, help="(default: the config's)")
     sim.add_argument("--pool-size", type=POSITIVE_INT, help="images of pool A (default: the config's)")
@@ -458,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="at most this many references from one source photo (default: any)")
     stim.add_argument("--image-size", type=POSITIVE_INT, default=224, help="pixels")
     stim.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="images per forward pass")
-    stim.add_argument("--seed", type=int, default=0, help="seed of unit sampling and batches")
+    stim.add_argument("--seed", type=SEED, default=0, help="seed of unit sampling and batches")
 
     ev = command("evaluate", _evaluate, "predicted vs measured HIS, baselines, ceiling")
     ev.add_argument("--checkpoint", required=True, help="a checkpoint of `python train.py`")
@@ -493,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--image-size", type=POSITIVE_INT, default=224, help="pixels")
     sc.add_argument("--pool-size", type=POSITIVE_INT, default=3000,
                     help="size of the default pool")
-    sc.add_argument("--seed", type=int, default=0, help="seed of unit sampling and batches")
+    sc.add_argument("--seed", type=SEED, default=0, help="seed of unit sampling and batches")
     sc.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="images per forward pass")
     sc.add_argument("--shard", help="RANK/WORLD: compute only this part of the activation pass")
     sc.add_argument("--save-stimuli", action="store_true", help="also write the exemplars")
@@ -528,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="size of the default pool")
     zoo.add_argument("--pool-shards", type=POSITIVE_INT, default=4,
                      help="parts of each model's activation pass saved as they finish (resume)")
-    zoo.add_argument("--seed", type=int, default=0, help="seed of unit sampling and batches")
+    zoo.add_argument("--seed", type=SEED, default=0, help="seed of unit sampling and batches")
     zoo.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="images per forward pass")
     zoo.add_argument("--workers", type=_number(int, 0), default=0,
                      help="DataLoader processes decoding images (a GPU wants several)")
@@ -540,12 +548,15 @@ def build_parser() -> argparse.ArgumentParser:
                  "a ready 2-AFC experiment (IMI per-task layout) for chosen units")
     ex.add_argument("--stimuli", required=True, help="a stimulus store (score --save-stimuli)")
     ex.add_argument("--out", required=True, help="experiment folder")
+    ex.add_argument("--overwrite", action="store_true",
+                    help="replace the experiment files in an --out that already holds files "
+                    "(others are kept)")
     ex.add_argument("--scores", help="scores.parquet, for --select uncertain|extreme")
     ex.add_argument("--units", nargs="*", help="units as MODEL/LAYER/CHANNEL (default: all)")
     ex.add_argument("--select", choices=["uncertain", "extreme", "random"],
                     help="pick -n units: most uncertain, most extreme scores, or at random")
     ex.add_argument("-n", type=POSITIVE_INT, default=10, help="how many units --select picks")
-    ex.add_argument("--seed", type=int, default=0, help="seed of --select random")
+    ex.add_argument("--seed", type=SEED, default=0, help="seed of --select random")
 
     lb = commands.add_parser("leaderboard", help="validate, score, submit and render entries")
     actions = lb.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -575,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     sco.add_argument("--data-root", default=DEFAULT_DATA_ROOT,
                      help="where simulated datasets are cached")
     sco.add_argument("--imi-data", help="the prepared real IMI dataset, for the imi track")
-    sco.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    sco.add_argument("--n-boot", type=POSITIVE_INT, default=1000, help="bootstrap resamples")
     board_command("render", _leaderboard_render, "write README.md and index.html")
     fix = board_command("fix-track", _leaderboard_fix_track,
                         "freeze a track's test units from a prepared dataset (once)")

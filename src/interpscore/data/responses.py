@@ -302,10 +302,11 @@ def normalise_table(table: pd.DataFrame, source) -> pd.DataFrame:
         elif column in ("is_demo", "catch_trial"):
             table[column] = False
     table["catch_trial"] = table["catch_trial"] | (table["mode"].astype(str) == "catch_trial")
-    for column in LIST_COLUMNS:
+    main_rows = ~table["is_demo"] & ~table["catch_trial"]
+    for column in LIST_COLUMNS:  # only main trials' images are resolved
         if column in table:
-            table[column] = _per_row(table[column], parse_list, column, source,
-                                     "a list of image paths, e.g. ['a.png', 'b.png']")
+            table[column] = _per_row(table[column].where(main_rows, ""), parse_list, column,
+                                     source, "a list of image paths, e.g. ['a.png', 'b.png']")
     for column in NUMBER_COLUMNS:
         if column in table:
             table[column] = _per_row(table[column], _number, column, source, "a number")

@@ -278,9 +278,10 @@ class Scorer:
         tasks = [[(row_of[q_max], row_of[q_min], [row_of[i] for i in ex.refs_max[b]],
                    [row_of[i] for i in ex.refs_min[b]])
                   for b, (q_max, q_min) in enumerate(ex.queries[o.difficulty])] for ex in exemplars]
-        # In chunks of units, so that memory stays bounded for a whole model's units; the
-        # seed offset keeps each unit's interval the same as in one call.
-        chunk = 2048
+        # In chunks of units (a task holds its references' embeddings while it is summarised),
+        # so memory stays bounded for a whole model; the seed offset keeps each unit's
+        # interval what it is in one call.
+        chunk = 256
         scored = dict(zip([ex.unit for ex in exemplars],
                           [row for c in range(0, len(tasks), chunk)
                            for row in self._score_tasks(embeddings, tasks[c:c + chunk], o.seed + c)]))

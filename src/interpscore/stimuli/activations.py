@@ -53,26 +53,51 @@ def tie_keys(values, image_index, channels, layer: str, seed: int):
 
 
 class _StreamingRanks:
-    """Top-k and bottom-k (activation, pool index) per unit, updated batch by batch."""
+    """Top-k and bottom-k (activation, pool index) per unit, updated batch by batch. Batches
+    wait in a buffer until it holds about as many images as are kept, then one top-k over the
+    kept and the buffered replaces the per-batch top-k: the same result (the top-k of a union),
+    at a fraction of the cost when many units are hooked."""
 
     def __init__(self, n_units: int, keep: int, device="cpu"):
         import torch
 
         self.keep = keep
         empty = lambda dtype: torch.empty(n_units, 0, dtype=dtype, device=device)  # noqa: E731
-        self.top = [empty(torch.float64), empty(torch.float32), empty(torch.int64)]
-        self.bottom = [empty(torch.float64), empty(torch.float32), empty(torch.int64)]
+        self._top = [empty(torch.float64), empty(torch.float32), empty(torch.int64)]
+        self._bottom = [empty(torch.float64), empty(torch.float32), empty(torch.int64)]
+        self._pending: list[tuple] = []
+        self._pending_width = 0
 
     def update(self, keys, values, index) -> None:
+        self._pending.append((keys, values, index.expand(keys.shape[0], -1)))
+        self._pending_width += keys.shape[1]
+        if self._pending_width >= max(self.keep, 256):
+            self._flush()
+
+    def _flush(self) -> None:
         import torch
 
-        for state, largest in ((self.top, True), (self.bottom, False)):
+        if not self._pending:
+            return
+        keys, values, index = (torch.cat(parts, 1) for parts in zip(*self._pending))
+        self._pending, self._pending_width = [], 0
+        for state, largest in ((self._top, True), (self._bottom, False)):
             key = torch.cat([state[0], keys], 1)
             value = torch.cat([state[1], values], 1)
-            idx = torch.cat([state[2], index.expand(keys.shape[0], -1)], 1)
+            idx = torch.cat([state[2], index], 1)
             k = min(self.keep, key.shape[1])
             key, order = key.topk(k, dim=1, largest=largest, sorted=True)
             state[:] = [key, value.gather(1, order), idx.gather(1, order)]
+
+    @property
+    def top(self) -> list:
+        self._flush()
+        return self._top
+
+    @property
+    def bottom(self) -> list:
+        self._flush()
+        return self._bottom
 
 
 class _Reservoir:

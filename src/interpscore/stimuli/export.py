@@ -63,11 +63,12 @@ def choose_units(available: list[str], scores: pd.DataFrame | None, units, selec
 
 
 def export_experiment(stimuli, out, scores=None, units=None, select=None, n: int = 10,
-                      seed: int = 0, trials_per_task: int = 20, catch_per_task: int = 2) -> Path:
+                      seed: int = 0, trials_per_task: int = 20, catch_per_task: int = 2,
+                      overwrite: bool = False) -> Path:
     stimuli, out = Path(stimuli), Path(out)
     if scores is not None and not Path(scores).is_file():
         raise InputError(f"--scores {scores}: no such file; give the scores.parquet of `score`")
-    check_output_folder(out, overwrite=False)
+    check_output_folder(out, overwrite)
     available = store_units(stimuli) if stimuli.is_dir() else {}
     if not available:
         raise InputError(f"--stimuli {stimuli}: no stimulus store here (expected "
@@ -79,7 +80,7 @@ def export_experiment(stimuli, out, scores=None, units=None, select=None, n: int
     order = rng.permutation(len(trials))
     trials = [trials[i] for i in order]
     structure = {"tasks": []}
-    with atomic_folder(out) as tmp:
+    with atomic_folder(out, overwrite) as tmp:
         for k, start in enumerate(range(0, len(trials), trials_per_task), start=1):
             main = trials[start:start + trials_per_task]
             catch_at = set(rng.choice(len(main) + catch_per_task, catch_per_task,

@@ -347,5 +347,5 @@ def check_layers(model, layers) -> None:
     unknown = [layer for layer in layers if layer not in names]
     if unknown:
         valid = layers_of_interest(model)
-        raise InputError(f"unknown layer(s) {unknown}; layers of interest: "
+        raise InputError(f"--layers {','.join(unknown)}: unknown layer(s); layers of interest: "
                          f"{', '.join(valid[:40])}{' ...' if len(valid) > 40 else ''}")

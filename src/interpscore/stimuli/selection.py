@@ -38,8 +38,8 @@ def effective_quantile(percentile: float, n_images: int, n_top: int) -> float:
     return float(1 - rank / n_images)
 
 
-def check_request(n_refs: int, n_batches: int, difficulties, n_images: int | None = None
-                  ) -> None:
+def check_request(n_refs: int, n_batches: int, difficulties, n_images: int | None = None,
+                  difficulty_option: str = "--difficulty") -> None:
     """Before any activation pass: the exemplar request is possible (and for a pool of
     `n_images`, the pool is large enough for it). Messages name the command-line options."""
     if not 1 <= n_refs <= QUERY_INDEX:
@@ -49,8 +49,8 @@ def check_request(n_refs: int, n_batches: int, difficulties, n_images: int | Non
         raise InputError(f"--n-batches {n_batches}: must be at least 1")
     unknown = [d for d in difficulties if d != "easy" and d not in DIFFICULTY_PERCENTILES]
     if unknown or not difficulties:
-        raise InputError(f"--difficulty {','.join(unknown) or '(none)'}: unknown; valid: easy, "
-                         f"{', '.join(DIFFICULTY_PERCENTILES)}")
+        raise InputError(f"{difficulty_option} {','.join(unknown) or '(none)'}: unknown; valid: "
+                         f"easy, {', '.join(DIFFICULTY_PERCENTILES)}")
     need = 2 * (n_refs * n_batches + n_batches)
     if n_images is not None and n_images < need:
         raise InputError(f"--images/--pool-size: a pool of {n_images} images is too small for "

@@ -12,7 +12,6 @@ the CSV and (offline) wandb logs, and `metrics.json` from the test units with th
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 import warnings
@@ -26,15 +25,6 @@ from .lit import IMIDataModule, InterpScoreModule
 
 RUN_DIR_PLACEHOLDER = "{run_dir}"
 
-
-class _NoAdvertising(logging.Filter):
-    """Lightning's tips to install its cloud products say nothing about this run."""
-
-    def filter(self, record):
-        return not str(record.getMessage()).startswith("💡 Tip")
-
-
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvertising())
 
 RUN_DIR_ENV = "INTERPSCORE_RUN_DIR"
 

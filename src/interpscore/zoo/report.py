@@ -136,11 +136,13 @@ def make_figures(units: pd.DataFrame, summary: pd.DataFrame, layers: pd.DataFram
 
 def pairs_of(summary: pd.DataFrame) -> pd.DataFrame:
     """Architectures scanned both pretrained and at random init: their mean scores."""
-    table = summary.dropna(subset=["mean_score"]).pivot_table(
-        index="architecture", columns="pretrained", values="mean_score", aggfunc="mean")
-    if True not in table or False not in table:
+    scored = summary.dropna(subset=["mean_score"])
+    table = scored.assign(init=scored["pretrained"].map({True: "pretrained", False: "random"})
+                          ).pivot_table(index="architecture", columns="init", values="mean_score",
+                                        aggfunc="mean")
+    if "pretrained" not in table or "random" not in table:
         return pd.DataFrame(columns=["pretrained", "random"])
-    return table[[True, False]].dropna().set_axis(["pretrained", "random"], axis=1)
+    return table[["pretrained", "random"]].dropna()
 
 
 def markdown(units: pd.DataFrame, summary: pd.DataFrame, figures: list[str]) -> str:

@@ -17,6 +17,7 @@ written, by rank 0 after a barrier under torchrun, else by whichever process fin
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -29,6 +30,8 @@ from ..atomic import atomic_file, write_text
 from ..errors import InputError
 from ..metric.scorer import Scorer, ScoringOptions, save_table
 from ..stimuli.networks import check_model_spec, model_label
+
+log = logging.getLogger(__name__)  # progress lines; the CLI shows them
 
 UNIT_COLUMNS = ["model", "spec", "layer", "channel", "layer_depth", "layer_width", "score",
                 "score_low", "score_high", "status"]
@@ -162,8 +165,13 @@ def scan(checkpoint: str | Path, models: list[str], out: str | Path, images: str
     group = _process_group() if torchrun else None
     if group:
         _barrier()  # the folder is checked and prepared before any rank writes into it
-    for spec in models[rank::world]:
-        scan_model(scorer, spec, request, out)
+    mine = models[rank::world]
+    for n, spec in enumerate(mine, start=1):
+        log.info("zoo: %s (%d of %d in this process)", spec, n, len(mine))
+        frame = scan_model(scorer, spec, request, out)
+        ok = frame["status"] == "ok"
+        log.info("zoo: %s: %d units scored%s", spec, int(ok.sum()),
+                 "" if ok.any() else f" ({frame['status'].iloc[0]})")
     if group:
         _barrier()
         if rank != 0:

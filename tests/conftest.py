@@ -32,3 +32,27 @@ def debug_run(tmp_path_factory):
     metrics = main(args)
     (run,) = (base / "ckpt").iterdir()
     return base, run, metrics, args
+
+
+@pytest.fixture
+def browser_page():
+    """A page of Debian's chromium (headless, offline) and the list of its console errors; CI
+    installs chromium (see .ci/run), elsewhere the test is skipped without it."""
+    import shutil
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium (see .ci/run)")
+        pytest.skip("Debian's chromium is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    errors = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        yield page, errors
+        browser.close()

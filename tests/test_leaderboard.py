@@ -1,7 +1,4 @@
 import json
-import os
-import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -203,39 +200,25 @@ def test_rendering_is_deterministic_and_ranked(tiny_board, tmp_path):
     assert defined == sorted(defined, reverse=True)
 
 
-def test_page_in_a_real_browser(tiny_board):
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium (see .ci/run)")
-        pytest.skip("Debian's chromium is not installed")
-    sync_api = pytest.importorskip("playwright.sync_api")
+def test_page_in_a_real_browser(tiny_board, browser_page):
     root, _, _ = tiny_board
-    errors = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        page = browser.new_page()
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto((root / "index.html").as_uri())
-        rows = page.locator("section#track-debug-v1 table.ranking tbody tr")
-        assert page.locator("section#track-debug-v2 th[data-key=spearman]").inner_text() == \
-            "within-group Spearman"
-        assert rows.count() == 3
-        first_ids = [rows.nth(i).get_attribute("data-id") for i in range(3)]
-        page.locator("section#track-debug-v1 th[data-key=mae]").click()
-        mae_order = [rows.nth(i).get_attribute("data-id") for i in range(3)]
-        page.locator("section#track-debug-v1 th[data-key=mae]").click()
-        assert [rows.nth(i).get_attribute("data-id") for i in range(3)] == mae_order[::-1]
-        maes = {e: json.loads((root / "results" / f"{e}.json").read_text())["debug-v1"]["mae"]
-                for e in first_ids}
-        assert mae_order == sorted(maes, key=maes.get)
-        assert page.locator("section#track-debug-v1 svg.scatter circle").count() > 0
-        assert page.locator("section#track-debug-v1 line.ceiling").count() == 1
-        assert "Not yet scored" in page.locator("section#track-imi-v1").inner_text()
-        browser.close()
+    page, errors = browser_page
+    page.goto((root / "index.html").as_uri())
+    rows = page.locator("section#track-debug-v1 table.ranking tbody tr")
+    assert page.locator("section#track-debug-v2 th[data-key=spearman]").inner_text() == \
+        "within-group Spearman"
+    assert rows.count() == 3
+    first_ids = [rows.nth(i).get_attribute("data-id") for i in range(3)]
+    page.locator("section#track-debug-v1 th[data-key=mae]").click()
+    mae_order = [rows.nth(i).get_attribute("data-id") for i in range(3)]
+    page.locator("section#track-debug-v1 th[data-key=mae]").click()
+    assert [rows.nth(i).get_attribute("data-id") for i in range(3)] == mae_order[::-1]
+    maes = {e: json.loads((root / "results" / f"{e}.json").read_text())["debug-v1"]["mae"]
+            for e in first_ids}
+    assert mae_order == sorted(maes, key=maes.get)
+    assert page.locator("section#track-debug-v1 svg.scatter circle").count() > 0
+    assert page.locator("section#track-debug-v1 line.ceiling").count() == 1
+    assert "Not yet scored" in page.locator("section#track-imi-v1").inner_text()
     assert errors == []
 
 

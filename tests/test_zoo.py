@@ -92,28 +92,12 @@ def test_an_out_folder_of_another_scan_is_refused(zoo_args, reference, tmp_path,
     assert "holds a scan of another request" in capsys.readouterr().err
 
 
-def test_report_page_in_a_real_browser(reference):
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium (see .ci/run)")
-        pytest.skip("Debian's chromium is not installed")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    out, _ = reference
-    errors = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        page = browser.new_page()
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto((out / "report.html").as_uri())
-        images = page.locator("img")
-        assert images.count() >= 3
-        widths = page.evaluate("Array.from(document.images).map(i => i.complete && i.naturalWidth)")
-        assert all(w and w > 100 for w in widths), widths  # every figure decodes
-        assert page.locator("table tr").count() >= 4  # a header and the three models
-        assert "not measurements" in page.inner_text("body")
-        browser.close()
+def test_report_page_in_a_real_browser(reference, browser_page):
+    page, errors = browser_page
+    page.goto((reference[0] / "report.html").as_uri())
+    assert page.locator("img").count() >= 3
+    widths = page.evaluate("Array.from(document.images).map(i => i.complete && i.naturalWidth)")
+    assert all(w and w > 100 for w in widths), widths  # every figure decodes
+    assert page.locator("table tr").count() >= 4  # a header and the three models
+    assert "not measurements" in page.inner_text("body")
     assert errors == []

@@ -212,10 +212,8 @@ def _score(args) -> int:
     # A folder holding only shards/ is a run to resume (or a sharded run's other ranks).
     check_output_folder(args.out, args.overwrite, resumable=("shards",))
     scorer = load(args.checkpoint, cache_dir=args.cache_dir)
-    request = dict(layers=_layers_arg(args.layers), units=args.units,
-                   images=args.images, difficulty=args.difficulty, n_refs=args.n_refs,
-                   n_batches=args.n_batches, image_size=args.image_size,
-                   pool_size=args.pool_size, seed=args.seed, batch_size=args.batch_size)
+    request = dict(layers=_layers_arg(args.layers), units=args.units, images=args.images,
+                   **_scoring_options(args))
     if shard is not None:
         scorer.compute_shard(args.model, *shard, out=args.out, **request)
         print(f"shard {shard[0]}/{shard[1]} done -> {args.out}/shards/ (run without --shard "
@@ -239,9 +237,7 @@ def _zoo(args) -> int:
 
     models = read_models(args.models)
     shard = _shard_arg(args.shard) if args.shard else None
-    options = dict(difficulty=args.difficulty, n_refs=args.n_refs, n_batches=args.n_batches,
-                   image_size=args.image_size, pool_size=args.pool_size, seed=args.seed,
-                   batch_size=args.batch_size, workers=args.workers)
+    options = _scoring_options(args)
     units = scan(args.checkpoint, models, args.out, images=args.images, layers=args.layers,
                  units=args.units, pool_shards=args.pool_shards, shard=shard,
                  overwrite=args.overwrite, cache_dir=args.cache_dir, metadata=args.metadata,
@@ -377,6 +373,29 @@ def _leaderboard_render(args) -> int:
     return 0
 
 
+SCORING_ARGUMENTS = ("difficulty", "n_refs", "n_batches", "image_size", "pool_size", "seed",
+                     "batch_size", "workers")  # ScoringOptions fields, as score and zoo take them
+
+
+def _scoring_arguments(sub) -> None:
+    """How stimuli are made for scoring: the options `score` and `zoo` share."""
+    sub.add_argument("--difficulty", default="easy", choices=["easy", "hard85", "hard95", "hard99"],
+                     help="how far below the references the queries sit")
+    sub.add_argument("--n-refs", type=POSITIVE_INT, default=9, help="references per side")
+    sub.add_argument("--n-batches", type=POSITIVE_INT, default=20, help="tasks per unit")
+    sub.add_argument("--image-size", type=POSITIVE_INT, default=224, help="pixels")
+    sub.add_argument("--pool-size", type=POSITIVE_INT, default=3000,
+                     help="size of the default pool")
+    sub.add_argument("--seed", type=SEED, default=0, help="seed of unit sampling and batches")
+    sub.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="images per forward pass")
+    sub.add_argument("--workers", type=_number(int, 0), default=0,
+                     help="DataLoader processes decoding images (a GPU wants several)")
+
+
+def _scoring_options(args) -> dict:
+    return {name: getattr(args, name) for name in SCORING_ARGUMENTS}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="interpscore", description="Predict per-unit human interpretability (IMI 2-AFC).")
@@ -494,15 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--layers", default="auto", help="auto or L1,L2,...")
     sc.add_argument("--units", default="20", help="N (IMI sampling), N/layer (N of each layer), "
                     "all, or layer:channel,...")
-    sc.add_argument("--difficulty", default="easy", choices=["easy", "hard85", "hard95", "hard99"],
-                    help="how far below the references the queries sit")
-    sc.add_argument("--n-refs", type=POSITIVE_INT, default=9, help="references per side")
-    sc.add_argument("--n-batches", type=POSITIVE_INT, default=20, help="tasks per unit")
-    sc.add_argument("--image-size", type=POSITIVE_INT, default=224, help="pixels")
-    sc.add_argument("--pool-size", type=POSITIVE_INT, default=3000,
-                    help="size of the default pool")
-    sc.add_argument("--seed", type=SEED, default=0, help="seed of unit sampling and batches")
-    sc.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="images per forward pass")
+    _scoring_arguments(sc)
     sc.add_argument("--shard", help="RANK/WORLD: compute only this part of the activation pass")
     sc.add_argument("--save-stimuli", action="store_true", help="also write the exemplars")
     sc.add_argument("--cache-dir", default=DEFAULT_CACHE, help="embedding and pool cache")
@@ -527,19 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--units", default="all", help="all, or N/layer (a seeded sample per layer)")
     zoo.add_argument("--metadata", help="CSV with columns model, top1, params (params are "
                      "computed where absent)")
-    zoo.add_argument("--difficulty", default="easy", choices=["easy", "hard85", "hard95", "hard99"],
-                     help="how far below the references the queries sit")
-    zoo.add_argument("--n-refs", type=POSITIVE_INT, default=9, help="references per side")
-    zoo.add_argument("--n-batches", type=POSITIVE_INT, default=20, help="tasks per unit")
-    zoo.add_argument("--image-size", type=POSITIVE_INT, default=224, help="pixels")
-    zoo.add_argument("--pool-size", type=POSITIVE_INT, default=3000,
-                     help="size of the default pool")
+    _scoring_arguments(zoo)
     zoo.add_argument("--pool-shards", type=POSITIVE_INT, default=4,
                      help="parts of each model's activation pass saved as they finish (resume)")
-    zoo.add_argument("--seed", type=SEED, default=0, help="seed of unit sampling and batches")
-    zoo.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="images per forward pass")
-    zoo.add_argument("--workers", type=_number(int, 0), default=0,
-                     help="DataLoader processes decoding images (a GPU wants several)")
     zoo.add_argument("--shard", help="RANK/WORLD: only models RANK, RANK+WORLD, ... (array jobs; "
                      "under torchrun the ranks are taken from it)")
     zoo.add_argument("--cache-dir", default=DEFAULT_CACHE, help="embedding and pool cache")

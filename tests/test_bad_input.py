@@ -182,6 +182,10 @@ CASES = [
                                                      "{tmp}/m.yaml", "--checkpoint",
                                                      "{tmp}/none.ckpt"], "--checkpoint",
          setup=_file("m.yaml", "id: x\n")),
+    Case("board-submit-existing-entry", BOARD + ["submit", "--root", "{board}", "--meta",
+                                                 "{tmp}/m.yaml", "--baseline", "constant"],
+         "--meta {tmp}/m.yaml", also=["'constant' already exists", "--overwrite"],
+         setup=_file("m.yaml", "id: constant\n")),
     Case("board-render-missing-root", BOARD + ["render", "--root", "{tmp}/noboard"], "--root"),
     # download-imi and layers
     Case("download-unknown-file", ["download-imi", "--out", "{out}", "--files", "nope.zip"],

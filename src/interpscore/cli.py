@@ -336,6 +336,9 @@ def _leaderboard_submit(args) -> int:
     meta = yaml.safe_load(Path(args.meta).read_text()) if Path(args.meta).is_file() else None
     if not isinstance(meta, dict) or "id" not in meta:
         raise InputError(f"--meta {args.meta}: a YAML file with at least an id")
+    if (root / "submissions" / f"{meta['id']}.yaml").exists() and not args.overwrite:
+        raise InputError(f"--meta {args.meta}: entry '{meta['id']}' already exists in "
+                         f"{root / 'submissions'}; pass --overwrite to replace its predictions")
     tracks = load_tracks(root)
     datasets = {name: d for name, d in _track_datasets(root, args.data_root, None).items() if d}
     # Baselines that read no embeddings (backbone: none) still go through the task tensors,
@@ -582,6 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--data-root", default=DEFAULT_DATA_ROOT,
                      help="where simulated datasets are cached")
     sub.add_argument("--cache-dir", default=DEFAULT_CACHE, help="embedding cache")
+    sub.add_argument("--overwrite", action="store_true",
+                     help="replace the predictions of an entry that already exists")
     sco = board_command("score", _leaderboard_score, "measure every entry (maintainers)")
     sco.add_argument("--ids", nargs="*", help="only these entries")
     sco.add_argument("--data-root", default=DEFAULT_DATA_ROOT,

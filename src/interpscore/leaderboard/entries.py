@@ -88,8 +88,7 @@ def fix_track_units(name: str, dataset, root: Path = ROOT) -> Path:
     test = units[units["split"] == "test"][KEYS].sort_values(KEYS)
     if test.empty:
         raise InputError(f"{dataset}: no units in the 'test' split")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    test.to_csv(out, index=False)
+    write_text(out, test.to_csv(index=False))
     return out
 
 

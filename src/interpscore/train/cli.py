@@ -46,7 +46,8 @@ def _fill(value, run_dir: str):
 class InterpScoreCLI(LightningCLI):
     def add_arguments_to_parser(self, parser):
         parser.add_argument("--run_name", default="default", help="checkpoints/<run_name>-<time>")
-        parser.add_argument("--checkpoints_root", default=DEFAULT_CHECKPOINTS)
+        parser.add_argument("--checkpoints_root", default=DEFAULT_CHECKPOINTS,
+                            help="where run folders are made")
         parser.add_argument("--evaluate", type=bool, default=True,
                             help="evaluate the best checkpoint and MIS on the test units")
         parser.link_arguments("data.embedding_dim", "model.embedding_dim", apply_on="instantiate")

@@ -26,8 +26,22 @@ class InterpScoreModule(L.LightningModule):
                  image_size: int | None = 128, stage_dims: tuple = (),
                  shrink: float | None = None):
         """`backbone`, `image_size` and `stage_dims` are linked from the data module, so that a
-        checkpoint alone says which embeddings its head reads. `shrink` (heads that shrink
-        toward MIS): None lets the head choose it on the training units."""
+        checkpoint alone says which embeddings its head reads.
+
+        Args:
+            head: the head (mis, stagemis, pooled, twoafc, setreg)
+            embedding_dim: linked from the data module's backbone
+            rank: low-rank size of the twoafc head's metric (None: the head's default)
+            hidden: hidden units of the setreg head
+            dropout: dropout of the setreg head, in [0, 1)
+            reg: weight of the heads' regularisation
+            lr: AdamW learning rate of the heads trained by gradient steps
+            weight_decay: AdamW weight decay
+            backbone: linked from the data module
+            image_size: linked from the data module
+            stage_dims: linked from the data module
+            shrink: strength of the shrinkage toward MIS (None: chosen on the training units)
+        """
         super().__init__()
         if embedding_dim <= 0:
             raise InputError("embedding_dim must be positive (it is linked from the data module)")
@@ -108,7 +122,17 @@ class IMIDataModule(L.LightningDataModule):
 
     `data_dir: null` means the embedded default: the simulated IMI release, generated (once, and
     cached under `data/`) with `simulation` overriding fields of `SimulationConfig`.
-    `fold`: leave-one-model-out; the model with this fold index is the test set.
+
+    Args:
+        data_dir: a prepared dataset (`interpscore prepare`); null: the embedded simulated default
+        images_dir: the images root (default: as recorded by prepare)
+        backbone: the embedding backbone (efficientnet_lite0, efficientnet_lite1, ...)
+        image_size: pixels the backbone sees
+        cache_dir: where embeddings are cached by image content
+        batch_size: conditions per training batch
+        fold: leave-one-model-out: the model with this fold index is the test set
+        simulation: fields of SimulationConfig for the embedded default
+        data_root: where the simulated default is generated and cached
     """
 
     def __init__(self, data_dir: str | None = None, images_dir: str | None = None,

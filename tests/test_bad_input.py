@@ -97,6 +97,11 @@ CASES = [
          "{tmp}/bad.csv", also=["'time_elapsed'", "line 4"],
          setup=lambda t: _table(t, lambda x: x.assign(time_elapsed=x["time_elapsed"].astype(object)
                                                       .where(x.index != 2, "ten")))),
+    Case("prepare-channel-not-a-number", ["prepare", "--responses", "{tmp}/bad.csv", "--out",
+                                          "{out}"], "{tmp}/bad.csv",
+         also=["'channel'", f"line {_FIRST_MAIN + 2}: 'x'"],
+         setup=lambda t: _table(t, lambda x: x.assign(channel=x["channel"].astype(object).where(
+             x.index != _FIRST_MAIN, "x")))),
     Case("prepare-empty-table", ["prepare", "--responses", "{tmp}/bad.csv", "--out", "{out}"],
          "{tmp}/bad.csv", setup=lambda t: _table(t, lambda x: x.iloc[0:0])),
     Case("prepare-truncated-zip", ["prepare", "--responses", "{tmp}/h.zip", "--out", "{out}"],

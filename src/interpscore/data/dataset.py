@@ -85,8 +85,9 @@ def _channel_as_int(values: pd.Series, source) -> pd.Series:
     numbers = pd.to_numeric(values.astype(str).str.replace("channel_", "", regex=False),
                             errors="coerce")
     if numbers.isna().any():
-        raise InputError(f"{source}: column 'channel' of main trials must be an integer, found "
-                         f"{values[numbers.isna()].iloc[0]!r}")
+        bad = [f"line {i + 2}: {values[i]!r}" for i in values.index[numbers.isna()][:5]]
+        raise InputError(f"{source}: column 'channel' of main trials must be an integer "
+                         f"({', '.join(bad)}{', ...' if numbers.isna().sum() > 5 else ''})")
     return numbers.astype(int)
 
 

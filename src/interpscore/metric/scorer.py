@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..atomic import atomic_file, write_text
+from ..atomic import atomic_file, files_into
 from ..errors import InputError
 from ..resources import DEFAULT_CACHE
 from .checkpoint import LoadedMetric, load_checkpoint
@@ -302,19 +302,22 @@ class Scorer:
 
     def _write(self, frame, job: _Job, out: Path, n_constant: int, save_stimuli: bool,
                exemplars) -> None:
+        """The scores, summaries, config (and stimuli) move into OUT together once all are
+        written; only entries of those names are replaced (the shards cache stays)."""
         from ..stimuli.store import write_store
 
-        out.mkdir(parents=True, exist_ok=True)
-        save_table(frame, out, "scores")
-        for name, table in summarise_scores(frame).items():
-            save_table(table, out, f"summary_by_{name}")
-        meta = dict(asdict(job.options), checkpoint=str(self.metric.path),
-                    backbone=self.metric.backbone, model=job.spec, images=str(job.images),
-                    pool_size=len(job.pool), skipped_images=len(frame.attrs["skipped_images"]),
-                    constant_units=n_constant)
-        write_text(out / "score_config.json", json.dumps(meta, indent=2))
-        if save_stimuli:
-            write_store(out / "stimuli", job.model.label, exemplars, job.pool)
+        with files_into(out) as tmp:
+            save_table(frame, tmp, "scores")
+            for name, table in summarise_scores(frame).items():
+                save_table(table, tmp, f"summary_by_{name}")
+            meta = dict(asdict(job.options), checkpoint=str(self.metric.path),
+                        backbone=self.metric.backbone, model=job.spec, images=str(job.images),
+                        pool_size=len(job.pool),
+                        skipped_images=len(frame.attrs["skipped_images"]),
+                        constant_units=n_constant)
+            (tmp / "score_config.json").write_text(json.dumps(meta, indent=2))
+            if save_stimuli:
+                write_store(tmp / "stimuli", job.model.label, exemplars, job.pool)
 
 
 def summarise_scores(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -101,3 +101,21 @@ def test_report_page_in_a_real_browser(reference, browser_page):
     assert page.locator("table tr").count() >= 4  # a header and the three models
     assert "not measurements" in page.inner_text("body")
     assert errors == []
+
+
+def test_summary_pairs_pretrained_and_random_versions_of_one_architecture():
+    from interpscore.zoo.report import model_summary, pairs_of
+
+    rows = [dict(model=m, spec=s, status="ok", score=v, params=10)
+            for m, s, scores in (("resnet18", "resnet18", [0.6, 0.8]),
+                                 ("resnet18-random", "resnet18@random", [0.9, 0.7]),
+                                 ("vit-random", "vit_tiny_patch16_224@random", [0.5]))
+            for v in scores]
+    rows.append(dict(model="broken", spec="resnet50@/x.pth", status="failed: OSError: x"))
+    summary = model_summary(pd.DataFrame(rows), pd.DataFrame({"model": ["resnet18"], "top1": [69.8]}))
+    assert summary.set_index("model").loc["resnet18-random", "mean_score"] == pytest.approx(0.8)
+    assert summary.set_index("model").loc["broken", "status"] == "failed: OSError: x"
+    assert summary.set_index("model")["top1"].dropna().to_dict() == {"resnet18": 69.8}
+    pairs = pairs_of(summary)
+    assert list(pairs.index) == ["resnet18"]
+    assert pairs.loc["resnet18"].tolist() == pytest.approx([0.7, 0.8])

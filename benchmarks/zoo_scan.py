@@ -52,7 +52,7 @@ def one(args):
     from torch.utils.data import DataLoader
 
     import interpscore
-    from interpscore.stimuli.activations import _as_list, _PoolItems
+    from interpscore.stimuli.activations import _PoolItems
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pool = pool_of(args.pool, args.unique_images, args.image_size, args.cache)
@@ -65,7 +65,7 @@ def one(args):
 
     def raw_pass():
         loader = DataLoader(_PoolItems(pool, range(len(pool))), batch_size=args.batch_size,
-                            num_workers=args.workers, collate_fn=_as_list,
+                            num_workers=args.workers, collate_fn=list,
                             pin_memory=device == "cuda")
         with torch.no_grad(), torch.autocast(device, dtype=torch.float16,
                                              enabled=device == "cuda"):

@@ -58,20 +58,9 @@ def atomic_folder(out: str | Path, overwrite: bool = False, option: str = "--out
     entry of the same name in OUT (renames; other entries of OUT are kept, and an existing
     non-empty OUT needs `overwrite`); if it fails, the temporary folder is removed and OUT is
     untouched."""
-    out = Path(out)
     check_output_folder(out, overwrite, option)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with files_into(out) as tmp:
         yield tmp
-        if not out.exists():
-            tmp.rename(out)
-            return
-        for entry in sorted(tmp.iterdir()):
-            _replace(entry, out / entry.name)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def _replace(new: Path, old: Path) -> None:
@@ -95,7 +84,9 @@ def files_into(out: str | Path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         yield tmp
-        out.mkdir(exist_ok=True)  # only now: a failed block leaves no empty OUT behind
+        if not out.exists():  # a new OUT appears whole, in one rename
+            tmp.rename(out)
+            return
         for entry in sorted(tmp.iterdir()):
             _replace(entry, out / entry.name)
     finally:

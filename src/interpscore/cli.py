@@ -120,9 +120,8 @@ def _layers(args) -> int:
 def _stimuli(args) -> int:
     from .stimuli.networks import load_model
     from .stimuli.pools import open_pool
-    from .stimuli.selection import build_exemplars
     from .atomic import atomic_folder
-    from .stimuli.selection import check_request
+    from .stimuli.selection import build_exemplars, check_request
     from .stimuli.store import write_store
     from .stimuli.units import check_units_spec, choose_units
 
@@ -329,10 +328,11 @@ def _leaderboard_submit(args) -> int:
     if (args.checkpoint is None) == (args.baseline is None):
         raise InputError("leaderboard submit: give --checkpoint CKPT or --baseline NAME")
     root = check_root(args.root)
-    if args.checkpoint:  # before any dataset is simulated
+    metric = None
+    if args.checkpoint:  # read before any dataset is simulated
         from .metric.checkpoint import load_checkpoint
 
-        load_checkpoint(args.checkpoint)
+        metric = load_checkpoint(args.checkpoint)
     meta = yaml.safe_load(Path(args.meta).read_text()) if Path(args.meta).is_file() else None
     if not isinstance(meta, dict) or "id" not in meta:
         raise InputError(f"--meta {args.meta}: a YAML file with at least an id")
@@ -355,10 +355,7 @@ def _leaderboard_submit(args) -> int:
             backbone=backbone, cache_dir=args.cache_dir,
             fit_on=dataset["fit"]).round(6)
         predictions[name] = frame
-    if args.checkpoint:
-        from .metric.checkpoint import load_checkpoint
-
-        metric = load_checkpoint(args.checkpoint)
+    if metric is not None:
         meta.setdefault("backbone", metric.backbone)
         meta.setdefault("trainable_parameters", int(sum(
             p.numel() for p in metric.head.parameters() if p.requires_grad)))

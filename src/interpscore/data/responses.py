@@ -250,7 +250,8 @@ def _number(value) -> float:
     return float(value)
 
 
-def _per_row(values: pd.Series, parse, column: str, source, expected: str) -> pd.Series:
+def _per_row(values: pd.Series, parse, column: str, source, expected: str,
+             dtype=object) -> pd.Series:
     """Parse every cell; every cell that cannot be read is reported with its line."""
     out, bad = [], []
     for i, value in values.items():
@@ -262,7 +263,7 @@ def _per_row(values: pd.Series, parse, column: str, source, expected: str) -> pd
     if bad:
         raise InputError(f"{source}: column '{column}' has {len(bad)} value(s) that are not "
                          f"{expected} ({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''})")
-    return pd.Series(out, index=values.index, dtype=object if column in LIST_COLUMNS else float)
+    return pd.Series(out, index=values.index, dtype=dtype)
 
 
 def parse_list(value) -> list:
@@ -309,7 +310,8 @@ def normalise_table(table: pd.DataFrame, source) -> pd.DataFrame:
                                      source, "a list of image paths, e.g. ['a.png', 'b.png']")
     for column in NUMBER_COLUMNS:
         if column in table:
-            table[column] = _per_row(table[column], _number, column, source, "a number")
+            table[column] = _per_row(table[column], _number, column, source, "a number",
+                                     dtype=float)
     for column in ("task_id", "participant_id", "model", "layer", "mode"):
         table[column] = table[column].astype(str)
     return table

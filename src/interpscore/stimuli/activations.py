@@ -143,10 +143,6 @@ class _PoolItems:
         return i, image, getattr(self.pool, "skipped", {}).get(i)
 
 
-def _as_list(batch):
-    return batch  # (position, image or None, reason) items; unreadable images are dropped later
-
-
 def collect_rankings(model: LoadedModel, pool, units: list[Unit], keep: int,
                      reservoir_size: int = 4096, batch_size: int = 64, seed: int = 0,
                      progress: bool = True, indices=None, workers: int = 0
@@ -185,7 +181,7 @@ def collect_rankings(model: LoadedModel, pool, units: list[Unit], keep: int,
     sampler = _Reservoir(reservoir_size, seed)
     positions = list(range(len(pool)) if indices is None else indices)
     loader = DataLoader(_PoolItems(pool, positions), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, collate_fn=_as_list,
+                        num_workers=workers, collate_fn=list,
                         pin_memory=device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda")
     try:

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from interpscore.metric.heads import PooledHead, StageMISHead, mis_delta, pooled_similarity
+from interpscore.metric.heads import (AttentionHead, PooledHead, StageMISHead, mis_delta,
+                                      pooled_similarity)
 from interpscore.metric.tasks import TaskTensors, gather, pad_rows, summarise_tasks
 
 
@@ -84,3 +85,27 @@ def test_stage_weighted_mis_finds_the_stage_that_matters():
     assert head.weight.detach().min() > 0  # both stages carry the mean-rule evidence here
     with torch.no_grad():
         assert head(batch).shape == batch["n"].shape
+
+
+def test_at_the_start_the_attention_head_is_mis():
+    tensors = _world("mean")
+    batch = gather(tensors, range(10))
+    head = AttentionHead(tensors.dim, tensors.stage_dims)
+    assert torch.allclose(head.evidence(batch), mis_delta(batch), atol=1e-5)  # uniform attention
+
+
+@pytest.mark.parametrize("rule,focused", [("nearest", True), ("mean", False)])
+def test_the_attention_head_learns_where_people_look(rule, focused):
+    tensors = _world(rule)
+    head = AttentionHead(tensors.dim, tensors.stage_dims)
+    info = head.fit(tensors, list(range(len(tensors.conditions))))
+    # Uniform attention has entropy 1; the closest references draw it under the nearest rule.
+    assert (info["attention_entropy"] < 0.9) == focused, info
+    test = _world(rule, seed=1)
+    batch = gather(test, range(len(test.conditions)))
+    with torch.no_grad():
+        p = head(batch)[batch["task_mask"]].numpy()
+    observed = (test.k / test.n).numpy()
+    mis = torch.sigmoid(8 * mis_delta(batch))[batch["task_mask"]].numpy()
+    ours, baseline = np.corrcoef(p, observed)[0, 1], np.corrcoef(mis, observed)[0, 1]
+    assert ours > baseline + 0.05 if focused else ours > baseline - 0.02

@@ -136,3 +136,19 @@ def test_ddp_on_two_cpu_processes(debug_run):
     (run,) = root.iterdir()
     assert json.loads((run / "metrics.json").read_text())["test"]["n_units"] > 0
     assert "distributed_backend=gloo" in done.stderr + done.stdout
+
+
+def test_a_head_on_two_networks_says_how_much_each_counts(debug_run):
+    """`--data.backbone A+B`: the attention head reads both networks' stages; metrics.json and
+    the summary say which rule it found and how much each network's stages weigh."""
+    from interpscore.evaluation.harness import format_summary
+
+    _, _, _, debug_args = debug_run
+    networks = ["efficientnet_lite0", "timm:test_resnet@random"]
+    metrics = main(debug_args + ["--model.head", "attention", "--data.backbone", "+".join(networks)])
+    learned = metrics["learned"]
+    assert list(learned["network_weights"]) == networks
+    assert sum(learned["network_weights"].values()) == pytest.approx(1.0)
+    assert len(learned["stage_weights"]) > len(networks)
+    assert 0 <= learned["attention_entropy"] <= 1
+    assert "networks efficientnet_lite0" in format_summary(metrics)

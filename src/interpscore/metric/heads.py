@@ -8,6 +8,9 @@
 - `pooled`: reads every reference: per-stage weighted similarity of a query to each reference,
   pooled with a learned sharpness between the mean (MIS) and the maximum (nearest exemplar);
   shrunk toward MIS with a strength chosen by leave-one-model-out on the training units.
+- `attention`: reads every reference: query-conditioned attention over the references (its own
+  stage weights say what draws a person's eye), the attended mean of the similarities; shrunk
+  toward MIS like `pooled`.
 - `twoafc`: a learned 2-AFC observer: per-dimension weights (or a low-rank projection) of the
   embeddings, the same similarity comparison, a learned decision with temperature, bias and lapse;
   trained on the human trial choices (binomial = summed binary cross-entropy).
@@ -169,20 +172,19 @@ def pooled_similarity(sims, mask, beta):
     return mean + top + torch.log1p(inner) / beta
 
 
-class PooledHead(nn.Module):
-    """Models the decision as similarity to each reference, pooled: a participant compares the
-    query with every reference (a learned weight per backbone stage says which features count),
-    then pools with a learned sharpness beta: 0 is the mean (MIS), large beta the closest
-    reference (nearest exemplar), in between a soft attention to the most similar ones (the
-    generalized context model). Then the MIS contrast, a temperature, a bias and a lapse.
+class TowardMIS(nn.Module):
+    """The common frame of the per-reference heads: evidence from every query-reference
+    similarity (stage by stage), the MIS contrast, a temperature, a bias and a lapse, and a prior
+    that pulls every learned part back to MIS. Subclasses say how references become a set
+    similarity (`set_similarity`) and what their prior pulls (`prior`).
 
-    Shrinkage: a prior pulls the stage weights to equal, beta to 0 and the bias to 0, i.e. to
-    MIS with its fitted temperature; `shrink` sets its strength (chosen by `fit`)."""
+    Shrinkage: `shrink` sets the prior's strength; `fit` chooses it by leave-one-model-out on the
+    training units (never the test units), so with little data to learn from the head stays MIS
+    with its fitted temperature."""
 
     level = "trial"
     options = ("stage_dims", "shrink")
     fitted = True
-    BETA_SCALE = 30.0  # beta is learned as BETA_SCALE * exp(log_beta)
     SHRINK_GRID = (1e-3, 1e-2, 1e-1)
     FIT_STEPS = 50  # L-BFGS iterations per fit
 
@@ -190,47 +192,48 @@ class PooledHead(nn.Module):
         super().__init__()
         self.stage_dims = tuple(stage_dims) or (dim,)
         n = len(self.stage_dims)
-        self.log_weight = nn.Parameter(torch.zeros(n))
+        self.log_weight = nn.Parameter(torch.zeros(n))  # which features count, per stage
         self.log_alpha = nn.Parameter(torch.tensor(math.log(alpha)))
-        self.log_beta = nn.Parameter(torch.tensor(math.log(0.01)))  # ~the mean
         self.bias = nn.Parameter(torch.zeros(()))
         self.lapse_logit = nn.Parameter(torch.tensor(-4.0))
         self.register_buffer("shrink", torch.tensor(float(shrink if shrink is not None else 1e-2)))
 
-    @property
-    def beta(self):
-        return self.BETA_SCALE * self.log_beta.exp()
+    def set_similarity(self, sims, mask):
+        """sims (..., R) of a query to each reference of a set (stages already weighted),
+        mask (..., R) -> (...)."""
+        raise NotImplementedError
+
+    def prior(self):
+        """Squared distance from MIS of the subclass's own parameters."""
+        raise NotImplementedError
+
+    def stage_similarities(self, batch):
+        """(B, T, 2 queries, 2 sets, R) similarities, each stage weighted, and their mask."""
+        sims = (batch["ref_sims"] * self.log_weight.exp()).sum(-1)
+        return sims, batch["ref_mask"].unsqueeze(-3).expand_as(sims)
 
     def evidence(self, batch):
-        weights = self.log_weight.exp()
-        sims = (batch["ref_sims"] * weights).sum(-1)  # (B, T, 2 queries, 2 sets, R)
-        mask = batch["ref_mask"].unsqueeze(-3).expand_as(sims)
-        s = pooled_similarity(sims, mask, self.beta)  # (B, T, 2, 2)
+        s = self.set_similarity(*self.stage_similarities(batch), batch=batch)  # (B, T, 2, 2)
         return (s[..., 0, 0] - s[..., 0, 1]) - (s[..., 1, 0] - s[..., 1, 1])
 
     def forward(self, batch):
         return with_lapse(self.log_alpha.exp() * self.evidence(batch) + self.bias, self.lapse_logit)
 
     def regularization(self):
-        """The prior toward MIS (equal stage weights, the mean rule, no bias)."""
-        return self.shrink * (self.log_weight.pow(2).mean() + (self.beta / self.BETA_SCALE).pow(2)
-                              + self.bias.pow(2))
+        """The prior toward MIS (equal stage weights, the head's own parts at MIS, no bias)."""
+        return self.shrink * (self.log_weight.pow(2).mean() + self.prior() + self.bias.pow(2))
 
     def describe(self) -> dict:
-        """What the head learned, for a person to read: the rule and the features it uses."""
         weights = self.log_weight.detach().exp()
-        beta = float(self.beta.detach())
-        return {"beta": beta, "stage_weights": (weights / weights.sum()).tolist(),
+        return {"stage_weights": (weights / weights.sum()).tolist(),
                 "alpha": float(self.log_alpha.detach().exp()), "bias": float(self.bias.detach()),
                 "lapse": float(torch.sigmoid(self.lapse_logit.detach())),
-                "shrink": float(self.shrink),
-                "rule": "mean (MIS)" if beta < 1 else
-                        "nearest exemplar" if beta > 100 else "soft attention to the closest"}
+                "shrink": float(self.shrink)}
 
     def fit(self, tensors, train_ids) -> dict:
-        """Choose the shrinkage by leave-one-model-out on the training units (never the test
-        units): for each strength, fit on all models but one and rank the left-out model's
-        units; keep the strength with the best mean within-model Spearman, then fit on all."""
+        """Choose the shrinkage by leave-one-model-out on the training units: for each strength,
+        fit on all models but one and rank the left-out model's units within difficulties; keep
+        the strength with the best mean within-group Spearman, then fit on all."""
         from scipy.stats import spearmanr
 
         from .tasks import gather
@@ -261,8 +264,89 @@ class PooledHead(nn.Module):
         best = max(scores, key=lambda k: (scores[k], k))  # ties: the stronger prior
         self.load_state_dict(start)
         self.shrink.fill_(best)
-        fit_full_batch(self, gather(tensors, list(train_ids)), self.FIT_STEPS)
+        batch = gather(tensors, list(train_ids))
+        fit_full_batch(self, batch, self.FIT_STEPS)
+        self.observe(batch)
         return {"shrink_scores": scores, "shrink": best, **self.describe()}
+
+    @torch.no_grad()
+    def observe(self, batch) -> None:
+        """After fitting: record what `describe` reports about the training tasks."""
+
+
+class PooledHead(TowardMIS):
+    """Models the decision as similarity to each reference, pooled: a participant compares the
+    query with every reference (a learned weight per backbone stage says which features count),
+    then pools with a learned sharpness beta: 0 is the mean (MIS), large beta the closest
+    reference (nearest exemplar), in between a soft attention to the most similar ones (the
+    generalized context model). Its prior pulls beta to 0 (the mean)."""
+
+    BETA_SCALE = 30.0  # beta is learned as BETA_SCALE * exp(log_beta)
+
+    def __init__(self, dim: int, stage_dims=(), shrink: float | None = None, alpha: float = 10.0):
+        super().__init__(dim, stage_dims, shrink, alpha)
+        self.log_beta = nn.Parameter(torch.tensor(math.log(0.01)))  # ~the mean
+
+    @property
+    def beta(self):
+        return self.BETA_SCALE * self.log_beta.exp()
+
+    def set_similarity(self, sims, mask, batch=None):
+        return pooled_similarity(sims, mask, self.beta)
+
+    def prior(self):
+        return (self.beta / self.BETA_SCALE).pow(2)
+
+    def describe(self) -> dict:
+        """What the head learned, for a person to read: the rule and the features it uses."""
+        beta = float(self.beta.detach())
+        return {**super().describe(), "beta": beta,
+                "rule": "mean (MIS)" if beta < 1 else
+                        "nearest exemplar" if beta > 100 else "soft attention to the closest"}
+
+
+class AttentionHead(TowardMIS):
+    """Models which references a person looks at, given the query: attention over the
+    references, softmax of a similarity with its *own* stage weights (a participant may look
+    for references that resemble the query in colour, then judge them on object identity), and
+    the set similarity is the attended mean of the value similarities. With zero attention
+    weights it attends to every reference equally: MIS; its prior pulls them to zero.
+    `describe` reports the attention's entropy on the training tasks (1 = uniform, the mean
+    rule; 0 = one reference, nearest exemplar)."""
+
+    ATTENTION_SCALE = 10.0  # an attention weight of 1 is a softmax of 10 x the cosine
+
+    def __init__(self, dim: int, stage_dims=(), shrink: float | None = None, alpha: float = 10.0):
+        super().__init__(dim, stage_dims, shrink, alpha)
+        self.attend = nn.Parameter(torch.zeros(len(self.stage_dims)))
+        self.register_buffer("entropy", torch.tensor(1.0))
+
+    def attention(self, batch, mask):
+        # ref_sims hold per-stage cosines divided by the stage count: rescaled to cosines.
+        stages = batch["ref_sims"].shape[-1]
+        logits = (batch["ref_sims"] * self.attend).sum(-1) * stages * self.ATTENTION_SCALE
+        return logits.masked_fill(~mask, float("-inf")).softmax(-1)
+
+    def set_similarity(self, sims, mask, batch=None):
+        return (self.attention(batch, mask) * sims).sum(-1)
+
+    def prior(self):
+        return self.attend.pow(2).mean()
+
+    @torch.no_grad()
+    def observe(self, batch) -> None:
+        sims, mask = self.stage_similarities(batch)
+        a = self.attention(batch, mask)
+        entropy = -(a * a.clamp(min=1e-12).log()).sum(-1) / mask.sum(-1).clamp(min=2).log()
+        tasks = batch["task_mask"][..., None, None].expand_as(entropy)
+        self.entropy.fill_(float(entropy[tasks].mean()))
+
+    def describe(self) -> dict:
+        entropy = float(self.entropy)
+        return {**super().describe(), "attention_weights": self.attend.detach().tolist(),
+                "attention_entropy": entropy,
+                "rule": "mean (MIS)" if entropy > 0.97 else
+                        "nearest exemplar" if entropy < 0.2 else "attention to a few references"}
 
 
 class TwoAFCHead(nn.Module):
@@ -323,8 +407,8 @@ class SetRegHead(nn.Module):
         return self.reg * sum(p.pow(2).sum() for n, p in self.named_parameters() if "weight" in n)
 
 
-HEADS = {"mis": MISHead, "stagemis": StageMISHead, "pooled": PooledHead, "twoafc": TwoAFCHead,
-         "setreg": SetRegHead}
+HEADS = {"mis": MISHead, "stagemis": StageMISHead, "pooled": PooledHead,
+         "attention": AttentionHead, "twoafc": TwoAFCHead, "setreg": SetRegHead}
 
 
 def create_head(name: str, dim: int, **hparams) -> nn.Module:

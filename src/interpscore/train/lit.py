@@ -29,7 +29,7 @@ class InterpScoreModule(L.LightningModule):
         checkpoint alone says which embeddings its head reads.
 
         Args:
-            head: the head (mis, stagemis, pooled, twoafc, setreg)
+            head: the head (mis, stagemis, pooled, attention, twoafc, setreg)
             embedding_dim: linked from the data module's backbone
             rank: low-rank size of the twoafc head's metric (None: the head's default)
             hidden: hidden units of the setreg head

@@ -1,0 +1,219 @@
+"""The ablation table of the per-reference heads, and each head in-family and on held-out
+families, against MIS, stage-weighted MIS and model identity. Needs the default simulated release
+built (`python train.py` once); embeddings come from the cache after the first run.
+
+Every predictor reads the same EfficientNet-Lite0 + Lite1 task tensors; "one backbone" rows see
+only Lite0's stages of them (rescaled: exactly the Lite0-only tensors), so every row is measured
+on the same tasks and the paired differences are to one fixed MIS (Lite0's, as in the default).
+
+- headline: fitted on the `default` audience's training units, measured on the held-out families
+  answering the test units from the held-out pool (within model x difficulty groups, averaged
+  over the families, CIs resample units);
+- in-family: fitted and tested on one family's audience at a time (pool A), against that
+  family's within-group ceiling.
+
+    python benchmarks/heads_ablation.py [--out benchmarks/results/heads_ablation.json]
+
+Simulated data: the numbers say how a head does on the simulator's families, not on people.
+"""
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from common import emit  # noqa: E402
+
+BACKBONE = "efficientnet_lite0+efficientnet_lite1"
+
+
+def only_stages(tensors, keep: list[int]):
+    """Task tensors of the stages `keep` alone, scaled as if those stages were the whole
+    embedding (the per-stage similarities of an S-stage embedding are cosines / S)."""
+    dims = np.cumsum((0,) + tensors.stage_dims)
+    columns = torch.cat([torch.arange(dims[s], dims[s + 1]) for s in keep])
+    scale = len(tensors.stage_dims) / len(keep)
+    vectors = {name: getattr(tensors, name)[:, columns] * math.sqrt(scale)
+               for name in ("q_max", "q_min", "mean_max", "mean_min")}
+    return replace(tensors, **vectors, ref_sims=tensors.ref_sims[..., keep] * scale,
+                   stage_dims=tuple(tensors.stage_dims[s] for s in keep))
+
+
+class Ensemble(torch.nn.Module):
+    """The mean P(correct) of several fitted heads."""
+
+    def __init__(self, heads):
+        super().__init__()
+        self.heads = torch.nn.ModuleList(heads)
+
+    def forward(self, batch):
+        return torch.stack([h(batch) for h in self.heads]).mean(0)
+
+
+def fit_heads(train, ids, views: dict) -> dict:
+    """Every row of the table fitted on `train`'s conditions `ids`: name -> (predictor, view,
+    what it learned)."""
+    from interpscore.evaluation.baselines import fit_mis, fit_stage_mis, metadata_baselines
+    from interpscore.metric.heads import AttentionHead, PooledHead
+
+    rows = {}
+    for view_name, keep in views.items():
+        t = only_stages(train, keep)
+        rows[f"mis [{view_name}]"] = (fit_mis(t, ids), keep, {})
+        rows[f"stage_mis [{view_name}]"] = (fit_stage_mis(t, ids), keep, {})
+        for name, cls in (("pooled", PooledHead), ("attention", AttentionHead)):
+            for shrunk in (True, False):
+                head = cls(t.dim, t.stage_dims)
+                if not shrunk:
+                    head.SHRINK_GRID = (0.0,)  # no prior: maximum likelihood
+                start = time.perf_counter()
+                info = head.fit(t, ids)
+                info["fit_seconds"] = round(time.perf_counter() - start, 1)
+                label = f"{name}{'' if shrunk else ' no-shrink'} [{view_name}]"
+                rows[label] = (head, keep, {k: v for k, v in info.items()
+                                            if k not in ("shrink_scores",)})
+        rows[f"pooled+attention [{view_name}]"] = (
+            Ensemble([rows[f"pooled [{view_name}]"][0], rows[f"attention [{view_name}]"][0]]),
+            keep, {})
+    rows["model_identity"] = (metadata_baselines(train, ids)["model_identity"], None, {})
+    return rows
+
+
+def main():
+    from interpscore.evaluation.agreement import average_reports
+    from interpscore.evaluation.benchmark import measure_dataset
+    from interpscore.metric.backbones import create_backbone
+    from interpscore.metric.tasks import load_task_tensors
+    from interpscore.resources import DEFAULT_CACHE, DEFAULT_DATA_ROOT
+    from interpscore.simulate.experiment import (SimulationConfig, benchmark_datasets,
+                                                 simulated_dataset_dir)
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
+    parser.add_argument("--cache-dir", default=DEFAULT_CACHE)
+    parser.add_argument("--families", help="in-family runs, comma-separated (default: all)")
+    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+
+    config = SimulationConfig()
+    backbone = create_backbone(BACKBONE, image_size=128)
+    owners = backbone.stage_owners
+    views = {"lite0": [i for i, o in enumerate(owners) if o == "efficientnet_lite0"],
+             "lite0+lite1": list(range(len(owners)))}
+    default = simulated_dataset_dir(None, args.data_root)
+    if not (default / "dataset_dict.json").is_file():
+        sys.exit(f"error: {default}: not built; run `python train.py` once first")
+
+    def load(path):
+        return load_task_tensors(path, backbone, args.cache_dir)
+
+    def table(rows, datasets: dict[str, object], ids_of) -> tuple[dict, dict]:
+        """Every row on each dataset's test units; MIS on Lite0 is the paired reference."""
+        reports, boots = {}, {}
+        for name, tensors in datasets.items():
+            shared = {tuple(k): only_stages(tensors, k) for k in views.values()}
+            predictors = {}
+            for label, (head, keep, _) in rows.items():
+                if keep is None:
+                    predictors[label] = head
+                else:
+                    predictors[label] = _Reading(head, shared[tuple(keep)])
+            reports[name], boots[name] = measure_dataset(
+                {"mis": predictors.pop("mis [lite0]"), **predictors}, tensors,
+                ids_of(tensors), args.n_boot, 0)
+        return reports, boots
+
+    def test_ids(t):
+        return np.flatnonzero(t.conditions["split"] == "test").tolist()
+
+    result = {"benchmark": "heads_ablation", "simulation_key": config.key(), "backbone": BACKBONE,
+              "note": "simulated data: agreement with the simulator's observer families, "
+                      "not people", "views": {k: [owners[i] for i in v] for k, v in views.items()}}
+
+    # Headline: trained on the default audience, tested on held-out families x held-out pool.
+    start = time.perf_counter()
+    train = load(default)
+    train_ids = np.flatnonzero(train.conditions["split"] == "train").tolist()
+    rows = fit_heads(train, train_ids, views)
+    bench = benchmark_datasets(None, args.data_root)
+    heldout = {name: load(bench["datasets"][name]) for name in bench["headline"]}
+    common = set.intersection(*(set(t.conditions.iloc[test_ids(t)]["unit_id"] + "/"
+                                    + t.conditions.iloc[test_ids(t)]["difficulty"])
+                                for t in heldout.values()))
+
+    def common_ids(t):
+        keys = t.conditions["unit_id"] + "/" + t.conditions["difficulty"]
+        return [i for i in test_ids(t) if keys.iloc[i] in common]
+
+    reports, boots = table(rows, heldout, common_ids)
+    headline = average_reports(list(reports.values()), list(boots.values()), "mis")
+    result["headline"] = {"datasets": list(heldout), "summary": _summary(headline),
+                          "per_dataset": {n: _summary(r) for n, r in reports.items()},
+                          "learned": {n: info for n, (_, _, info) in rows.items() if info},
+                          "seconds": round(time.perf_counter() - start, 1)}
+    print(_format(result["headline"]["summary"], "held-out families x held-out pool"),
+          file=sys.stderr)
+
+    # In-family: each family's own answers, its own test units, on pool A.
+    families = (args.families.split(",") if args.families
+                else list(config.training_families + config.heldout_families))
+    result["in_family"] = {}
+    for family in families:
+        start = time.perf_counter()
+        tensors = load(simulated_dataset_dir(None, args.data_root, f"family-{family}"))
+        ids = np.flatnonzero(tensors.conditions["split"] == "train").tolist()
+        rows = fit_heads(tensors, ids, views)
+        reports, _ = table(rows, {family: tensors}, test_ids)
+        result["in_family"][family] = {
+            "training_family": family in config.training_families,
+            "summary": _summary(reports[family]),
+            "learned": {n: info for n, (_, _, info) in rows.items() if info},
+            "seconds": round(time.perf_counter() - start, 1)}
+        print(_format(result["in_family"][family]["summary"], f"in-family {family}"),
+              file=sys.stderr)
+    emit(result, args.out)
+
+
+class _Reading:
+    """A head reading its own view of a dataset's tensors: the harness gathers batches from
+    the full tensors, this predictor gathers the same conditions from its view."""
+
+    def __init__(self, head, view):
+        self.head, self.view = head, view
+
+    def __call__(self, batch):
+        from interpscore.metric.tasks import gather
+
+        return self.head(gather(self.view, batch["condition"]))
+
+
+def _summary(report: dict) -> dict:
+    keep = ("within", "within_ci", "within_of_ceiling", "within_minus_mis", "within_minus_mis_ci",
+            "overall", "overall_ci")
+    return {"ceiling": report["ceiling"], "n_units": report.get("n_units"),
+            "predictors": {name: {k: r[k] for k in keep if k in r}
+                           for name, r in report["predictors"].items()}}
+
+
+def _format(summary: dict, title: str) -> str:
+    lines = [title]
+    for name, r in summary["predictors"].items():
+        diff = r.get("within_minus_mis")
+        ci = r.get("within_minus_mis_ci", [np.nan, np.nan])
+        lines.append(f"  {name:34s} {r['within']:6.3f}  of ceiling {r['within_of_ceiling']:5.2f}"
+                     + (f"  - MIS {diff:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+                        if diff is not None and np.isfinite(diff) else ""))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

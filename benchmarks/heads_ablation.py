@@ -12,12 +12,18 @@ on the same tasks and the paired differences are to one fixed MIS (Lite0's, as i
 - in-family: fitted and tested on one family's audience at a time (pool A), against that
   family's within-group ceiling.
 
+Rows: set means only (`mis`, `stage_mis`) vs every reference (`pooled`, `attention`, with and
+without the prior toward MIS), a weight per stage vs per dimension (`pooled_dims`, Lite0 only:
+its fit takes minutes), one backbone vs the mixture, and an ensemble (pooled + attention).
+About 40 minutes on 2 CPU cores.
+
     python benchmarks/heads_ablation.py [--out benchmarks/results/heads_ablation.json]
 
 Simulated data: the numbers say how a head does on the simulator's families, not on people.
 """
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -42,7 +48,7 @@ def only_stages(tensors, keep: list[int]):
     columns = torch.cat([torch.arange(dims[s], dims[s + 1]) for s in keep])
     scale = len(tensors.stage_dims) / len(keep)
     vectors = {name: getattr(tensors, name)[:, columns] * math.sqrt(scale)
-               for name in ("q_max", "q_min", "mean_max", "mean_min")}
+               for name in ("q_max", "q_min", "mean_max", "mean_min", "embeddings")}
     return replace(tensors, **vectors, ref_sims=tensors.ref_sims[..., keep] * scale,
                    stage_dims=tuple(tensors.stage_dims[s] for s in keep))
 
@@ -62,7 +68,7 @@ def fit_heads(train, ids, views: dict) -> dict:
     """Every row of the table fitted on `train`'s conditions `ids`: name -> (predictor, view,
     what it learned)."""
     from interpscore.evaluation.baselines import fit_mis, fit_stage_mis, metadata_baselines
-    from interpscore.metric.heads import AttentionHead, PooledHead
+    from interpscore.metric.heads import AttentionHead, DimensionPooledHead, PooledHead
 
     rows = {}
     for view_name, keep in views.items():
@@ -80,6 +86,13 @@ def fit_heads(train, ids, views: dict) -> dict:
                 label = f"{name}{'' if shrunk else ' no-shrink'} [{view_name}]"
                 rows[label] = (head, keep, {k: v for k, v in info.items()
                                             if k not in ("shrink_scores",)})
+        if view_name == "lite0":  # a weight per dimension: minutes per fit, one view
+            head = DimensionPooledHead(t.dim, t.stage_dims)
+            start = time.perf_counter()
+            info = head.fit(t, ids)
+            info = {k: v for k, v in info.items() if k != "shrink_scores"}
+            rows[f"pooled_dims [{view_name}]"] = (head, keep, {
+                **info, "fit_seconds": round(time.perf_counter() - start, 1)})
         rows[f"pooled+attention [{view_name}]"] = (
             Ensemble([rows[f"pooled [{view_name}]"][0], rows[f"attention [{view_name}]"][0]]),
             keep, {})
@@ -102,7 +115,12 @@ def main():
     parser.add_argument("--families", help="in-family runs, comma-separated (default: all)")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--out")
+    parser.add_argument("--table", metavar="JSON",
+                        help="print the markdown table of a saved result and stop")
     args = parser.parse_args()
+    if args.table:
+        print(markdown(json.loads(Path(args.table).read_text())))
+        return
 
     config = SimulationConfig()
     backbone = create_backbone(BACKBONE, image_size=128)
@@ -202,6 +220,30 @@ def _summary(report: dict) -> dict:
     return {"ceiling": report["ceiling"], "n_units": report.get("n_units"),
             "predictors": {name: {k: r[k] for k in keep if k in r}
                            for name, r in report["predictors"].items()}}
+
+
+def markdown(result: dict) -> str:
+    """The ablation table: each row's held-out headline (within-group Spearman minus Lite0's
+    MIS, with its CI) and its in-family fraction of the within-group ceiling per family."""
+    families = list(result["in_family"])
+    head = result["headline"]["summary"]["predictors"]
+    lines = ["| row | held-out: within | - MIS [95% CI] | "
+             + " | ".join(f"{f}" for f in families) + " |",
+             "|---" * (3 + len(families)) + "|"]
+    for name, r in head.items():
+        if name == "model_identity":
+            continue
+        diff = r.get("within_minus_mis")
+        ci = r.get("within_minus_mis_ci")
+        diff = f"{diff:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]" if diff is not None else "-"
+        label = "mis [lite0]" if name == "mis" else name
+        cells = [f"{result['in_family'][f]['summary']['predictors'][name]['within_of_ceiling']:.2f}"
+                 for f in families]
+        lines.append(f"| {label} | {r['within']:.3f} | {diff} | " + " | ".join(cells) + " |")
+    ceilings = [f"{result['in_family'][f]['summary']['ceiling']['within']:.2f}" for f in families]
+    lines.append(f"| ceiling | {result['headline']['summary']['ceiling']['within']:.3f} | | "
+                 + " | ".join(ceilings) + " |")
+    return "\n".join(lines)
 
 
 def _format(summary: dict, title: str) -> str:

@@ -25,7 +25,6 @@ def test_a_mixture_is_its_members_side_by_side(tmp_path):
     images = _images()
     both = mixture.embed(images)
     alone = [lite0.embed(images), resnet.embed(images)]
-    assert torch.allclose(both, torch.cat(alone, 1) / 2 ** 0.5, atol=1e-6)
     assert torch.allclose(both.norm(dim=1), torch.ones(len(images)), atol=1e-5)
     assert mixture.stage_dims == lite0.stage_dims + resnet.stage_dims
     assert mixture.stage_owners == ((lite0.name,) * len(lite0.stage_dims)
@@ -75,3 +74,31 @@ def test_the_dreamsim_ensemble_is_wired_and_embeds_with_random_weights():
     assert embedded.shape == (2, ensemble.dim) and torch.isfinite(embedded).all()
     assert torch.allclose(embedded.norm(dim=1), torch.ones(2), atol=1e-5)
     assert sorted(set(ensemble.stage_owners)) == sorted(DREAMSIM_ENSEMBLE_RANDOM.split("+"))
+
+
+def test_an_open_clip_member_keeps_its_own_input_size():
+    """A ViT's positional embeddings fix its input: in a mixture at 64 px it still sees 224."""
+    mixture = create_backbone("efficientnet_lite0@random+open_clip:ViT-B-32:random",
+                              image_size=64)
+    assert [m.image_size for m in mixture.members] == [64, 224]
+    assert torch.isfinite(mixture.embed(_images(2))).all()
+
+
+def test_network_weights_count_each_network_once_whatever_its_stage_count():
+    """At MIS (equal stage weights) a 1-stage and a 5-stage network count the same; a network
+    whose stages weigh twice as much counts twice as much."""
+    from interpscore.evaluation.harness import describe_head
+
+    class Equal:
+        def __init__(self, weights):
+            self.weights = weights
+
+        def describe(self):
+            return {"stage_weights": list(np.asarray(self.weights) / np.sum(self.weights))}
+
+    owners = ("clip",) + ("dino",) * 5
+    assert describe_head(Equal([1] * 6), owners)["network_weights"] == pytest.approx(
+        {"clip": 0.5, "dino": 0.5})
+    assert describe_head(Equal([2] + [1] * 5), owners)["network_weights"] == pytest.approx(
+        {"clip": 2 / 3, "dino": 1 / 3})
+    assert "network_weights" not in describe_head(Equal([1] * 6), ("lite0",) * 6)

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from interpscore.metric.heads import (AttentionHead, PooledHead, StageMISHead, mis_delta,
-                                      pooled_similarity)
+from interpscore.metric.heads import (AttentionHead, DimensionPooledHead, PooledHead,
+                                      StageMISHead, mis_delta, pooled_similarity)
 from interpscore.metric.tasks import TaskTensors, gather, pad_rows, summarise_tasks
 
 
@@ -109,3 +109,79 @@ def test_the_attention_head_learns_where_people_look(rule, focused):
     mis = torch.sigmoid(8 * mis_delta(batch))[batch["task_mask"]].numpy()
     ours, baseline = np.corrcoef(p, observed)[0, 1], np.corrcoef(mis, observed)[0, 1]
     assert ours > baseline + 0.05 if focused else ours > baseline - 0.02
+
+
+def _cue_world(n_tasks=800, n_refs=6, dim=8, seed=0):
+    """Answers of an observer that compares images by dimensions 0 and 4 alone (one in each
+    stage), with the mean rule: no per-stage weighting can single them out."""
+    rng = np.random.default_rng(seed)
+    emb = torch.nn.functional.normalize(
+        torch.randn(400, dim, generator=torch.Generator().manual_seed(seed)), dim=1)
+    cue = torch.zeros(dim)
+    cue[[0, 4]] = 1.0
+    q_max, q_min = rng.integers(0, 400, n_tasks), rng.integers(0, 400, n_tasks)
+    refs_max, refs_min = (rng.integers(0, 400, (n_tasks, n_refs)) for _ in range(2))
+
+    def s(q, r):
+        return ((emb[q][:, None, :] * emb[r]) * cue).sum(-1).mean(1)
+
+    delta = s(q_max, refs_max) - s(q_max, refs_min) - s(q_min, refs_max) + s(q_min, refs_min)
+    n = np.full(n_tasks, 40)
+    k = rng.binomial(n, torch.sigmoid(20 * delta).numpy())
+    summaries = summarise_tasks(emb, q_max, q_min, refs_max.tolist(), refs_min.tolist(),
+                                (dim // 2, dim // 2))
+    per_condition = [list(range(i, i + 4)) for i in range(0, n_tasks, 4)]
+    conditions = pd.DataFrame({"unit_id": [f"u{i}" for i in range(len(per_condition))],
+                               "his": [k[t].sum() / n[t].sum() for t in per_condition],
+                               "model": [f"m{i % 3}" for i in range(len(per_condition))],
+                               "difficulty": "easy"})
+    return TaskTensors(**summaries, n=torch.tensor(n, dtype=torch.float32),
+                       k=torch.tensor(k, dtype=torch.float32),
+                       condition_tasks=pad_rows(per_condition), conditions=conditions,
+                       stage_dims=(dim // 2, dim // 2))
+
+
+def test_the_dimension_head_starts_at_the_stage_head_and_learns_which_features_count():
+    tensors = _cue_world()
+    batch = gather(tensors, range(10))
+    dims, stages = (DimensionPooledHead(tensors.dim, tensors.stage_dims),
+                    PooledHead(tensors.dim, tensors.stage_dims))
+    assert torch.allclose(dims.evidence(batch), stages.evidence(batch), atol=1e-5)
+    ids = list(range(len(tensors.conditions)))
+    dims.fit(tensors, ids)
+    stages.fit(tensors, ids)
+    weights = dims.log_weight.detach().exp()
+    assert weights[[0, 4]].min() > weights[[1, 2, 3, 5, 6, 7]].max()  # the cues, found
+    test = _cue_world(seed=1)
+    batch = gather(test, range(len(test.conditions)))
+    observed = (test.k / test.n).numpy()  # tasks in order: 4 a condition, none padded
+    with torch.no_grad():
+        r_dims = np.corrcoef(dims(batch)[batch["task_mask"]], observed)[0, 1]
+        r_stages = np.corrcoef(stages(batch)[batch["task_mask"]], observed)[0, 1]
+    assert r_dims > r_stages + 0.2, (r_dims, r_stages)
+
+
+def test_the_embedding_table_holds_each_picture_once_and_a_batch_only_its_rows():
+    from interpscore.metric.tasks import build_task_tensors, distinct_rows
+
+    matrix = np.array([[1, 2], [3, 4], [1, 2], [5, 6], [3, 4]], dtype=np.float32)
+    table, row = distinct_rows(matrix)
+    assert len(table) == 3 and (table[row] == matrix).all()
+    # Six paths, three pictures: the trial table names copies of one picture by other paths.
+    pictures = {f"{name}": v for name, v in zip("abcdef", ([1, 0], [0, 1], [1, 0], [0.6, 0.8],
+                                                          [0, 1], [0.6, 0.8]))}
+    trials = pd.DataFrame({
+        "unit_id": ["u0", "u0", "u1"], "mode": "natural", "difficulty": "easy",
+        "query_max": ["a", "a", "d"], "query_min": ["b", "b", "e"],
+        "refs_max": [["c", "d"], ["c", "d"], ["a", "f"]], "refs_min": [["e", "f"]] * 3,
+        "correct": [True, False, True]})
+    conditions = trials.groupby(["unit_id", "mode", "difficulty"]).size().reset_index()
+    tensors = build_task_tensors(trials, conditions,
+                                 lambda paths: np.array([pictures[p] for p in paths]))
+    assert len(tensors.embeddings) == 3
+    batch = gather(tensors, [1])  # unit u1: queries d, e; refs a, f | e, f
+    assert len(batch["embeddings"]) == 3  # d=f, e, a: the batch's pictures, once each
+    rows = batch["embeddings"][batch["ref_index"][0, 0]]  # (2 sets, R, D)
+    assert torch.allclose(rows[0], torch.tensor([[1.0, 0.0], [0.6, 0.8]]))
+    assert torch.allclose(batch["embeddings"][batch["query_index"][0, 0, 0]],
+                          torch.tensor([0.6, 0.8]))

@@ -124,13 +124,16 @@ def evaluate_run(datamodule, checkpoint: str | None, module=None, n_boot: int = 
 
 def describe_head(head, stage_owners) -> dict:
     """The head's own account of what it learned, plus how much each network of a mixture
-    counts (the sum of its stages' learned weights)."""
+    counts: in a mixture's similarity a network's stages share its part equally, so a network
+    counts as the mean of its stages' learned weights (at MIS, every network the same)."""
     learned = head.describe()
     weights = learned.get("stage_weights")
     if weights and len(set(stage_owners)) > 1 and len(weights) == len(stage_owners):
-        learned["network_weights"] = {}
-        for owner, weight in zip(stage_owners, weights):
-            learned["network_weights"][owner] = learned["network_weights"].get(owner, 0) + weight
+        networks = list(dict.fromkeys(stage_owners))
+        share = {n: np.mean([w for o, w in zip(stage_owners, weights) if o == n])
+                 for n in networks}
+        total = sum(share.values())
+        learned["network_weights"] = {n: float(share[n] / total) for n in networks}
     return learned
 
 

@@ -169,6 +169,7 @@ def create_backbone(name: str, image_size: int | None = None, stages: int = 4
     if name.startswith("open_clip:"):
         model = load_model(name)
         stages = 0
+        image_size = None  # its positional embeddings fix the input size
     elif base in OFFLINE_BACKBONES:
         model = load_model(name, image_size=image_size)
     elif name.startswith("timm:"):

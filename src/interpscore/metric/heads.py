@@ -8,6 +8,7 @@
 - `pooled`: reads every reference: per-stage weighted similarity of a query to each reference,
   pooled with a learned sharpness between the mean (MIS) and the maximum (nearest exemplar);
   shrunk toward MIS with a strength chosen by leave-one-model-out on the training units.
+- `pooled_dims`: `pooled` with a weight per embedding dimension instead of per stage.
 - `attention`: reads every reference: query-conditioned attention over the references (its own
   stage weights say what draws a person's eye), the attended mean of the similarities; shrunk
   toward MIS like `pooled`.
@@ -305,6 +306,37 @@ class PooledHead(TowardMIS):
                         "nearest exemplar" if beta > 100 else "soft attention to the closest"}
 
 
+class DimensionPooledHead(PooledHead):
+    """`pooled` with a weight per embedding dimension instead of per stage (LPIPS's learned
+    per-channel weights, on every reference): which features a person compares by is learned
+    from the answers, not only which stages. It reads the batch's rows of the embedding table
+    (`gather`); its full-batch fit holds every training reference's embedding once per task
+    (tasks x 18 x dimensions: about 0.5 GB on the default), read again at every L-BFGS step.
+    At the start, and under a strong prior, it is `pooled` with equal stage weights (MIS)."""
+
+    SHRINK_GRID = (1e-2, 1e-1, 1.0)
+
+    def __init__(self, dim: int, stage_dims=(), shrink: float | None = None, alpha: float = 10.0):
+        super().__init__(dim, stage_dims, shrink, alpha)
+        self.log_weight = nn.Parameter(torch.zeros(dim))
+
+    def stage_similarities(self, batch):
+        table = batch["embeddings"]
+        if "ref_embeddings" not in batch:  # kept in the batch: a full-batch fit reads it often
+            batch["ref_embeddings"] = table[batch["ref_index"].clamp(min=0)]  # (B, T, 2, R, D)
+        queries = table[batch["query_index"]] * self.log_weight.exp()  # (B, T, 2, D)
+        sims = torch.einsum("btqd,btsrd->btqsr", queries, batch["ref_embeddings"])
+        return sims, batch["ref_mask"].unsqueeze(-3).expand_as(sims)
+
+    def describe(self) -> dict:
+        out = super().describe()
+        weights = self.log_weight.detach().exp()
+        stages = torch.stack([w.mean() for w in weights.split(list(self.stage_dims))])
+        out["stage_weights"] = (stages / stages.sum()).tolist()  # mean weight of each stage
+        out["dimension_weight_range"] = [float(weights.min()), float(weights.max())]
+        return out
+
+
 class AttentionHead(TowardMIS):
     """Models which references a person looks at, given the query: attention over the
     references, softmax of a similarity with its *own* stage weights (a participant may look
@@ -408,7 +440,8 @@ class SetRegHead(nn.Module):
 
 
 HEADS = {"mis": MISHead, "stagemis": StageMISHead, "pooled": PooledHead,
-         "attention": AttentionHead, "twoafc": TwoAFCHead, "setreg": SetRegHead}
+         "pooled_dims": DimensionPooledHead, "attention": AttentionHead, "twoafc": TwoAFCHead,
+         "setreg": SetRegHead}
 
 
 def create_head(name: str, dim: int, **hparams) -> nn.Module:

@@ -32,6 +32,9 @@ class TaskTensors:
     spread_min: torch.Tensor
     ref_sims: torch.Tensor  # (T, 2, 2, R, S) query x reference set x reference x stage
     ref_mask: torch.Tensor  # (T, 2, R) which references exist (sets may differ in size)
+    embeddings: torch.Tensor  # (N, D) the unit-norm embedding of every image, once
+    query_index: torch.Tensor  # (T, 2) rows of `embeddings`: the max and the min query
+    ref_index: torch.Tensor  # (T, 2, R) rows of the max and min references, -1 = none
     n: torch.Tensor  # (T,) trials per task (0 for unanswered tasks, e.g. when scoring)
     k: torch.Tensor  # (T,) correct trials
     condition_tasks: torch.Tensor  # (C, T_max) task index, -1 = padding
@@ -54,15 +57,21 @@ def summarise_tasks(embeddings: torch.Tensor, q_max, q_min, refs_max: list, refs
     """Task summaries from an embedding matrix and per-task image indices: the queries, each
     reference set's mean and spread, and every query's similarity to every reference, stage by
     stage (`ref_sims` (T, 2 queries [max, min], 2 sets [max, min], R, S), `ref_mask` (T, 2, R)),
-    so heads can read each reference, not only the set means, at a cost linear in images."""
+    so heads can read each reference, not only the set means, at a cost linear in images; and
+    the normalised embedding table with each task's rows in it (`query_index`, `ref_index`) for
+    heads that weigh every dimension of every reference."""
     emb = torch.nn.functional.normalize(embeddings.float(), dim=1)
     stage_dims = list(stage_dims) or [emb.shape[1]]
-    out = {"q_max": emb[torch.as_tensor(q_max)], "q_min": emb[torch.as_tensor(q_min)]}
+    device = emb.device
+    query_index = torch.stack([torch.as_tensor(q_max), torch.as_tensor(q_min)], 1).long()
+    query_index = query_index.to(device)
+    out = {"q_max": emb[query_index[:, 0]], "q_min": emb[query_index[:, 1]], "embeddings": emb,
+           "query_index": query_index}
     queries = torch.stack([out["q_max"], out["q_min"]], 1).split(stage_dims, -1)  # (T, 2, D_s)
-    sims, masks = [], []
+    sims, indices = [], []
     width = max(max(len(r) for r in refs_max), max(len(r) for r in refs_min))
     for side, refs in (("max", refs_max), ("min", refs_min)):
-        index = pad_rows([list(r) + [-1] * (width - len(r)) for r in refs])
+        index = pad_rows([list(r) + [-1] * (width - len(r)) for r in refs]).to(device)
         mask = (index >= 0).float().unsqueeze(-1)
         members = emb[index.clamp(min=0)] * mask
         mean = members.sum(1) / mask.sum(1).clamp(min=1)
@@ -72,10 +81,21 @@ def summarise_tasks(embeddings: torch.Tensor, q_max, q_min, refs_max: list, refs
         per_stage = [torch.einsum("tqd,trd->tqr", q, m) for q, m in
                      zip(queries, members.split(stage_dims, -1))]
         sims.append(torch.stack(per_stage, -1))  # (T, 2, R, S)
-        masks.append(index >= 0)
+        indices.append(index)
     out["ref_sims"] = torch.stack(sims, 2)  # (T, 2, 2, R, S)
-    out["ref_mask"] = torch.stack(masks, 1)  # (T, 2, R)
+    out["ref_index"] = torch.stack(indices, 1)  # (T, 2, R)
+    out["ref_mask"] = out["ref_index"] >= 0
     return out
+
+
+def distinct_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of `matrix` and, for each row, its index among them: IMI stores an
+    image once per task folder, so the same picture appears under many paths; the embedding
+    table holds it once. Rows are compared byte for byte."""
+    matrix = np.ascontiguousarray(matrix)
+    rows = matrix.view(np.dtype((np.void, matrix.dtype.itemsize * matrix.shape[1]))).ravel()
+    _, first, row = np.unique(rows, return_index=True, return_inverse=True)
+    return matrix[first], row.ravel()
 
 
 def build_task_tensors(trials: pd.DataFrame, conditions: pd.DataFrame, embed_paths,
@@ -88,8 +108,9 @@ def build_task_tensors(trials: pd.DataFrame, conditions: pd.DataFrame, embed_pat
     paths = sorted(set(tasks["query_max"]) | set(tasks["query_min"])
                    | {p for refs in tasks["_refs_max"] for p in refs}
                    | {p for refs in tasks["_refs_min"] for p in refs})
-    where = {p: i for i, p in enumerate(paths)}
-    embeddings = torch.from_numpy(np.asarray(embed_paths(paths), dtype=np.float32))
+    matrix, row = distinct_rows(np.asarray(embed_paths(paths), dtype=np.float32))
+    where = {p: int(r) for p, r in zip(paths, row)}
+    embeddings = torch.from_numpy(matrix)
     conditions = conditions.reset_index(drop=True)
     position = {key: i for i, key in enumerate(map(tuple, conditions[CONDITION_KEYS].to_numpy()))}
     per_condition: list[list[int]] = [[] for _ in range(len(conditions))]
@@ -121,8 +142,16 @@ def gather(tensors: TaskTensors, condition_ids) -> dict[str, torch.Tensor]:
     t = tasks.clamp(min=0)
     batch = {name: getattr(tensors, name)[t] for name in
              ("q_max", "q_min", "mean_max", "mean_min", "spread_max", "spread_min", "ref_sims",
-              "ref_mask")}
-    batch.update(task_mask=task_mask, n=torch.where(task_mask, tensors.n[t], 0.0),
+              "ref_mask", "query_index", "ref_index")}
+    # The rows of the embedding table that the batch's images use, each once, with the tasks'
+    # indices renumbered into them: a batch grows with its images, not with the dataset.
+    used = torch.cat([batch["query_index"].flatten(), batch["ref_index"].flatten()])
+    rows = torch.unique(used[used >= 0])
+    for name in ("query_index", "ref_index"):
+        index = batch[name]
+        batch[name] = torch.where(index >= 0, torch.searchsorted(rows, index.clamp(min=0)), -1)
+    batch.update(embeddings=tensors.embeddings[rows], task_mask=task_mask,
+                 n=torch.where(task_mask, tensors.n[t], 0.0),
                  k=torch.where(task_mask, tensors.k[t], 0.0), condition=ids)
     return batch
 

@@ -29,7 +29,7 @@ class InterpScoreModule(L.LightningModule):
         checkpoint alone says which embeddings its head reads.
 
         Args:
-            head: the head (mis, stagemis, pooled, attention, twoafc, setreg)
+            head: the head (mis, stagemis, pooled, pooled_dims, attention, twoafc, setreg)
             embedding_dim: linked from the data module's backbone
             rank: low-rank size of the twoafc head's metric (None: the head's default)
             hidden: hidden units of the setreg head
@@ -70,9 +70,10 @@ class InterpScoreModule(L.LightningModule):
         return unit_prediction(self.head(batch), batch)
 
     def on_train_start(self):
-        if self.fitted:
+        if self.fitted:  # on the CPU, where the task tensors live; then back to the device
             data = self.trainer.datamodule
-            self.fit_info = self.head.fit(data.tensors, data.split_ids["train"])
+            self.fit_info = self.head.cpu().fit(data.tensors, data.split_ids["train"])
+            self.head.to(self.device)
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["head_fit"] = self.fit_info  # what the head learned, for a person to read

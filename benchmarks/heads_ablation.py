@@ -41,12 +41,13 @@ from common import emit  # noqa: E402
 BACKBONE = "efficientnet_lite0+efficientnet_lite1"
 
 
-def only_stages(tensors, keep: list[int]):
-    """Task tensors of the stages `keep` alone, scaled as if those stages were the whole
-    embedding (the per-stage similarities of an S-stage embedding are cosines / S)."""
+def only_stages(tensors, keep: list[int], owners: tuple):
+    """Task tensors of the stages `keep` alone, scaled as if their networks were the whole
+    mixture: an n-network mixture scales each network's embedding by 1/sqrt(n), so its
+    per-stage similarities are 1/n of that network's own."""
     dims = np.cumsum((0,) + tensors.stage_dims)
     columns = torch.cat([torch.arange(dims[s], dims[s + 1]) for s in keep])
-    scale = len(tensors.stage_dims) / len(keep)
+    scale = len(set(owners)) / len({owners[s] for s in keep})
     vectors = {name: getattr(tensors, name)[:, columns] * math.sqrt(scale)
                for name in ("q_max", "q_min", "mean_max", "mean_min", "embeddings")}
     return replace(tensors, **vectors, ref_sims=tensors.ref_sims[..., keep] * scale,
@@ -64,7 +65,7 @@ class Ensemble(torch.nn.Module):
         return torch.stack([h(batch) for h in self.heads]).mean(0)
 
 
-def fit_heads(train, ids, views: dict) -> dict:
+def fit_heads(train, ids, views: dict, owners: tuple) -> dict:
     """Every row of the table fitted on `train`'s conditions `ids`: name -> (predictor, view,
     what it learned)."""
     from interpscore.evaluation.baselines import fit_mis, fit_stage_mis, metadata_baselines
@@ -72,7 +73,7 @@ def fit_heads(train, ids, views: dict) -> dict:
 
     rows = {}
     for view_name, keep in views.items():
-        t = only_stages(train, keep)
+        t = only_stages(train, keep, owners)
         rows[f"mis [{view_name}]"] = (fit_mis(t, ids), keep, {})
         rows[f"stage_mis [{view_name}]"] = (fit_stage_mis(t, ids), keep, {})
         for name, cls in (("pooled", PooledHead), ("attention", AttentionHead)):
@@ -138,7 +139,7 @@ def main():
         """Every row on each dataset's test units; MIS on Lite0 is the paired reference."""
         reports, boots = {}, {}
         for name, tensors in datasets.items():
-            shared = {tuple(k): only_stages(tensors, k) for k in views.values()}
+            shared = {tuple(k): only_stages(tensors, k, owners) for k in views.values()}
             predictors = {}
             for label, (head, keep, _) in rows.items():
                 if keep is None:
@@ -161,7 +162,7 @@ def main():
     start = time.perf_counter()
     train = load(default)
     train_ids = np.flatnonzero(train.conditions["split"] == "train").tolist()
-    rows = fit_heads(train, train_ids, views)
+    rows = fit_heads(train, train_ids, views, owners)
     bench = benchmark_datasets(None, args.data_root)
     heldout = {name: load(bench["datasets"][name]) for name in bench["headline"]}
     common = set.intersection(*(set(t.conditions.iloc[test_ids(t)]["unit_id"] + "/"
@@ -189,7 +190,7 @@ def main():
         start = time.perf_counter()
         tensors = load(simulated_dataset_dir(None, args.data_root, f"family-{family}"))
         ids = np.flatnonzero(tensors.conditions["split"] == "train").tolist()
-        rows = fit_heads(tensors, ids, views)
+        rows = fit_heads(tensors, ids, views, owners)
         reports, _ = table(rows, {family: tensors}, test_ids)
         result["in_family"][family] = {
             "training_family": family in config.training_families,
@@ -217,7 +218,7 @@ class _Reading:
 def _summary(report: dict) -> dict:
     keep = ("within", "within_ci", "within_of_ceiling", "within_minus_mis", "within_minus_mis_ci",
             "overall", "overall_ci")
-    return {"ceiling": report["ceiling"], "n_units": report.get("n_units"),
+    return {"ceiling": report["ceiling"],
             "predictors": {name: {k: r[k] for k in keep if k in r}
                            for name, r in report["predictors"].items()}}
 

@@ -21,19 +21,22 @@ def test_pooling_moves_from_the_mean_to_the_maximum():
                              torch.tensor(1e-4)).item() == pytest.approx(0.15, abs=1e-3)
 
 
-def _world(rule: str, n_tasks=600, n_refs=6, dim=8, seed=0):
+def _world(rule: str, n_tasks=600, n_refs=6, dim=8, seed=0, cue=None, gain=8.0):
     """Random unit embeddings; simulated answers of an observer that decides by `rule` on the
-    full cosine similarity ('mean': MIS's rule, 'nearest': the closest reference)."""
+    cosine similarity ('mean': MIS's rule, 'nearest': the closest reference), of the dimensions
+    `cue` alone where given."""
     rng = np.random.default_rng(seed)
-    emb = torch.nn.functional.normalize(torch.randn(400, dim, generator=torch.Generator().manual_seed(seed)), dim=1)
+    emb = torch.nn.functional.normalize(
+        torch.randn(400, dim, generator=torch.Generator().manual_seed(seed)), dim=1)
     q_max, q_min = rng.integers(0, 400, n_tasks), rng.integers(0, 400, n_tasks)
     refs_max = rng.integers(0, 400, (n_tasks, n_refs))
     refs_min = rng.integers(0, 400, (n_tasks, n_refs))
-    sims = lambda q, r: (emb[q][:, None, :] * emb[r]).sum(-1)  # noqa: E731
+    seen = torch.ones(dim) if cue is None else torch.zeros(dim).index_fill_(0, torch.tensor(cue), 1)
+    sims = lambda q, r: (emb[q][:, None, :] * emb[r] * seen).sum(-1)  # noqa: E731
     pool = (lambda s: s.mean(1)) if rule == "mean" else (lambda s: s.max(1).values)
     delta = (pool(sims(q_max, refs_max)) - pool(sims(q_max, refs_min))
              - pool(sims(q_min, refs_max)) + pool(sims(q_min, refs_min)))
-    p = torch.sigmoid(8 * delta).numpy()
+    p = torch.sigmoid(gain * delta).numpy()
     n = np.full(n_tasks, 40)
     k = rng.binomial(n, p)
     summaries = summarise_tasks(emb, q_max, q_min, refs_max.tolist(), refs_min.tolist(),
@@ -47,6 +50,18 @@ def _world(rule: str, n_tasks=600, n_refs=6, dim=8, seed=0):
                        k=torch.tensor(k, dtype=torch.float32),
                        condition_tasks=pad_rows(per_condition), conditions=conditions,
                        stage_dims=(dim // 2, dim // 2))
+
+
+def _fresh_answers_agreement(head, rule: str) -> tuple[float, float]:
+    """Correlation of a fitted head's and of MIS's predictions with the answers of a new world
+    of the same observer (other images, other tasks)."""
+    test = _world(rule, seed=1)
+    batch = gather(test, range(len(test.conditions)))
+    with torch.no_grad():
+        p = head(batch)[batch["task_mask"]].numpy()
+    observed = (test.k / test.n).numpy()
+    mis = torch.sigmoid(8 * mis_delta(batch))[batch["task_mask"]].numpy()
+    return np.corrcoef(p, observed)[0, 1], np.corrcoef(mis, observed)[0, 1]
 
 
 def test_at_the_start_the_pooled_head_is_mis():
@@ -66,13 +81,7 @@ def test_the_pooled_head_learns_the_rule_from_the_answers(rule, sharp):
     head = PooledHead(tensors.dim, tensors.stage_dims)
     info = head.fit(tensors, ids)
     assert (info["beta"] > 10) == sharp, info  # the nearest rule needs a sharp pooling
-    test = _world(rule, seed=1)
-    batch = gather(test, range(len(test.conditions)))
-    with torch.no_grad():
-        p = head(batch)[batch["task_mask"]].numpy()
-    observed = (test.k / test.n).numpy()
-    mis = torch.sigmoid(8 * mis_delta(batch))[batch["task_mask"]].numpy()
-    ours, baseline = np.corrcoef(p, observed)[0, 1], np.corrcoef(mis, observed)[0, 1]
+    ours, baseline = _fresh_answers_agreement(head, rule)
     assert ours > baseline + 0.1 if sharp else ours > baseline - 0.02
 
 
@@ -101,44 +110,14 @@ def test_the_attention_head_learns_where_people_look(rule, focused):
     info = head.fit(tensors, list(range(len(tensors.conditions))))
     # Uniform attention has entropy 1; the closest references draw it under the nearest rule.
     assert (info["attention_entropy"] < 0.9) == focused, info
-    test = _world(rule, seed=1)
-    batch = gather(test, range(len(test.conditions)))
-    with torch.no_grad():
-        p = head(batch)[batch["task_mask"]].numpy()
-    observed = (test.k / test.n).numpy()
-    mis = torch.sigmoid(8 * mis_delta(batch))[batch["task_mask"]].numpy()
-    ours, baseline = np.corrcoef(p, observed)[0, 1], np.corrcoef(mis, observed)[0, 1]
+    ours, baseline = _fresh_answers_agreement(head, rule)
     assert ours > baseline + 0.05 if focused else ours > baseline - 0.02
 
 
-def _cue_world(n_tasks=800, n_refs=6, dim=8, seed=0):
+def _cue_world(seed=0):
     """Answers of an observer that compares images by dimensions 0 and 4 alone (one in each
     stage), with the mean rule: no per-stage weighting can single them out."""
-    rng = np.random.default_rng(seed)
-    emb = torch.nn.functional.normalize(
-        torch.randn(400, dim, generator=torch.Generator().manual_seed(seed)), dim=1)
-    cue = torch.zeros(dim)
-    cue[[0, 4]] = 1.0
-    q_max, q_min = rng.integers(0, 400, n_tasks), rng.integers(0, 400, n_tasks)
-    refs_max, refs_min = (rng.integers(0, 400, (n_tasks, n_refs)) for _ in range(2))
-
-    def s(q, r):
-        return ((emb[q][:, None, :] * emb[r]) * cue).sum(-1).mean(1)
-
-    delta = s(q_max, refs_max) - s(q_max, refs_min) - s(q_min, refs_max) + s(q_min, refs_min)
-    n = np.full(n_tasks, 40)
-    k = rng.binomial(n, torch.sigmoid(20 * delta).numpy())
-    summaries = summarise_tasks(emb, q_max, q_min, refs_max.tolist(), refs_min.tolist(),
-                                (dim // 2, dim // 2))
-    per_condition = [list(range(i, i + 4)) for i in range(0, n_tasks, 4)]
-    conditions = pd.DataFrame({"unit_id": [f"u{i}" for i in range(len(per_condition))],
-                               "his": [k[t].sum() / n[t].sum() for t in per_condition],
-                               "model": [f"m{i % 3}" for i in range(len(per_condition))],
-                               "difficulty": "easy"})
-    return TaskTensors(**summaries, n=torch.tensor(n, dtype=torch.float32),
-                       k=torch.tensor(k, dtype=torch.float32),
-                       condition_tasks=pad_rows(per_condition), conditions=conditions,
-                       stage_dims=(dim // 2, dim // 2))
+    return _world("mean", n_tasks=800, seed=seed, cue=(0, 4), gain=20)
 
 
 def test_the_dimension_head_starts_at_the_stage_head_and_learns_which_features_count():

@@ -309,8 +309,8 @@ class PooledHead(TowardMIS):
 class DimensionPooledHead(PooledHead):
     """`pooled` with a weight per embedding dimension instead of per stage (LPIPS's learned
     per-channel weights, on every reference): which features a person compares by is learned
-    from the answers, not only which stages. It reads the batch's rows of the embedding table
-    (`gather`); its full-batch fit holds every training reference's embedding once per task
+    from the answers, not only which stages. It reads the rows it needs of the embedding
+    table (`gather` passes it by reference); its full-batch fit holds every training reference's embedding once per task
     (tasks x 18 x dimensions: about 0.5 GB on the default), read again at every L-BFGS step.
     At the start, and under a strong prior, it is `pooled` with equal stage weights (MIS)."""
 

@@ -134,6 +134,21 @@ def build_task_tensors(trials: pd.DataFrame, conditions: pd.DataFrame, embed_pat
     )
 
 
+class ImageTable:
+    """The embedding table in a batch, by reference: a head that reads every reference's
+    embedding takes the rows it needs (`table[index]`), the other heads never pay for a copy,
+    and moving a batch to a device (Lightning moves tensors) leaves the table where it is."""
+
+    def __init__(self, matrix: torch.Tensor):
+        self.matrix = matrix
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        return self.matrix[index.to(self.matrix.device)].to(index.device)
+
+    def __len__(self) -> int:
+        return len(self.matrix)
+
+
 def gather(tensors: TaskTensors, condition_ids) -> dict[str, torch.Tensor]:
     """A batch of conditions with their tasks' summaries: the input of every head."""
     ids = torch.as_tensor(condition_ids, dtype=torch.long)
@@ -143,14 +158,7 @@ def gather(tensors: TaskTensors, condition_ids) -> dict[str, torch.Tensor]:
     batch = {name: getattr(tensors, name)[t] for name in
              ("q_max", "q_min", "mean_max", "mean_min", "spread_max", "spread_min", "ref_sims",
               "ref_mask", "query_index", "ref_index")}
-    # The rows of the embedding table that the batch's images use, each once, with the tasks'
-    # indices renumbered into them: a batch grows with its images, not with the dataset.
-    used = torch.cat([batch["query_index"].flatten(), batch["ref_index"].flatten()])
-    rows = torch.unique(used[used >= 0])
-    for name in ("query_index", "ref_index"):
-        index = batch[name]
-        batch[name] = torch.where(index >= 0, torch.searchsorted(rows, index.clamp(min=0)), -1)
-    batch.update(embeddings=tensors.embeddings[rows], task_mask=task_mask,
+    batch.update(embeddings=ImageTable(tensors.embeddings), task_mask=task_mask,
                  n=torch.where(task_mask, tensors.n[t], 0.0),
                  k=torch.where(task_mask, tensors.k[t], 0.0), condition=ids)
     return batch

@@ -178,7 +178,8 @@ class Scorer:
         with torch.no_grad():
             for start in range(0, len(tasks), 256):
                 batch = gather(tensors, range(start, min(start + 256, len(tasks))))
-                batch = {key: value.to(device) for key, value in batch.items()}
+                batch = {key: value.to(device) if torch.is_tensor(value) else value
+                         for key, value in batch.items()}  # the table stays by reference
                 p = head(batch)
                 scores = unit_prediction(p, batch).cpu()
                 p, mask = p.float().cpu(), batch["task_mask"].cpu()

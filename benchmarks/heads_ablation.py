@@ -76,24 +76,18 @@ def fit_heads(train, ids, views: dict, owners: tuple) -> dict:
         t = only_stages(train, keep, owners)
         rows[f"mis [{view_name}]"] = (fit_mis(t, ids), keep, {})
         rows[f"stage_mis [{view_name}]"] = (fit_stage_mis(t, ids), keep, {})
-        for name, cls in (("pooled", PooledHead), ("attention", AttentionHead)):
-            for shrunk in (True, False):
+        heads = {"pooled": PooledHead, "attention": AttentionHead}
+        if view_name == "lite0":  # a weight per dimension: minutes per fit, one view
+            heads["pooled_dims"] = DimensionPooledHead
+        for name, cls in heads.items():
+            for shrunk in (True, False) if name != "pooled_dims" else (True,):
                 head = cls(t.dim, t.stage_dims)
                 if not shrunk:
                     head.SHRINK_GRID = (0.0,)  # no prior: maximum likelihood
                 start = time.perf_counter()
-                info = head.fit(t, ids)
+                info = {k: v for k, v in head.fit(t, ids).items() if k != "shrink_scores"}
                 info["fit_seconds"] = round(time.perf_counter() - start, 1)
-                label = f"{name}{'' if shrunk else ' no-shrink'} [{view_name}]"
-                rows[label] = (head, keep, {k: v for k, v in info.items()
-                                            if k not in ("shrink_scores",)})
-        if view_name == "lite0":  # a weight per dimension: minutes per fit, one view
-            head = DimensionPooledHead(t.dim, t.stage_dims)
-            start = time.perf_counter()
-            info = head.fit(t, ids)
-            info = {k: v for k, v in info.items() if k != "shrink_scores"}
-            rows[f"pooled_dims [{view_name}]"] = (head, keep, {
-                **info, "fit_seconds": round(time.perf_counter() - start, 1)})
+                rows[f"{name}{'' if shrunk else ' no-shrink'} [{view_name}]"] = (head, keep, info)
         rows[f"pooled+attention [{view_name}]"] = (
             Ensemble([rows[f"pooled [{view_name}]"][0], rows[f"attention [{view_name}]"][0]]),
             keep, {})

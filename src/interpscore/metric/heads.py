@@ -199,9 +199,9 @@ class TowardMIS(nn.Module):
         self.lapse_logit = nn.Parameter(torch.tensor(-4.0))
         self.register_buffer("shrink", torch.tensor(float(shrink if shrink is not None else 1e-2)))
 
-    def set_similarity(self, sims, mask):
+    def set_similarity(self, sims, mask, batch=None):
         """sims (..., R) of a query to each reference of a set (stages already weighted),
-        mask (..., R) -> (...)."""
+        mask (..., R) -> (...); `batch` for rules that look at more than the similarities."""
         raise NotImplementedError
 
     def prior(self):

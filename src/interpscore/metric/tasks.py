@@ -145,9 +145,6 @@ class ImageTable:
     def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
         return self.matrix[index.to(self.matrix.device)].to(index.device)
 
-    def __len__(self) -> int:
-        return len(self.matrix)
-
 
 def gather(tensors: TaskTensors, condition_ids) -> dict[str, torch.Tensor]:
     """A batch of conditions with their tasks' summaries: the input of every head."""

@@ -14,7 +14,8 @@ on the same tasks and the paired differences are to one fixed MIS (Lite0's, as i
 
 Rows: set means only (`mis`, `stage_mis`) vs every reference (`pooled`, `attention`, with and
 without the prior toward MIS), a weight per stage vs per dimension (`pooled_dims`, Lite0 only:
-its fit takes minutes), one backbone vs the mixture, and an ensemble (pooled + attention).
+its fit takes minutes) vs a learned low-rank space (`pooled_lowrank`), one backbone vs the
+mixture, and an ensemble (pooled + attention).
 About 40 minutes on 2 CPU cores.
 
     python benchmarks/heads_ablation.py [--out benchmarks/results/heads_ablation.json]
@@ -69,18 +70,20 @@ def fit_heads(train, ids, views: dict, owners: tuple) -> dict:
     """Every row of the table fitted on `train`'s conditions `ids`: name -> (predictor, view,
     what it learned)."""
     from interpscore.evaluation.baselines import fit_mis, fit_stage_mis, metadata_baselines
-    from interpscore.metric.heads import AttentionHead, DimensionPooledHead, PooledHead
+    from interpscore.metric.heads import (AttentionHead, DimensionPooledHead, LowRankPooledHead,
+                                          PooledHead)
 
     rows = {}
     for view_name, keep in views.items():
         t = only_stages(train, keep, owners)
         rows[f"mis [{view_name}]"] = (fit_mis(t, ids), keep, {})
         rows[f"stage_mis [{view_name}]"] = (fit_stage_mis(t, ids), keep, {})
-        heads = {"pooled": PooledHead, "attention": AttentionHead}
+        heads = {"pooled": PooledHead, "attention": AttentionHead,
+                 "pooled_lowrank": LowRankPooledHead}
         if view_name == "lite0":  # a weight per dimension: minutes per fit, one view
             heads["pooled_dims"] = DimensionPooledHead
         for name, cls in heads.items():
-            for shrunk in (True, False) if name != "pooled_dims" else (True,):
+            for shrunk in (True, False) if name in ("pooled", "attention") else (True,):
                 head = cls(t.dim, t.stage_dims)
                 if not shrunk:
                     head.SHRINK_GRID = (0.0,)  # no prior: maximum likelihood

@@ -28,7 +28,8 @@ from common import emit
 
 
 LITE0_STAGES = (24, 40, 112, 320, 1280)
-HEADS = ("mis", "stagemis", "pooled", "attention", "pooled_dims", "twoafc", "setreg")
+HEADS = ("mis", "stagemis", "pooled", "attention", "pooled_dims", "pooled_lowrank", "twoafc",
+         "setreg")
 
 
 def imi_sized(conditions=2500, tasks_per_condition=20, refs=9, images=170_000,

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from interpscore.metric.heads import (AttentionHead, DimensionPooledHead, PooledHead,
+from interpscore.metric.heads import (AttentionHead, DimensionPooledHead, LowRankPooledHead,
+                                      PooledHead,
                                       StageMISHead, mis_delta, pooled_similarity)
 from interpscore.metric.tasks import TaskTensors, gather, pad_rows, summarise_tasks
 
@@ -21,10 +22,11 @@ def test_pooling_moves_from_the_mean_to_the_maximum():
                              torch.tensor(1e-4)).item() == pytest.approx(0.15, abs=1e-3)
 
 
-def _world(rule: str, n_tasks=600, n_refs=6, dim=8, seed=0, cue=None, gain=8.0):
+def _world(rule: str, n_tasks=600, n_refs=6, dim=8, seed=0, cue=None, gain=8.0, rotated=False):
     """Random unit embeddings; simulated answers of an observer that decides by `rule` on the
     cosine similarity ('mean': MIS's rule, 'nearest': the closest reference), of the dimensions
-    `cue` alone where given."""
+    `cue` alone where given. `rotated`: the heads read the embeddings in another basis (one
+    fixed rotation), so the observer's cues mix all of their dimensions."""
     rng = np.random.default_rng(seed)
     emb = torch.nn.functional.normalize(
         torch.randn(400, dim, generator=torch.Generator().manual_seed(seed)), dim=1)
@@ -39,6 +41,9 @@ def _world(rule: str, n_tasks=600, n_refs=6, dim=8, seed=0, cue=None, gain=8.0):
     p = torch.sigmoid(gain * delta).numpy()
     n = np.full(n_tasks, 40)
     k = rng.binomial(n, p)
+    if rotated:
+        rotation = torch.linalg.qr(torch.randn(dim, dim, generator=torch.Generator().manual_seed(99)))[0]
+        emb = emb @ rotation
     summaries = summarise_tasks(emb, q_max, q_min, refs_max.tolist(), refs_min.tolist(),
                                 (dim // 2, dim // 2))
     per_condition = [list(range(i, i + 4)) for i in range(0, n_tasks, 4)]  # 4 tasks a unit
@@ -138,6 +143,42 @@ def test_the_dimension_head_starts_at_the_stage_head_and_learns_which_features_c
         r_dims = np.corrcoef(dims(batch)[batch["task_mask"]], observed)[0, 1]
         r_stages = np.corrcoef(stages(batch)[batch["task_mask"]], observed)[0, 1]
     assert r_dims > r_stages + 0.2, (r_dims, r_stages)
+
+
+def _task_agreement(head, world) -> float:
+    """Correlation of a fitted head's predictions with the answers of each task of `world`."""
+    batch = gather(world, range(len(world.conditions)))
+    observed = (world.k / world.n).numpy()  # tasks in order: 4 a condition, none padded
+    with torch.no_grad():
+        return np.corrcoef(head(batch)[batch["task_mask"]], observed)[0, 1]
+
+
+def test_the_low_rank_head_learns_features_that_mix_dimensions():
+    # The observer's two cues, seen by the heads in a rotated basis: no weight per dimension
+    # (nor per stage) can single them out, a learned projection can.
+    tensors = _world("mean", n_tasks=800, cue=(0, 4), gain=20, rotated=True)
+    ids = list(range(len(tensors.conditions)))
+    heads = {name: cls(tensors.dim, tensors.stage_dims) for name, cls in
+             (("lowrank", LowRankPooledHead), ("dims", DimensionPooledHead),
+              ("stages", PooledHead))}
+    info = {name: head.fit(tensors, ids) for name, head in heads.items()}
+    assert info["lowrank"]["learned_share"] > 0.5, info["lowrank"]  # it reads the learned space
+    test = _world("mean", n_tasks=800, seed=1, cue=(0, 4), gain=20, rotated=True)
+    r = {name: _task_agreement(head, test) for name, head in heads.items()}
+    assert r["lowrank"] > max(r["dims"], r["stages"]) + 0.15, r
+
+
+def test_under_a_strong_prior_the_low_rank_head_is_the_pooled_head():
+    tensors = _world("nearest")
+    ids = list(range(len(tensors.conditions)))
+    lowrank = LowRankPooledHead(tensors.dim, tensors.stage_dims, rank=4)
+    pooled = PooledHead(tensors.dim, tensors.stage_dims)
+    lowrank.SHRINK_GRID = pooled.SHRINK_GRID = (1e4,)  # the prior outweighs every answer
+    lowrank.fit(tensors, ids)
+    pooled.fit(tensors, ids)
+    batch = gather(tensors, range(20))
+    assert lowrank.projection.detach().abs().max() < 1e-3
+    assert torch.allclose(lowrank.evidence(batch), pooled.evidence(batch), atol=1e-3)
 
 
 def test_the_embedding_table_holds_each_picture_once_and_batches_index_it():

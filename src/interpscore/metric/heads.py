@@ -9,6 +9,8 @@
   pooled with a learned sharpness between the mean (MIS) and the maximum (nearest exemplar);
   shrunk toward MIS with a strength chosen by leave-one-model-out on the training units.
 - `pooled_dims`: `pooled` with a weight per embedding dimension instead of per stage.
+- `pooled_lowrank`: `pooled` plus a similarity in a low-rank feature space learned from the
+  answers (metric learning on every reference, as DreamSim and LPIPS).
 - `attention`: reads every reference: query-conditioned attention over the references (its own
   stage weights say what draws a person's eye), the attended mean of the similarities; shrunk
   toward MIS like `pooled`.
@@ -337,6 +339,61 @@ class DimensionPooledHead(PooledHead):
         return out
 
 
+class LowRankPooledHead(PooledHead):
+    """`pooled` plus a learned similarity: besides the backbone's stages, a person compares the
+    query with each reference in a `rank`-dimensional feature space learned from the answers,
+    (P q) . (P r), as DreamSim and LPIPS learn a metric from 2-AFC judgments. Unlike
+    `pooled_dims` it can find features that mix dimensions, and each picture of a batch is
+    projected once, so it costs about what `pooled` costs. Its prior pulls P to zero, where it is
+    `pooled`; `describe` reports the learned part's share of the similarity differences."""
+
+    options = PooledHead.options + ("rank",)
+    RANK = 16
+    INIT_NORM = 0.3  # a column's norm at the start: small, but away from the saddle at P = 0
+
+    def __init__(self, dim: int, stage_dims=(), shrink: float | None = None, alpha: float = 10.0,
+                 rank: int | None = None):
+        super().__init__(dim, stage_dims, shrink, alpha)
+        rank = self.RANK if rank is None else rank
+        if rank < 1:
+            raise InputError(f"--model.rank {rank}: the learned space needs at least 1 dimension")
+        generator = torch.Generator().manual_seed(0)
+        self.projection = nn.Parameter(torch.randn(dim, rank, generator=generator)
+                                       * self.INIT_NORM / math.sqrt(dim))
+        self.register_buffer("learned_share", torch.tensor(0.0))
+
+    def learned_similarities(self, batch):
+        """(B, T, 2 queries, 2 sets, R) similarities in the learned space."""
+        # Each picture the batch shows is projected once, however many tasks show it.
+        q_index, r_index = batch["query_index"], batch["ref_index"].clamp(min=0)
+        rows, where = torch.cat([q_index.flatten(), r_index.flatten()]).unique(return_inverse=True)
+        projected = (batch["embeddings"][rows] @ self.projection)[where]
+        queries = projected[:q_index.numel()].view(*q_index.shape, -1)  # (B, T, 2, k)
+        refs = projected[q_index.numel():].view(*r_index.shape, -1)  # (B, T, 2, R, k)
+        return torch.einsum("btqk,btsrk->btqsr", queries, refs)
+
+    def stage_similarities(self, batch):
+        sims, mask = super().stage_similarities(batch)
+        return sims + self.learned_similarities(batch), mask
+
+    def prior(self):
+        return super().prior() + self.projection.pow(2).sum(0).mean()
+
+    @torch.no_grad()
+    def observe(self, batch) -> None:
+        stages, mask = PooledHead.stage_similarities(self, batch)
+        learned = self.learned_similarities(batch)
+
+        def spread(s):  # how much a similarity tells references apart
+            return (s - s.mean(-1, keepdim=True))[mask].abs().mean()
+
+        self.learned_share.fill_(float(spread(learned) / (spread(learned) + spread(stages))))
+
+    def describe(self) -> dict:
+        return {**super().describe(), "rank": self.projection.shape[1],
+                "learned_share": float(self.learned_share)}
+
+
 class AttentionHead(TowardMIS):
     """Models which references a person looks at, given the query: attention over the
     references, softmax of a similarity with its *own* stage weights (a participant may look
@@ -440,7 +497,8 @@ class SetRegHead(nn.Module):
 
 
 HEADS = {"mis": MISHead, "stagemis": StageMISHead, "pooled": PooledHead,
-         "pooled_dims": DimensionPooledHead, "attention": AttentionHead, "twoafc": TwoAFCHead,
+         "pooled_dims": DimensionPooledHead, "pooled_lowrank": LowRankPooledHead,
+         "attention": AttentionHead, "twoafc": TwoAFCHead,
          "setreg": SetRegHead}
 
 

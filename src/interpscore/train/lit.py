@@ -29,9 +29,11 @@ class InterpScoreModule(L.LightningModule):
         checkpoint alone says which embeddings its head reads.
 
         Args:
-            head: the head (mis, stagemis, pooled, pooled_dims, attention, twoafc, setreg)
+            head: the head (mis, stagemis, pooled, pooled_dims, pooled_lowrank, attention, twoafc,
+                setreg)
             embedding_dim: linked from the data module's backbone
-            rank: low-rank size of the twoafc head's metric (None: the head's default)
+            rank: low-rank size of the twoafc and pooled_lowrank heads' metric (None: the head's
+                default)
             hidden: hidden units of the setreg head
             dropout: dropout of the setreg head, in [0, 1)
             reg: weight of the heads' regularisation

@@ -10,7 +10,8 @@ on the same tasks and the paired differences are to one fixed MIS (Lite0's, as i
   answering the test units from the held-out pool (within model x difficulty groups, averaged
   over the families, CIs resample units);
 - in-family: fitted and tested on one family's audience at a time (pool A), against that
-  family's within-group ceiling.
+  family's within-group ceiling; for the held-out families, also on the held-out pool (their
+  answers to the test units' pool-B stimuli: no picture shared with training tasks).
 
 Rows: set means only (`mis`, `stage_mis`) vs every reference (`pooled`, `attention`, with and
 without the prior toward MIS), a weight per stage vs per dimension (`pooled_dims`, Lite0 only:
@@ -104,8 +105,8 @@ def main():
     from interpscore.metric.backbones import create_backbone
     from interpscore.metric.tasks import load_task_tensors
     from interpscore.resources import DEFAULT_CACHE, DEFAULT_DATA_ROOT
-    from interpscore.simulate.experiment import (SimulationConfig, benchmark_datasets,
-                                                 simulated_dataset_dir)
+    from interpscore.simulate.experiment import (HELDOUT_POOL, SimulationConfig,
+                                                 benchmark_datasets, simulated_dataset_dir)
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
@@ -151,6 +152,14 @@ def main():
     def test_ids(t):
         return np.flatnonzero(t.conditions["split"] == "test").tolist()
 
+    def shared_test_ids(datasets):
+        """Test ids restricted to the conditions every one of `datasets` holds."""
+        def keys(t):
+            return t.conditions["unit_id"] + "/" + t.conditions["difficulty"]
+
+        common = set.intersection(*(set(keys(t).iloc[test_ids(t)]) for t in datasets))
+        return lambda t: [i for i in test_ids(t) if keys(t).iloc[i] in common]
+
     result = {"benchmark": "heads_ablation", "simulation_key": config.key(), "backbone": BACKBONE,
               "note": "simulated data: agreement with the simulator's observer families, "
                       "not people", "views": {k: [owners[i] for i in v] for k, v in views.items()}}
@@ -162,15 +171,7 @@ def main():
     rows = fit_heads(train, train_ids, views, owners)
     bench = benchmark_datasets(None, args.data_root)
     heldout = {name: load(bench["datasets"][name]) for name in bench["headline"]}
-    common = set.intersection(*(set(t.conditions.iloc[test_ids(t)]["unit_id"] + "/"
-                                    + t.conditions.iloc[test_ids(t)]["difficulty"])
-                                for t in heldout.values()))
-
-    def common_ids(t):
-        keys = t.conditions["unit_id"] + "/" + t.conditions["difficulty"]
-        return [i for i in test_ids(t) if keys.iloc[i] in common]
-
-    reports, boots = table(rows, heldout, common_ids)
+    reports, boots = table(rows, heldout, shared_test_ids(heldout.values()))
     headline = average_reports(list(reports.values()), list(boots.values()), "mis")
     result["headline"] = {"datasets": list(heldout), "summary": _summary(headline),
                           "per_dataset": {n: _summary(r) for n, r in reports.items()},
@@ -189,9 +190,18 @@ def main():
         ids = np.flatnonzero(tensors.conditions["split"] == "train").tolist()
         rows = fit_heads(tensors, ids, views, owners)
         reports, _ = table(rows, {family: tensors}, test_ids)
+        # Where the family also answered the held-out pool, the same fitted rows on the
+        # conditions both pools hold: pool A shares pictures between training and test tasks,
+        # pool B shares none, so a head that memorised pictures leads MIS by more on A than on B.
+        pools = {}
+        if f"{HELDOUT_POOL}-{family}" in bench["datasets"]:
+            both = {"pool_a": tensors,
+                    "pool_b": load(bench["datasets"][f"{HELDOUT_POOL}-{family}"])}
+            pools, _ = table(rows, both, shared_test_ids(both.values()))
         result["in_family"][family] = {
             "training_family": family in config.training_families,
             "summary": _summary(reports[family]),
+            **({"pools": {k: _summary(r) for k, r in pools.items()}} if pools else {}),
             "learned": {n: info for n, (_, _, info) in rows.items() if info},
             "seconds": round(time.perf_counter() - start, 1)}
         print(_format(result["in_family"][family]["summary"], f"in-family {family}"),
@@ -241,6 +251,26 @@ def markdown(result: dict) -> str:
     ceilings = [f"{result['in_family'][f]['summary']['ceiling']['within']:.2f}" for f in families]
     lines.append(f"| ceiling | {result['headline']['summary']['ceiling']['within']:.3f} | | "
                  + " | ".join(ceilings) + " |")
+    return "\n".join(lines) + "\n\n" + _pool_b_table(result)
+
+
+def _pool_b_table(result: dict) -> str:
+    """In-family on both pools, for the families that also answered the held-out pool, on the
+    conditions both hold: a row's within-group Spearman minus MIS on pool A (test units share
+    pictures with training tasks) and on pool B (none shared)."""
+    families = [f for f, r in result["in_family"].items() if "pools" in r]
+    lines = ["| row - MIS | " + " | ".join(f"{f} pool A | pool B" for f in families) + " |",
+             "|---" * (1 + 2 * len(families)) + "|"]
+    for name in result["headline"]["summary"]["predictors"]:
+        if name in ("mis", "model_identity"):
+            continue
+        cells = []
+        for f in families:
+            for pool in ("pool_a", "pool_b"):
+                r = result["in_family"][f]["pools"][pool]["predictors"][name]
+                ci = r["within_minus_mis_ci"]
+                cells.append(f"{r['within_minus_mis']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -42,8 +42,8 @@ def _world(rule: str, n_tasks=600, n_refs=6, dim=8, seed=0, cue=None, gain=8.0, 
     n = np.full(n_tasks, 40)
     k = rng.binomial(n, p)
     if rotated:
-        rotation = torch.linalg.qr(torch.randn(dim, dim, generator=torch.Generator().manual_seed(99)))[0]
-        emb = emb @ rotation
+        turn = torch.randn(dim, dim, generator=torch.Generator().manual_seed(99))
+        emb = emb @ torch.linalg.qr(turn)[0]
     summaries = summarise_tasks(emb, q_max, q_min, refs_max.tolist(), refs_min.tolist(),
                                 (dim // 2, dim // 2))
     per_condition = [list(range(i, i + 4)) for i in range(0, n_tasks, 4)]  # 4 tasks a unit
@@ -158,9 +158,9 @@ def test_the_low_rank_head_learns_features_that_mix_dimensions():
     # (nor per stage) can single them out, a learned projection can.
     tensors = _world("mean", n_tasks=800, cue=(0, 4), gain=20, rotated=True)
     ids = list(range(len(tensors.conditions)))
-    heads = {name: cls(tensors.dim, tensors.stage_dims) for name, cls in
-             (("lowrank", LowRankPooledHead), ("dims", DimensionPooledHead),
-              ("stages", PooledHead))}
+    heads = {"lowrank": LowRankPooledHead(tensors.dim, tensors.stage_dims, rank=2),  # 2 of 8
+             "dims": DimensionPooledHead(tensors.dim, tensors.stage_dims),
+             "stages": PooledHead(tensors.dim, tensors.stage_dims)}
     info = {name: head.fit(tensors, ids) for name, head in heads.items()}
     assert info["lowrank"]["learned_share"] > 0.5, info["lowrank"]  # it reads the learned space
     test = _world("mean", n_tasks=800, seed=1, cue=(0, 4), gain=20, rotated=True)

@@ -159,18 +159,24 @@ def test_a_head_on_two_networks_says_how_much_each_counts(debug_run):
 
 def test_the_low_rank_head_trains_reloads_and_scores(debug_run, tmp_path):
     """`--model.head pooled_lowrank --model.rank 4`: trained through the CLI, it says how much of
-    the similarity its learned space carries; the checkpoint reloads with that space and scores
-    a unit from its exemplars."""
+    the similarity its learned space carries; the checkpoint reloads with that space, and
+    scoring a unit from its exemplars reads it."""
     from interpscore.metric.scorer import load
 
     _, _, _, debug_args = debug_run
     metrics = main(debug_args + ["--model.head", "pooled_lowrank", "--model.rank", "4"])
     learned = metrics["learned"]
-    assert learned["rank"] == 4 and 0 <= learned["learned_share"] <= 1
+    assert learned["rank"] == 4 and learned["learned_share"] > 0
     scorer = load(metrics["checkpoint"], cache_dir=tmp_path / "cache")
     assert scorer.metric.head.projection.shape[1] == 4
     rng = torch.Generator().manual_seed(0)
-    image = lambda: torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=rng)  # noqa: E731
-    result = scorer.score_exemplars([(image(), image())] * 2, [[image() for _ in range(3)]] * 2,
-                                    [[image() for _ in range(3)]] * 2)
-    assert 0 <= result["score"] <= 1, result
+
+    def image():
+        return torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=rng)
+
+    exemplars = ([(image(), image())] * 2, [[image() for _ in range(3)]] * 2,
+                 [[image() for _ in range(3)]] * 2)
+    learned = scorer.score_exemplars(*exemplars)["score"]
+    with torch.no_grad():
+        scorer.metric.head.projection.zero_()  # the same head without its learned space
+    assert learned != pytest.approx(scorer.score_exemplars(*exemplars)["score"], abs=1e-6)

@@ -312,8 +312,9 @@ class DimensionPooledHead(PooledHead):
     """`pooled` with a weight per embedding dimension instead of per stage (LPIPS's learned
     per-channel weights, on every reference): which features a person compares by is learned
     from the answers, not only which stages. It reads the rows it needs of the embedding
-    table (`gather` passes it by reference); its full-batch fit holds every training reference's embedding once per task
-    (tasks x 18 x dimensions: about 0.5 GB on the default), read again at every L-BFGS step.
+    table (`gather` passes it by reference); its full-batch fit holds every training
+    reference's embedding once per task (tasks x 18 x dimensions: about 0.5 GB on the
+    default), read again at every L-BFGS step.
     At the start, and under a strong prior, it is `pooled` with equal stage weights (MIS)."""
 
     SHRINK_GRID = (1e-2, 1e-1, 1.0)
@@ -349,6 +350,8 @@ class LowRankPooledHead(PooledHead):
 
     options = PooledHead.options + ("rank",)
     RANK = 16
+    # Up to priors that hold P at 0 (plain `pooled`): leave-one-model-out can switch it off.
+    SHRINK_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
     INIT_NORM = 0.3  # a column's norm at the start: small, but away from the saddle at P = 0
 
     def __init__(self, dim: int, stage_dims=(), shrink: float | None = None, alpha: float = 10.0,
@@ -377,15 +380,17 @@ class LowRankPooledHead(PooledHead):
         return sims + self.learned_similarities(batch), mask
 
     def prior(self):
-        return super().prior() + self.projection.pow(2).sum(0).mean()
+        return super().prior() + self.projection.pow(2).sum()  # the same at every rank
 
     @torch.no_grad()
     def observe(self, batch) -> None:
         stages, mask = PooledHead.stage_similarities(self, batch)
         learned = self.learned_similarities(batch)
+        mask = mask & batch["task_mask"][..., None, None, None]  # real references of real tasks
 
         def spread(s):  # how much a similarity tells references apart
-            return (s - s.mean(-1, keepdim=True))[mask].abs().mean()
+            mean = _masked_mean(s, mask, -1).unsqueeze(-1)
+            return (s - mean)[mask].abs().mean()
 
         self.learned_share.fill_(float(spread(learned) / (spread(learned) + spread(stages))))
 

@@ -5,10 +5,11 @@ An IMI-sized problem: ~2,500 conditions (767 units x modes x difficulties) with 
 stages). Embeddings are random vectors: speed does not depend on their values. Task summaries
 (queries, reference means and spreads, every query-reference similarity per stage) are computed
 once, then every epoch reads only them: the per-reference heads (`pooled`, `attention`) read the
-(tasks x 2 x 2 x 9 x 5) similarities, `pooled_dims` the batch's rows of the embedding table.
+(tasks x 2 x 2 x 9 x 5) similarities, `pooled_dims` and `pooled_lowrank` the batch's rows of
+the embedding table.
 An epoch here is one pass of AdamW steps over batches of 32 conditions, for every head alike;
-the fitted heads (`stagemis`, `pooled`, `pooled_dims`, `attention`) are trained on the default by
-L-BFGS instead, several full-batch fits for the leave-one-model-out choice of their shrinkage:
+the fitted heads (`stagemis`, `pooled`, `pooled_dims`, `pooled_lowrank`, `attention`) are
+trained on the default by L-BFGS instead, several full-batch fits for the leave-one-model-out choice of their shrinkage:
 their real cost is in `heads_ablation.json` (`fit_seconds`). Prints JSON.
 
     python benchmarks/train_epoch.py [--out benchmarks/results/train_epoch.json]

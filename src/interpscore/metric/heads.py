@@ -344,8 +344,9 @@ class LowRankPooledHead(PooledHead):
     """`pooled` plus a learned similarity: besides the backbone's stages, a person compares the
     query with each reference in a `rank`-dimensional feature space learned from the answers,
     (P q) . (P r), as DreamSim and LPIPS learn a metric from 2-AFC judgments. Unlike
-    `pooled_dims` it can find features that mix dimensions, and each picture of a batch is
-    projected once, so it costs about what `pooled` costs. Its prior pulls P to zero, where it is
+    `pooled_dims` it can find features that mix dimensions. Like `pooled_dims` it reads each
+    reference's full embedding (each picture of a batch projected once): on the default its
+    fit takes about 40 s; an IMI-sized epoch of gradient steps, 6 s (`benchmarks/train_epoch.py`). Its prior pulls P to zero, where it is
     `pooled`; `describe` reports the learned part's share of the similarity differences."""
 
     options = PooledHead.options + ("rank",)

@@ -346,8 +346,9 @@ class LowRankPooledHead(PooledHead):
     (P q) . (P r), as DreamSim and LPIPS learn a metric from 2-AFC judgments. Unlike
     `pooled_dims` it can find features that mix dimensions. Like `pooled_dims` it reads each
     reference's full embedding (each picture of a batch projected once): on the default its
-    fit takes about 40 s; an IMI-sized epoch of gradient steps, 6 s (`benchmarks/train_epoch.py`). Its prior pulls P to zero, where it is
-    `pooled`; `describe` reports the learned part's share of the similarity differences."""
+    fit takes about 40 s; an IMI-sized epoch of gradient steps, 6 s
+    (`benchmarks/train_epoch.py`). Its prior pulls P to zero, where it is `pooled`;
+    `describe` reports the learned part's share of the similarity differences."""
 
     options = PooledHead.options + ("rank",)
     RANK = 16

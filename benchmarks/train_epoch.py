@@ -9,8 +9,9 @@ once, then every epoch reads only them: the per-reference heads (`pooled`, `atte
 the embedding table.
 An epoch here is one pass of AdamW steps over batches of 32 conditions, for every head alike;
 the fitted heads (`stagemis`, `pooled`, `pooled_dims`, `pooled_lowrank`, `attention`) are
-trained on the default by L-BFGS instead, several full-batch fits for the leave-one-model-out choice of their shrinkage:
-their real cost is in `heads_ablation.json` (`fit_seconds`). Prints JSON.
+trained on the default by L-BFGS instead, several full-batch fits for the leave-one-model-out
+choice of their shrinkage: their real cost is in `heads_ablation.json` (`fit_seconds`).
+Prints JSON.
 
     python benchmarks/train_epoch.py [--out benchmarks/results/train_epoch.json]
 """

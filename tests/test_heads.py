@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from interpscore.metric.heads import (AttentionHead, DimensionPooledHead, LowRankPooledHead,
-                                      PooledHead,
-                                      StageMISHead, mis_delta, pooled_similarity)
+                                      PooledHead, StageMISHead, mis_delta, pooled_similarity)
 from interpscore.metric.tasks import TaskTensors, gather, pad_rows, summarise_tasks
 
 
@@ -119,6 +118,14 @@ def test_the_attention_head_learns_where_people_look(rule, focused):
     assert ours > baseline + 0.05 if focused else ours > baseline - 0.02
 
 
+def _task_agreement(head, world) -> float:
+    """Correlation of a fitted head's predictions with the answers of each task of `world`."""
+    batch = gather(world, range(len(world.conditions)))
+    observed = (world.k / world.n).numpy()  # tasks in order: 4 a condition, none padded
+    with torch.no_grad():
+        return np.corrcoef(head(batch)[batch["task_mask"]], observed)[0, 1]
+
+
 def _cue_world(seed=0):
     """Answers of an observer that compares images by dimensions 0 and 4 alone (one in each
     stage), with the mean rule: no per-stage weighting can single them out."""
@@ -137,20 +144,8 @@ def test_the_dimension_head_starts_at_the_stage_head_and_learns_which_features_c
     weights = dims.log_weight.detach().exp()
     assert weights[[0, 4]].min() > weights[[1, 2, 3, 5, 6, 7]].max()  # the cues, found
     test = _cue_world(seed=1)
-    batch = gather(test, range(len(test.conditions)))
-    observed = (test.k / test.n).numpy()  # tasks in order: 4 a condition, none padded
-    with torch.no_grad():
-        r_dims = np.corrcoef(dims(batch)[batch["task_mask"]], observed)[0, 1]
-        r_stages = np.corrcoef(stages(batch)[batch["task_mask"]], observed)[0, 1]
+    r_dims, r_stages = _task_agreement(dims, test), _task_agreement(stages, test)
     assert r_dims > r_stages + 0.2, (r_dims, r_stages)
-
-
-def _task_agreement(head, world) -> float:
-    """Correlation of a fitted head's predictions with the answers of each task of `world`."""
-    batch = gather(world, range(len(world.conditions)))
-    observed = (world.k / world.n).numpy()  # tasks in order: 4 a condition, none padded
-    with torch.no_grad():
-        return np.corrcoef(head(batch)[batch["task_mask"]], observed)[0, 1]
 
 
 def test_the_low_rank_head_learns_features_that_mix_dimensions():

@@ -386,7 +386,7 @@ class LowRankPooledHead(PooledHead):
 
     @torch.no_grad()
     def observe(self, batch) -> None:
-        stages, mask = PooledHead.stage_similarities(self, batch)
+        stages, mask = super().stage_similarities(batch)  # the stages alone
         learned = self.learned_similarities(batch)
         mask = mask & batch["task_mask"][..., None, None, None]  # real references of real tasks
 

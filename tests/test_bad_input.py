@@ -208,6 +208,7 @@ CASES = [
     Case("train-unknown-config", ["train", "--config", "nope"], "--config nope"),
     Case("train-unknown-option", TRAIN + ["--model.nope", "1"], "--model.nope"),
     Case("train-dropout-1", TRAIN + ["--model.dropout", "1"], "--model.dropout"),
+    Case("train-negative-shrink", TRAIN + ["--model.shrink", "-0.5"], "--model.shrink"),
 ]
 
 

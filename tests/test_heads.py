@@ -163,16 +163,27 @@ def test_the_low_rank_head_learns_features_that_mix_dimensions():
     assert r["lowrank"] > max(r["dims"], r["stages"]) + 0.15, r
 
 
-def test_under_a_strong_prior_the_low_rank_head_is_the_pooled_head():
+def test_a_shrinkage_the_user_gives_is_kept():
+    # The observer takes the closest reference; a prior the user sets this strong holds the
+    # head at the mean, where the chosen one would let it learn the maximum.
     tensors = _world("nearest")
     ids = list(range(len(tensors.conditions)))
-    lowrank = LowRankPooledHead(tensors.dim, tensors.stage_dims, rank=4)
+    info = PooledHead(tensors.dim, tensors.stage_dims, shrink=1e4).fit(tensors, ids)
+    assert info["shrink"] == 1e4 and info["beta"] < 1, info
+    assert PooledHead(tensors.dim, tensors.stage_dims).fit(tensors, ids)["beta"] > 1
+
+
+def test_with_its_learned_space_held_off_the_low_rank_head_is_the_pooled_head():
+    # The learned space has a prior of its own: at full strength the head is `pooled`, with
+    # the same shrinkage chosen and the same rule learned (here the closest reference).
+    tensors = _world("nearest")
+    ids = list(range(len(tensors.conditions)))
+    lowrank = LowRankPooledHead(tensors.dim, tensors.stage_dims, rank=4, shrink_learned=1e4)
     pooled = PooledHead(tensors.dim, tensors.stage_dims)
-    lowrank.SHRINK_GRID = pooled.SHRINK_GRID = (1e4,)  # the prior outweighs every answer
-    lowrank.fit(tensors, ids)
-    pooled.fit(tensors, ids)
-    batch = gather(tensors, range(20))
+    info, pooled_info = lowrank.fit(tensors, ids), pooled.fit(tensors, ids)
     assert lowrank.projection.detach().abs().max() < 1e-3
+    assert info["shrink"] == pooled_info["shrink"] and info["beta"] > 1, (info, pooled_info)
+    batch = gather(tensors, range(20))
     assert torch.allclose(lowrank.evidence(batch), pooled.evidence(batch), atol=1e-3)
 
 
@@ -199,3 +210,4 @@ def test_the_embedding_table_holds_each_picture_once_and_batches_index_it():
     assert torch.allclose(rows[0], torch.tensor([[1.0, 0.0], [0.6, 0.8]]))
     assert torch.allclose(batch["embeddings"][batch["query_index"][0, 0, 0]],
                           torch.tensor([0.6, 0.8]))
+

@@ -146,7 +146,11 @@ def format_learned(learned: dict) -> str:
     if "network_weights" in learned:
         line += ", networks " + ", ".join(f"{k} {w:.2f}"
                                           for k, w in learned["network_weights"].items())
-    return line + f", shrink toward MIS {learned['shrink']:g}"
+    line += f", shrink toward MIS {learned['shrink']:g}"
+    if "learned_share" in learned:
+        line += (f", learned space {learned['learned_share']:.2f} of the differences"
+                 f" (shrink {learned['shrink_learned']:g})")
+    return line
 
 
 def format_summary(metrics: dict) -> str:

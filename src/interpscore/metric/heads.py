@@ -181,9 +181,9 @@ class TowardMIS(nn.Module):
     that pulls every learned part back to MIS. Subclasses say how references become a set
     similarity (`set_similarity`) and what their prior pulls (`prior`).
 
-    Shrinkage: `shrink` sets the prior's strength; `fit` chooses it by leave-one-model-out on the
-    training units (never the test units), so with little data to learn from the head stays MIS
-    with its fitted temperature."""
+    Shrinkage: `shrink` sets the prior's strength; unless given, `fit` chooses it by
+    leave-one-model-out on the training units (never the test units), so with little data to
+    learn from the head stays MIS with its fitted temperature."""
 
     level = "trial"
     options = ("stage_dims", "shrink")
@@ -199,6 +199,8 @@ class TowardMIS(nn.Module):
         self.log_alpha = nn.Parameter(torch.tensor(math.log(alpha)))
         self.bias = nn.Parameter(torch.zeros(()))
         self.lapse_logit = nn.Parameter(torch.tensor(-4.0))
+        # Strengths the user gave are kept by `fit`; the others (None) it chooses.
+        self.given_strengths = {"shrink": shrink}
         self.register_buffer("shrink", torch.tensor(float(shrink if shrink is not None else 1e-2)))
 
     def set_similarity(self, sims, mask, batch=None):
@@ -234,43 +236,66 @@ class TowardMIS(nn.Module):
                 "shrink": float(self.shrink)}
 
     def fit(self, tensors, train_ids) -> dict:
-        """Choose the shrinkage by leave-one-model-out on the training units: for each strength,
-        fit on all models but one and rank the left-out model's units within difficulties; keep
-        the strength with the best mean within-group Spearman, then fit on all."""
+        """Choose the shrinkage by leave-one-model-out on the training units (see `choose`),
+        then fit on all of them."""
+        start = self.fit_start(tensors, train_ids)
+        scores = self.choose("shrink", self.SHRINK_GRID, start, tensors, train_ids)
+        return {"shrink_scores": scores, **self.fit_all(start, tensors, train_ids)}
+
+    def fit_start(self, tensors, train_ids) -> dict:
+        """The state every fit starts from: the head as built, at MIS's fitted temperature."""
+        start = {k: v.clone() for k, v in self.state_dict().items()}
+        alpha = MISHead(tensors.dim).fit(tensors, train_ids)["alpha"]
+        start["log_alpha"] = torch.tensor(math.log(max(alpha, 1e-3)))
+        return start
+
+    def choose(self, name: str, grid, start: dict, tensors, train_ids) -> dict:
+        """Set the prior strength `name` (a buffer) in `start`: the strength the user gave, or
+        else the grid's value whose fits on all training models but one rank the left-out
+        model's units best (mean within-difficulty Spearman). Returns the grid's scores."""
+        given = self.given_strengths.get(name)
+        grid = (given,) if given is not None else grid
+        scores = {value: self.left_out_score({**start, name: torch.tensor(float(value))},
+                                             tensors, train_ids)
+                  for value in grid} if len(grid) > 1 else {grid[0]: None}
+        best = max(scores, key=lambda k: (scores[k] or 0.0, k))  # ties: the stronger prior
+        start[name] = torch.tensor(float(best))
+        return scores
+
+    def left_out_score(self, state: dict, tensors, train_ids) -> float:
+        """Leave-one-model-out from `state` on the training units: the mean within-difficulty
+        Spearman of each left-out model's units."""
         from scipy.stats import spearmanr
 
         from .tasks import gather
 
         units = tensors.conditions.iloc[list(train_ids)]
         models = sorted(units["model"].unique())
-        mis = MISHead(tensors.dim)
-        start = {k: v.clone() for k, v in self.state_dict().items()}
-        start["log_alpha"] = torch.tensor(math.log(max(mis.fit(tensors, train_ids)["alpha"], 1e-3)))
-        scores = {}
-        for shrink in self.SHRINK_GRID:
-            values = []
-            for model in models if len(models) > 1 else []:
-                fit_ids = [i for i, m in zip(train_ids, units["model"]) if m != model]
-                held = [i for i, m in zip(train_ids, units["model"]) if m == model]
-                self.load_state_dict(start)
-                self.shrink.fill_(shrink)
-                fit_full_batch(self, gather(tensors, fit_ids), self.FIT_STEPS)
-                with torch.no_grad():
-                    batch = gather(tensors, held)
-                    predicted = unit_prediction(self(batch), batch).numpy()
-                held_units = tensors.conditions.iloc[held]
-                for _, group in held_units.assign(p=predicted).groupby("difficulty"):
-                    if len(group) >= 3:
-                        r = spearmanr(group["p"], group["his"])[0]
-                        values.append(r if r == r else 0.0)
-            scores[shrink] = float(sum(values) / len(values)) if values else 0.0
-        best = max(scores, key=lambda k: (scores[k], k))  # ties: the stronger prior
+        values = []
+        for model in models if len(models) > 1 else []:
+            fit_ids = [i for i, m in zip(train_ids, units["model"]) if m != model]
+            held = [i for i, m in zip(train_ids, units["model"]) if m == model]
+            self.load_state_dict(state)
+            fit_full_batch(self, gather(tensors, fit_ids), self.FIT_STEPS)
+            with torch.no_grad():
+                batch = gather(tensors, held)
+                predicted = unit_prediction(self(batch), batch).numpy()
+            held_units = tensors.conditions.iloc[held]
+            for _, group in held_units.assign(p=predicted).groupby("difficulty"):
+                if len(group) >= 3:
+                    r = spearmanr(group["p"], group["his"])[0]
+                    values.append(r if r == r else 0.0)
+        return float(sum(values) / len(values)) if values else 0.0
+
+    def fit_all(self, start: dict, tensors, train_ids) -> dict:
+        """Fit from `start` on every training unit; what the head learned."""
+        from .tasks import gather
+
         self.load_state_dict(start)
-        self.shrink.fill_(best)
         batch = gather(tensors, list(train_ids))
         fit_full_batch(self, batch, self.FIT_STEPS)
         self.observe(batch)
-        return {"shrink_scores": scores, "shrink": best, **self.describe()}
+        return self.describe()
 
     @torch.no_grad()
     def observe(self, batch) -> None:
@@ -347,17 +372,18 @@ class LowRankPooledHead(PooledHead):
     `pooled_dims` it can find features that mix dimensions. Like `pooled_dims` it reads each
     reference's full embedding (each picture of a batch projected once): on the default its
     fit takes about 40 s; an IMI-sized epoch of gradient steps, 6 s
-    (`benchmarks/train_epoch.py`). Its prior pulls P to zero, where it is `pooled`;
-    `describe` reports the learned part's share of the similarity differences."""
+    (`benchmarks/train_epoch.py`). A prior of its own, `shrink_learned`, pulls P to zero, where
+    it is `pooled`: turning the learned space off leaves the pooled parts as free as `pooled`
+    leaves them. `describe` reports the learned part's share of the similarity differences."""
 
-    options = PooledHead.options + ("rank",)
+    options = PooledHead.options + ("rank", "shrink_learned")
     RANK = 16
     # Up to priors that hold P at 0 (plain `pooled`): leave-one-model-out can switch it off.
-    SHRINK_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    LEARNED_SHRINK_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
     INIT_NORM = 0.3  # a column's norm at the start: small, but away from the saddle at P = 0
 
     def __init__(self, dim: int, stage_dims=(), shrink: float | None = None, alpha: float = 10.0,
-                 rank: int | None = None):
+                 rank: int | None = None, shrink_learned: float | None = None):
         super().__init__(dim, stage_dims, shrink, alpha)
         rank = self.RANK if rank is None else rank
         if rank < 1:
@@ -365,7 +391,31 @@ class LowRankPooledHead(PooledHead):
         generator = torch.Generator().manual_seed(0)
         self.projection = nn.Parameter(torch.randn(dim, rank, generator=generator)
                                        * self.INIT_NORM / math.sqrt(dim))
+        self.given_strengths["shrink_learned"] = shrink_learned
+        self.register_buffer("shrink_learned", torch.tensor(
+            float(shrink_learned if shrink_learned is not None else 1e-1)))
         self.register_buffer("learned_share", torch.tensor(0.0))
+
+    def fit(self, tensors, train_ids) -> dict:
+        """The two strengths one after the other, by leave-one-model-out: `shrink` with the
+        learned space held at zero (where this head is `pooled`: no gradient leaves P = 0),
+        then `shrink_learned` with `shrink` kept. The final fit starts from the pooled parts
+        fitted with the learned space off: a strong prior on P makes the joint fit stiff, and
+        from the plain start L-BFGS would leave the pooling rule short of `pooled`'s own."""
+        from .tasks import gather
+
+        start = self.fit_start(tensors, train_ids)
+        off = {**start, "projection": torch.zeros_like(start["projection"])}
+        scores = self.choose("shrink", self.SHRINK_GRID, off, tensors, train_ids)
+        start["shrink"] = off["shrink"]
+        learned = self.choose("shrink_learned", self.LEARNED_SHRINK_GRID, start, tensors,
+                              train_ids)
+        self.load_state_dict(off)  # the leave-one-model-out folds above start from `start`
+        fit_full_batch(self, gather(tensors, list(train_ids)), self.FIT_STEPS)
+        warm = {**self.state_dict(), "projection": start["projection"],
+                "shrink_learned": start["shrink_learned"]}
+        return {"shrink_scores": scores, "shrink_learned_scores": learned,
+                **self.fit_all(warm, tensors, train_ids)}
 
     def learned_similarities(self, batch):
         """(B, T, 2 queries, 2 sets, R) similarities in the learned space."""
@@ -381,8 +431,9 @@ class LowRankPooledHead(PooledHead):
         sims, mask = super().stage_similarities(batch)
         return sims + self.learned_similarities(batch), mask
 
-    def prior(self):
-        return super().prior() + self.projection.pow(2).sum()  # the same at every rank
+    def regularization(self):
+        # The Frobenius norm: the same prior at every rank.
+        return super().regularization() + self.shrink_learned * self.projection.pow(2).sum()
 
     @torch.no_grad()
     def observe(self, batch) -> None:
@@ -398,6 +449,7 @@ class LowRankPooledHead(PooledHead):
 
     def describe(self) -> dict:
         return {**super().describe(), "rank": self.projection.shape[1],
+                "shrink_learned": float(self.shrink_learned),
                 "learned_share": float(self.learned_share)}
 
 

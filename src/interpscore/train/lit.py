@@ -24,7 +24,7 @@ class InterpScoreModule(L.LightningModule):
                  hidden: int = 64, dropout: float = 0.1, reg: float = 1e-3, lr: float = 0.01,
                  weight_decay: float = 0.0, backbone: str = "efficientnet_lite0",
                  image_size: int | None = 128, stage_dims: tuple = (),
-                 shrink: float | None = None):
+                 shrink: float | None = None, shrink_learned: float | None = None):
         """`backbone`, `image_size` and `stage_dims` are linked from the data module, so that a
         checkpoint alone says which embeddings its head reads.
 
@@ -43,6 +43,8 @@ class InterpScoreModule(L.LightningModule):
             image_size: linked from the data module
             stage_dims: linked from the data module
             shrink: strength of the shrinkage toward MIS (None: chosen on the training units)
+            shrink_learned: strength of the pooled_lowrank head's prior on its learned space
+                (None: chosen on the training units)
         """
         super().__init__()
         if embedding_dim <= 0:
@@ -50,8 +52,9 @@ class InterpScoreModule(L.LightningModule):
         for option, value in (("lr", lr), ("hidden", hidden)):
             if value <= 0:
                 raise InputError(f"--model.{option} {value}: must be positive")
-        for option, value in (("reg", reg), ("weight_decay", weight_decay)):
-            if value < 0:
+        for option, value in (("reg", reg), ("weight_decay", weight_decay), ("shrink", shrink),
+                              ("shrink_learned", shrink_learned)):
+            if value is not None and value < 0:
                 raise InputError(f"--model.{option} {value}: must be at least 0")
         if not 0 <= dropout < 1:
             raise InputError(f"--model.dropout {dropout}: must be in [0, 1)")

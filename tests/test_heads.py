@@ -211,3 +211,53 @@ def test_the_embedding_table_holds_each_picture_once_and_batches_index_it():
     assert torch.allclose(batch["embeddings"][batch["query_index"][0, 0, 0]],
                           torch.tensor([0.6, 0.8]))
 
+
+class _ScoredPooledHead(PooledHead):
+    """A pooled head whose leave-one-model-out scores per grid value are given, so the choice
+    rule is tested on its own."""
+
+    def __init__(self, dim, stage_dims, scores: dict):
+        super().__init__(dim, stage_dims)
+        self.scores = scores
+
+    def left_out_scores(self, state, tensors, train_ids):
+        return np.asarray(self.scores[round(float(state["shrink"]), 6)])
+
+
+def test_the_prior_strength_is_the_strongest_within_one_standard_error_of_the_best():
+    tensors = _world("mean")
+    start = PooledHead(tensors.dim, tensors.stage_dims).state_dict()
+    groups = np.random.default_rng(0).normal(0.6, 0.05, 12)  # per left-out group
+
+    def chosen(lead_of_the_weak_prior: float) -> float:
+        scores = {1e-3: groups + lead_of_the_weak_prior, 1e-2: groups + 0.5 * lead_of_the_weak_prior,
+                  1e-1: groups + np.random.default_rng(1).normal(0, 0.02, 12)}
+        head = _ScoredPooledHead(tensors.dim, tensors.stage_dims, scores)
+        state = dict(start)
+        head.choose("shrink", head.SHRINK_GRID, state, tensors, [])
+        return float(state["shrink"])
+
+    # A lead of the weak prior that the left-out groups cannot tell from noise: toward MIS.
+    assert chosen(0.004) == pytest.approx(1e-1)
+    # A lead every group shows: kept.
+    assert chosen(0.05) == pytest.approx(1e-3)
+
+
+def test_a_fit_is_deterministic_and_leaves_the_callers_setting_alone():
+    # With several threads, the backward pass of a gather with repeated rows sums in a varying
+    # order; the fit runs under deterministic algorithms and restores what the caller had.
+    from interpscore.metric.heads import fit_full_batch
+
+    tensors = _world("mean")
+    seen = []
+
+    class Recording(PooledHead):
+        def forward(self, batch):
+            seen.append(torch.are_deterministic_algorithms_enabled())
+            return super().forward(batch)
+
+    head = Recording(tensors.dim, tensors.stage_dims, shrink=0.1)
+    assert not torch.are_deterministic_algorithms_enabled()
+    fit_full_batch(head, gather(tensors, range(len(tensors.conditions))), 3)
+    assert seen and all(seen)
+    assert not torch.are_deterministic_algorithms_enabled()

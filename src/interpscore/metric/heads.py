@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -103,7 +104,11 @@ def with_lapse(logits, lapse_logit):
 
 def fit_full_batch(head: nn.Module, batch, steps: int) -> nn.Module:
     """Maximum a posteriori of a fitted head on one batch of training conditions (full batch,
-    L-BFGS): the trial likelihood plus the head's prior."""
+    L-BFGS): the trial likelihood plus the head's prior. Deterministic: with several threads
+    the backward pass of a gather with repeated rows (a learned space projects each picture
+    once, then reads it for every task) sums in a varying order, and L-BFGS turns those 1e-11
+    differences into different fits, so it runs under PyTorch's deterministic algorithms
+    whoever calls it (Lightning's `deterministic: true` covers `python train.py` only)."""
     optimizer = torch.optim.LBFGS(head.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure():
@@ -113,7 +118,12 @@ def fit_full_batch(head: nn.Module, batch, steps: int) -> nn.Module:
         return loss
 
     head.train()
-    optimizer.step(closure)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        optimizer.step(closure)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
     return head.eval()
 
 
@@ -182,8 +192,9 @@ class TowardMIS(nn.Module):
     similarity (`set_similarity`) and what their prior pulls (`prior`).
 
     Shrinkage: `shrink` sets the prior's strength; unless given, `fit` chooses it by
-    leave-one-model-out on the training units (never the test units), so with little data to
-    learn from the head stays MIS with its fitted temperature."""
+    leave-one-model-out on the training units (never the test units), taking the strongest
+    prior that scores within one standard error of the best, so with little data to learn
+    from the head stays MIS with its fitted temperature."""
 
     level = "trial"
     options = ("stage_dims", "shrink")
@@ -251,20 +262,34 @@ class TowardMIS(nn.Module):
 
     def choose(self, name: str, grid, start: dict, tensors, train_ids) -> dict:
         """Set the prior strength `name` (a buffer) in `start`: the strength the user gave, or
-        else the grid's value whose fits on all training models but one rank the left-out
-        model's units best (mean within-difficulty Spearman). Returns the grid's scores."""
+        else, by leave-one-model-out on the training units, the strongest prior of the grid
+        whose score is within one standard error of the best score (the one-standard-error
+        rule): grid values that the left-out models cannot tell apart are decided toward MIS,
+        not by noise. The standard error is that of the paired difference to the best value
+        over the left-out (model, difficulty) groups. Returns the grid's mean scores."""
         given = self.given_strengths.get(name)
         grid = (given,) if given is not None else grid
-        scores = {value: self.left_out_score({**start, name: torch.tensor(float(value))},
-                                             tensors, train_ids)
-                  for value in grid} if len(grid) > 1 else {grid[0]: None}
-        best = max(scores, key=lambda k: (scores[k] or 0.0, k))  # ties: the stronger prior
-        start[name] = torch.tensor(float(best))
+        if len(grid) == 1:
+            start[name] = torch.tensor(float(grid[0]))
+            return {grid[0]: None}
+        values = {value: self.left_out_scores({**start, name: torch.tensor(float(value))},
+                                              tensors, train_ids)
+                  for value in grid}
+        scores = {value: float(v.mean()) if len(v) else 0.0 for value, v in values.items()}
+        best = max(scores, key=lambda k: (scores[k], k))
+
+        def close_to_best(value) -> bool:
+            difference = values[best] - values[value]
+            if len(difference) < 2:
+                return value == best
+            return difference.mean() <= difference.std(ddof=1) / math.sqrt(len(difference))
+
+        start[name] = torch.tensor(float(max(v for v in grid if close_to_best(v))))
         return scores
 
-    def left_out_score(self, state: dict, tensors, train_ids) -> float:
-        """Leave-one-model-out from `state` on the training units: the mean within-difficulty
-        Spearman of each left-out model's units."""
+    def left_out_scores(self, state: dict, tensors, train_ids) -> np.ndarray:
+        """Leave-one-model-out from `state` on the training units: the Spearman correlation of
+        each left-out model's units within each difficulty (empty with fewer than 2 models)."""
         from scipy.stats import spearmanr
 
         from .tasks import gather
@@ -285,7 +310,7 @@ class TowardMIS(nn.Module):
                 if len(group) >= 3:
                     r = spearmanr(group["p"], group["his"])[0]
                     values.append(r if r == r else 0.0)
-        return float(sum(values) / len(values)) if values else 0.0
+        return np.asarray(values, dtype=float)
 
     def fit_all(self, start: dict, tensors, train_ids) -> dict:
         """Fit from `start` on every training unit; what the head learned."""

@@ -38,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from common import emit  # noqa: E402
+from common import emit, shared_test_ids, test_ids  # noqa: E402
 
 BACKBONE = "efficientnet_lite0+efficientnet_lite1"
 
@@ -85,11 +85,10 @@ def fit_heads(train, ids, views: dict, owners: tuple) -> dict:
             heads["pooled_dims"] = DimensionPooledHead
         for name, cls in heads.items():
             for shrunk in (True, False) if name in ("pooled", "attention") else (True,):
-                head = cls(t.dim, t.stage_dims)
-                if not shrunk:
-                    head.SHRINK_GRID = (0.0,)  # no prior: maximum likelihood
+                # Not shrunk: no prior, maximum likelihood.
+                head = cls(t.dim, t.stage_dims, shrink=None if shrunk else 0.0)
                 start = time.perf_counter()
-                info = {k: v for k, v in head.fit(t, ids).items() if k != "shrink_scores"}
+                info = {k: v for k, v in head.fit(t, ids).items() if not k.endswith("_scores")}
                 info["fit_seconds"] = round(time.perf_counter() - start, 1)
                 rows[f"{name}{'' if shrunk else ' no-shrink'} [{view_name}]"] = (head, keep, info)
         rows[f"pooled+attention [{view_name}]"] = (
@@ -148,17 +147,6 @@ def main():
                 {"mis": predictors.pop("mis [lite0]"), **predictors}, tensors,
                 ids_of(tensors), args.n_boot, 0)
         return reports, boots
-
-    def test_ids(t):
-        return np.flatnonzero(t.conditions["split"] == "test").tolist()
-
-    def shared_test_ids(datasets):
-        """Test ids restricted to the conditions every one of `datasets` holds."""
-        def keys(t):
-            return t.conditions["unit_id"] + "/" + t.conditions["difficulty"]
-
-        common = set.intersection(*(set(keys(t).iloc[test_ids(t)]) for t in datasets))
-        return lambda t: [i for i in test_ids(t) if keys(t).iloc[i] in common]
 
     result = {"benchmark": "heads_ablation", "simulation_key": config.key(), "backbone": BACKBONE,
               "note": "simulated data: agreement with the simulator's observer families, "

@@ -158,15 +158,18 @@ def test_a_head_on_two_networks_says_how_much_each_counts(debug_run):
 
 
 def test_the_low_rank_head_trains_reloads_and_scores(debug_run, tmp_path):
-    """`--model.head pooled_lowrank --model.rank 4`: trained through the CLI, it says how much of
-    the similarity its learned space carries; the checkpoint reloads with that space, and
-    scoring a unit from its exemplars reads it."""
+    """`--model.head pooled_lowrank --model.rank 4`, its learned space's prior given (on the
+    tiny debug data the chosen one switches the space off): trained through the CLI, it says
+    how much of the similarity its learned space carries; the checkpoint reloads with that
+    space, and scoring a unit from its exemplars reads it."""
     from interpscore.metric.scorer import load
 
     _, _, _, debug_args = debug_run
-    metrics = main(debug_args + ["--model.head", "pooled_lowrank", "--model.rank", "4"])
+    metrics = main(debug_args + ["--model.head", "pooled_lowrank", "--model.rank", "4",
+                                 "--model.shrink_learned", "0.001"])
     learned = metrics["learned"]
-    assert learned["rank"] == 4 and learned["learned_share"] > 0
+    assert learned["rank"] == 4 and learned["shrink_learned"] == pytest.approx(0.001)
+    assert learned["learned_share"] > 0.05
     scorer = load(metrics["checkpoint"], cache_dir=tmp_path / "cache")
     assert scorer.metric.head.projection.shape[1] == 4
     rng = torch.Generator().manual_seed(0)

@@ -2,7 +2,7 @@
 evaluation.
 
 With no arguments it reads the packaged `configs/default.yaml`: the embedded simulated IMI, the offline
-EfficientNet-Lite0 backbone and the `twoafc` head. Every value can be overridden on the command
+EfficientNet-Lite0 backbone and the `pooled_lowrank` head. Every value can be overridden on the command
 line (`--model.head setreg`, `--trainer.max_epochs 5`) or with more YAML files (`--config FILE`,
 or a packaged config by name: `--config heads/setreg`, `--config debug`).
 Outputs go to `checkpoints/<run_name>-<time>/`: the resolved `config.yaml`, `best.ckpt`, `last.ckpt`,

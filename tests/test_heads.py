@@ -227,20 +227,29 @@ class _ScoredPooledHead(PooledHead):
 def test_the_prior_strength_is_the_strongest_within_one_standard_error_of_the_best():
     tensors = _world("mean")
     start = PooledHead(tensors.dim, tensors.stage_dims).state_dict()
-    groups = np.random.default_rng(0).normal(0.6, 0.05, 12)  # per left-out group
+    models = np.array([0.50, 0.60, 0.70, 0.55, 0.65])  # the strong prior's score per left-out model
 
-    def chosen(lead_of_the_weak_prior: float) -> float:
-        scores = {1e-3: groups + lead_of_the_weak_prior, 1e-2: groups + 0.5 * lead_of_the_weak_prior,
-                  1e-1: groups + np.random.default_rng(1).normal(0, 0.02, 12)}
-        head = _ScoredPooledHead(tensors.dim, tensors.stage_dims, scores)
+    def chosen(weak: list, strong=models) -> float:
+        """The strength chosen when the weak prior (1e-3) scores `weak` per left-out model, the
+        middle one (1e-2) halfway, and the strong one (1e-1) `strong`."""
+        weak, strong = np.asarray(weak, float), np.asarray(strong, float)
+        head = _ScoredPooledHead(tensors.dim, tensors.stage_dims,
+                                 {1e-3: weak, 1e-2: (weak + strong) / 2, 1e-1: strong})
         state = dict(start)
         head.choose("shrink", head.SHRINK_GRID, state, tensors, [])
         return float(state["shrink"])
 
-    # A lead of the weak prior that the left-out groups cannot tell from noise: toward MIS.
-    assert chosen(0.004) == pytest.approx(1e-1)
-    # A lead every group shows: kept.
-    assert chosen(0.05) == pytest.approx(1e-3)
+    # The weak prior leads by 0.006 on average, less than the standard error of its paired
+    # lead (0.009): toward MIS, where taking the best mean would keep the weak prior.
+    assert chosen(models + [0.03, -0.01, 0.02, -0.02, 0.01]) == pytest.approx(1e-1)
+    # A lead of 0.02 that every left-out model shows is kept, though the models differ by far
+    # more than that (an unpaired standard error, 0.05, would call it noise).
+    assert chosen(models + [0.021, 0.019, 0.020, 0.022, 0.018]) == pytest.approx(1e-3)
+    # Exact ties go to the strongest prior; with one left-out model, the best score wins;
+    # with none (one training model), the strongest prior.
+    assert chosen(models) == pytest.approx(1e-1)
+    assert chosen([0.7], strong=[0.6]) == pytest.approx(1e-3)
+    assert chosen([], strong=[]) == pytest.approx(1e-1)
 
 
 def test_a_fit_is_deterministic_and_leaves_the_callers_setting_alone():
@@ -259,12 +268,14 @@ def test_a_fit_is_deterministic_and_leaves_the_callers_setting_alone():
     head = Recording(tensors.dim, tensors.stage_dims, shrink=0.1)
     batch = gather(tensors, range(len(tensors.conditions)))
     before = torch.are_deterministic_algorithms_enabled()  # Lightning runs may have set it
+    before = before, torch.is_deterministic_algorithms_warn_only_enabled()
     try:
-        for callers in (False, True):
-            torch.use_deterministic_algorithms(callers)
+        for callers in ((False, False), (True, False), (True, True)):
+            torch.use_deterministic_algorithms(callers[0], warn_only=callers[1])
             seen.clear()
             fit_full_batch(head, batch, 3)
             assert seen and all(seen)
-            assert torch.are_deterministic_algorithms_enabled() == callers
+            assert (torch.are_deterministic_algorithms_enabled(),
+                    torch.is_deterministic_algorithms_warn_only_enabled()) == callers
     finally:
-        torch.use_deterministic_algorithms(before)
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])

@@ -108,7 +108,8 @@ def fit_full_batch(head: nn.Module, batch, steps: int) -> nn.Module:
     the backward pass of a gather with repeated rows (a learned space projects each picture
     once, then reads it for every task) sums in a varying order, and L-BFGS turns those 1e-11
     differences into different fits, so it runs under PyTorch's deterministic algorithms
-    whoever calls it (Lightning's `deterministic: true` covers `python train.py` only)."""
+    whoever calls it (Lightning's `deterministic: true` covers `python train.py` only), and
+    gives the caller's setting back. Deterministic on one machine with one thread count."""
     optimizer = torch.optim.LBFGS(head.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure():
@@ -118,12 +119,13 @@ def fit_full_batch(head: nn.Module, batch, steps: int) -> nn.Module:
         return loss
 
     head.train()
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    callers = (torch.are_deterministic_algorithms_enabled(),
+               torch.is_deterministic_algorithms_warn_only_enabled())
     torch.use_deterministic_algorithms(True)
     try:
         optimizer.step(closure)
     finally:
-        torch.use_deterministic_algorithms(was_deterministic)
+        torch.use_deterministic_algorithms(callers[0], warn_only=callers[1])
     return head.eval()
 
 
@@ -264,9 +266,10 @@ class TowardMIS(nn.Module):
         """Set the prior strength `name` (a buffer) in `start`: the strength the user gave, or
         else, by leave-one-model-out on the training units, the strongest prior of the grid
         whose score is within one standard error of the best score (the one-standard-error
-        rule): grid values that the left-out models cannot tell apart are decided toward MIS,
-        not by noise. The standard error is that of the paired difference to the best value
-        over the left-out (model, difficulty) groups. Returns the grid's mean scores."""
+        rule): grid values that the left-out models cannot tell apart are decided toward the
+        simpler head (MIS, or for a learned space `pooled`), not by noise. The standard error
+        is that of the paired difference to the best value over the left-out models. Returns
+        the grid's mean scores."""
         given = self.given_strengths.get(name)
         grid = (given,) if given is not None else grid
         if len(grid) == 1:
@@ -288,8 +291,10 @@ class TowardMIS(nn.Module):
         return scores
 
     def left_out_scores(self, state: dict, tensors, train_ids) -> np.ndarray:
-        """Leave-one-model-out from `state` on the training units: the Spearman correlation of
-        each left-out model's units within each difficulty (empty with fewer than 2 models)."""
+        """Leave-one-model-out from `state` on the training units: per left-out model, the mean
+        over its difficulties of the Spearman correlation of its units (difficulties share
+        their units' references, so a model is one independent value; empty with fewer than
+        2 models)."""
         from scipy.stats import spearmanr
 
         from .tasks import gather
@@ -301,16 +306,22 @@ class TowardMIS(nn.Module):
             fit_ids = [i for i, m in zip(train_ids, units["model"]) if m != model]
             held = [i for i, m in zip(train_ids, units["model"]) if m == model]
             self.load_state_dict(state)
-            fit_full_batch(self, gather(tensors, fit_ids), self.FIT_STEPS)
+            self.fit_to(gather(tensors, fit_ids))
             with torch.no_grad():
                 batch = gather(tensors, held)
                 predicted = unit_prediction(self(batch), batch).numpy()
             held_units = tensors.conditions.iloc[held]
-            for _, group in held_units.assign(p=predicted).groupby("difficulty"):
-                if len(group) >= 3:
-                    r = spearmanr(group["p"], group["his"])[0]
-                    values.append(r if r == r else 0.0)
+            per_difficulty = [spearmanr(group["p"], group["his"])[0] for _, group in
+                              held_units.assign(p=predicted).groupby("difficulty")
+                              if len(group) >= 3]
+            if per_difficulty:
+                values.append(float(np.mean([r if r == r else 0.0 for r in per_difficulty])))
         return np.asarray(values, dtype=float)
+
+    def fit_to(self, batch) -> None:
+        """One fit of the head on a batch of conditions, from its present state: the same
+        procedure for every left-out fold and the final fit."""
+        fit_full_batch(self, batch, self.FIT_STEPS)
 
     def fit_all(self, start: dict, tensors, train_ids) -> dict:
         """Fit from `start` on every training unit; what the head learned."""
@@ -318,7 +329,7 @@ class TowardMIS(nn.Module):
 
         self.load_state_dict(start)
         batch = gather(tensors, list(train_ids))
-        fit_full_batch(self, batch, self.FIT_STEPS)
+        self.fit_to(batch)
         self.observe(batch)
         return self.describe()
 
@@ -424,23 +435,31 @@ class LowRankPooledHead(PooledHead):
     def fit(self, tensors, train_ids) -> dict:
         """The two strengths one after the other, by leave-one-model-out: `shrink` with the
         learned space held at zero (where this head is `pooled`: no gradient leaves P = 0),
-        then `shrink_learned` with `shrink` kept. The final fit starts from the pooled parts
-        fitted with the learned space off: a strong prior on P makes the joint fit stiff, and
-        from the plain start L-BFGS would leave the pooling rule short of `pooled`'s own."""
-        from .tasks import gather
-
+        then `shrink_learned` with `shrink` kept."""
         start = self.fit_start(tensors, train_ids)
         off = {**start, "projection": torch.zeros_like(start["projection"])}
         scores = self.choose("shrink", self.SHRINK_GRID, off, tensors, train_ids)
         start["shrink"] = off["shrink"]
         learned = self.choose("shrink_learned", self.LEARNED_SHRINK_GRID, start, tensors,
                               train_ids)
-        self.load_state_dict(off)  # the leave-one-model-out folds above start from `start`
-        fit_full_batch(self, gather(tensors, list(train_ids)), self.FIT_STEPS)
-        warm = {**self.state_dict(), "projection": start["projection"],
-                "shrink_learned": start["shrink_learned"]}
         return {"shrink_scores": scores, "shrink_learned_scores": learned,
-                **self.fit_all(warm, tensors, train_ids)}
+                **self.fit_all(start, tensors, train_ids)}
+
+    def fit_to(self, batch) -> None:
+        """Two phases, in every fit alike (each left-out fold and the final one): the pooled
+        parts with the learned space at zero (where no gradient moves it), then everything
+        from there with the learned space back at its start. A strong prior on P makes a
+        joint fit from the plain start stiff, and L-BFGS would stop short of `pooled`'s own
+        rule, handicapping exactly the candidates that switch the learned space off."""
+        learned = self.projection.detach().clone()
+        with torch.no_grad():
+            self.projection.zero_()
+        super().fit_to(batch)
+        if not learned.any():  # held at zero (choosing `shrink`): the first phase is all
+            return
+        with torch.no_grad():
+            self.projection.copy_(learned)
+        super().fit_to(batch)
 
     def learned_similarities(self, batch):
         """(B, T, 2 queries, 2 sets, R) similarities in the learned space."""

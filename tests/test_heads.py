@@ -279,3 +279,26 @@ def test_a_fit_is_deterministic_and_leaves_the_callers_setting_alone():
                     torch.is_deterministic_algorithms_warn_only_enabled()) == callers
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def test_a_fit_that_meets_a_non_finite_loss_ends_at_its_best_finite_point():
+    # A line search that steps past a cliff (here: no loss beyond bias 3) used to leave every
+    # parameter NaN; a learned space's leave-one-model-out fold once overflowed the same way.
+    from interpscore.metric.heads import fit_full_batch, nll
+
+    tensors = _world("mean")
+
+    class Cliff(PooledHead):
+        def regularization(self):
+            return super().regularization() + torch.where(
+                self.bias > 3, torch.tensor(float("inf")), -self.bias)
+
+    head = Cliff(tensors.dim, tensors.stage_dims, shrink=0.1)
+    batch = gather(tensors, range(len(tensors.conditions)))
+    with torch.no_grad():
+        start = float(nll(head(batch), batch, "trial") + head.regularization())
+    fit_full_batch(head, batch, 100)
+    assert all(torch.isfinite(p).all() for p in head.parameters())
+    assert float(head.bias) <= 3
+    with torch.no_grad():
+        assert float(nll(head(batch), batch, "trial") + head.regularization()) < start

@@ -109,12 +109,21 @@ def fit_full_batch(head: nn.Module, batch, steps: int) -> nn.Module:
     once, then reads it for every task) sums in a varying order, and L-BFGS turns those 1e-11
     differences into different fits, so it runs under PyTorch's deterministic algorithms
     whoever calls it (Lightning's `deterministic: true` covers `python train.py` only), and
-    gives the caller's setting back. Deterministic on one machine with one thread count."""
+    gives the caller's setting back. Deterministic on one machine with one thread count.
+
+    A line search that reaches a non-finite loss leaves L-BFGS with NaN parameters, or with a
+    step too large for float32 (a RuntimeError, seen in a leave-one-model-out fold of a
+    learned space); then the head ends at the best finite point the fit evaluated. Fits that
+    end well are left as L-BFGS leaves them."""
     optimizer = torch.optim.LBFGS(head.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+    best = {"loss": math.inf, "state": None}
 
     def closure():
         optimizer.zero_grad()
         loss = nll(head(batch), batch, "trial") + head.regularization()
+        if torch.isfinite(loss) and loss.item() < best["loss"]:
+            best["loss"] = loss.item()
+            best["state"] = [p.detach().clone() for p in head.parameters()]
         loss.backward()
         return loss
 
@@ -122,10 +131,20 @@ def fit_full_batch(head: nn.Module, batch, steps: int) -> nn.Module:
     callers = (torch.are_deterministic_algorithms_enabled(),
                torch.is_deterministic_algorithms_warn_only_enabled())
     torch.use_deterministic_algorithms(True)
+    failed = False
     try:
         optimizer.step(closure)
+    except RuntimeError as error:
+        if "overflow" not in str(error):
+            raise
+        failed = True
     finally:
         torch.use_deterministic_algorithms(callers[0], warn_only=callers[1])
+    failed = failed or not all(torch.isfinite(p).all() for p in head.parameters())
+    if failed and best["state"] is not None:
+        with torch.no_grad():
+            for parameter, value in zip(head.parameters(), best["state"]):
+                parameter.copy_(value)
     return head.eval()
 
 

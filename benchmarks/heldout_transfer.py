@@ -15,14 +15,14 @@ that asks, on one backbone's features:
    `pooled_lowrank` with its learned space held on (`shrink_learned` 1e-3, the prior whose
    left-out mean score is best there), on three views: the training families on new pictures
    (`heldout-pool-default`), new families on the training pictures (`family-<held-out>`,
-   pool A test units) and both new (the headline). They separate what a learned space carries to new pictures from what it
-   carries to people who see other features.
+   pool A test units) and both new (the headline). They separate what a learned space
+   carries to new pictures from what it carries to people who see other features.
 
 Every number is within-group Spearman minus MIS (this backbone's MIS, alpha fitted on the
 default audience's training units), with a 95 % CI from draws that resample units, paired
 across families. `--backbone` takes a backbone spec or a packaged backbone config, so a machine
 that reaches the hub can run the same measurements on the MIS paper's features
-(`--backbone backbones/dreamsim_ensemble`). About 9 minutes on 2 CPU cores for Lite0.
+(`--backbone backbones/dreamsim_ensemble`). 9 to 20 minutes on 2 CPU cores for Lite0, by the CPU.
 
     python benchmarks/heldout_transfer.py [--out benchmarks/results/heldout_transfer.json]
     python benchmarks/heldout_transfer.py --table benchmarks/results/heldout_transfer.json

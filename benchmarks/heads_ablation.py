@@ -104,8 +104,8 @@ def main():
     from interpscore.metric.backbones import create_backbone
     from interpscore.metric.tasks import load_task_tensors
     from interpscore.resources import DEFAULT_CACHE, DEFAULT_DATA_ROOT
-    from interpscore.simulate.experiment import (HELDOUT_POOL, SimulationConfig,
-                                                 benchmark_datasets, simulated_dataset_dir)
+    from interpscore.simulate.config import HELDOUT_POOL, SimulationConfig
+    from interpscore.simulate.release import benchmark_datasets, simulated_dataset_dir
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))

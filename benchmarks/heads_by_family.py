@@ -33,7 +33,8 @@ def run(head: str, dataset: Path, work: Path, cache: str) -> dict:
 
 def main():
     from interpscore.resources import DEFAULT_CACHE, DEFAULT_DATA_ROOT
-    from interpscore.simulate.experiment import SimulationConfig, simulated_dataset_dir
+    from interpscore.simulate.config import SimulationConfig
+    from interpscore.simulate.release import simulated_dataset_dir
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--heads", default="pooled", help="comma-separated head configs")
@@ -54,7 +55,7 @@ def main():
         for head in args.heads.split(","):
             start = time.perf_counter()
             metrics = run(head, dataset, work, args.cache_dir)
-            grouped = metrics["test_grouped"]
+            grouped = metrics["grouped"]
             rows.append({"family": family, "head": head,
                          "training": family in config.training_families,
                          "seconds": round(time.perf_counter() - start, 1),

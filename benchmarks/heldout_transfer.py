@@ -100,12 +100,12 @@ def main():
     from interpscore.evaluation.baselines import fit_mis
     from interpscore.metric.backbones import create_backbone
     from interpscore.metric.tasks import load_task_tensors
-    from interpscore.resources import DEFAULT_CACHE, DEFAULT_DATA_ROOT
-    from interpscore.simulate.experiment import (HELDOUT_POOL, SimulationConfig,
-                                                 simulated_dataset_dir)
+    from interpscore.resources import DEFAULT_BACKBONE, DEFAULT_CACHE, DEFAULT_DATA_ROOT
+    from interpscore.simulate.config import HELDOUT_POOL, SimulationConfig
+    from interpscore.simulate.release import simulated_dataset_dir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbone", default="efficientnet_lite0",
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE,
                         help="a backbone spec or a packaged config (backbones/NAME)")
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     parser.add_argument("--cache-dir", default=DEFAULT_CACHE)

@@ -49,8 +49,7 @@ def main():
               "simulation_key": json.loads((release / "simulation.json").read_text())["key"],
               "headline": {"datasets": headline["datasets"], "ceiling": headline["ceiling"],
                            "predictors": headline["predictors"]},
-              "in_distribution": {"test": metrics["test"], "baselines": metrics["baselines"],
-                                  "ceiling": metrics["ceiling"]},
+              "in_distribution": {"grouped": metrics["grouped"], "ceiling": metrics["ceiling"]},
               "calibration": calibration.to_dict(orient="records")}
     emit(result, args.out)
 

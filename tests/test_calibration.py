@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import ROOT
-from interpscore.simulate.experiment import SimulationConfig, audiences
+from interpscore.simulate.config import SimulationConfig, audiences
 
 RESULT = ROOT / "benchmarks" / "results" / "train_default.json"
 TRAINED = ("efficientnet_lite0", "efficientnet_lite1")

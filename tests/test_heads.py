@@ -90,14 +90,19 @@ def test_the_pooled_head_learns_the_rule_from_the_answers(rule, sharp):
 
 
 def test_stage_weighted_mis_finds_the_stage_that_matters():
-    tensors = _world("mean")
-    # answers driven by the second stage only: rebuild k from the second stage's evidence
-    batch = gather(tensors, range(len(tensors.conditions)))
+    # An observer that compares images by the second stage's dimensions alone (4..7 of 8):
+    # the fitted weight of that stage carries the evidence, the first stage's is near zero.
+    tensors = _world("mean", cue=(4, 5, 6, 7), gain=20)
     head = StageMISHead(tensors.dim, tensors.stage_dims)
     head.fit(tensors, range(len(tensors.conditions)))
-    assert head.weight.detach().min() > 0  # both stages carry the mean-rule evidence here
-    with torch.no_grad():
-        assert head(batch).shape == batch["n"].shape
+    first, second = head.weight.detach().tolist()
+    assert second > 5 and second > 4 * abs(first), (first, second)
+    # The same observer on the first stage's dimensions turns the weights around.
+    tensors = _world("mean", cue=(0, 1, 2, 3), gain=20)
+    head = StageMISHead(tensors.dim, tensors.stage_dims)
+    head.fit(tensors, range(len(tensors.conditions)))
+    first, second = head.weight.detach().tolist()
+    assert first > 5 and first > 4 * abs(second), (first, second)
 
 
 def test_at_the_start_the_attention_head_is_mis():
@@ -255,7 +260,7 @@ def test_the_prior_strength_is_the_strongest_within_one_standard_error_of_the_be
 def test_a_fit_is_deterministic_and_leaves_the_callers_setting_alone():
     # With several threads, the backward pass of a gather with repeated rows sums in a varying
     # order; the fit runs under deterministic algorithms and restores what the caller had.
-    from interpscore.metric.heads import fit_full_batch
+    from interpscore.metric.fitting import fit_full_batch
 
     tensors = _world("mean")
     seen = []
@@ -284,7 +289,8 @@ def test_a_fit_is_deterministic_and_leaves_the_callers_setting_alone():
 def test_a_fit_that_meets_a_non_finite_loss_ends_at_its_best_finite_point():
     # A line search that steps past a cliff (here: no loss beyond bias 3) used to leave every
     # parameter NaN; a learned space's leave-one-model-out fold once overflowed the same way.
-    from interpscore.metric.heads import fit_full_batch, nll
+    from interpscore.metric.fitting import fit_full_batch
+    from interpscore.metric.heads import nll
 
     tensors = _world("mean")
 

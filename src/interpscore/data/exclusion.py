@@ -13,19 +13,35 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..options import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, PROBABILITY, option
 
 
 @dataclass
 class ExclusionCriteria:
-    min_catch_accuracy: float = 0.8
-    min_total_time_s: float = 135.0
-    max_total_time_s: float = 2500.0
-    min_instruction_time_s: float = 15.0
-    min_presses_per_row: int = 5
-    max_demo_attempts: int = 3
-    drop_multi_participation: bool = True
+    """The paper's criteria; each is an option of `interpscore prepare` (see `options`)."""
+
+    min_catch_accuracy: float = option(
+        0.8, "exclude responses below this catch-trial accuracy", PROBABILITY)
+    min_total_time_s: float = option(
+        135.0, "exclude responses faster than this (seconds)", NON_NEGATIVE,
+        flag="--min-total-time")
+    max_total_time_s: float = option(
+        2500.0, "exclude responses slower than this (seconds)", NON_NEGATIVE,
+        flag="--max-total-time")
+    min_instruction_time_s: float = option(
+        15.0, "exclude responses that read the instructions for less (seconds)", NON_NEGATIVE,
+        flag="--min-instruction-time")
+    min_presses_per_row: int = option(
+        5, "exclude responses with fewer presses in a button row", NON_NEGATIVE_INT)
+    max_demo_attempts: int = option(
+        3, "exclude responses that needed more practice attempts", POSITIVE_INT)
+    drop_multi_participation: bool = option(
+        True, "keep workers who took part more than once (the paper drops them)",
+        flag="--keep-multi-participation", negate=True)
     # Use a `passed_checks` column when the table has one (the authors' own verdict).
-    use_table_checks: bool = True
+    use_table_checks: bool = option(
+        True, "ignore the table's passed_checks and compute the checks",
+        flag="--recompute-checks", negate=True)
 
     def __post_init__(self):
         if self.min_total_time_s > self.max_total_time_s:

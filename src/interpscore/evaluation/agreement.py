@@ -8,36 +8,20 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.stats import kendalltau, rankdata
+from scipy.stats import kendalltau
 
+from ..correlation import group_labels, rows_corr, spearman, within_group_spearman
 from ..data.dataset import split_half_reliability
 from ..errors import InputError
 
 
-def _rows_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson correlation of matching rows (NaN for a constant row)."""
-    a = a - a.mean(-1, keepdims=True)
-    b = b - b.mean(-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
-
-
-def spearman(a, b) -> np.ndarray:
-    """Spearman correlation of matching rows of a and b (ties get average ranks)."""
-    return _rows_corr(rankdata(a, axis=-1), rankdata(b, axis=-1))
-
-
 METRICS = {
     "spearman": lambda p, m: spearman(p, m),
-    "pearson": lambda p, m: _rows_corr(p, m),
+    "pearson": lambda p, m: rows_corr(p, m),
     "kendall": lambda p, m: np.array([kendalltau(x, y)[0] for x, y in
                                       zip(np.atleast_2d(p), np.atleast_2d(m))]),
     "mae": lambda p, m: np.abs(p - m).mean(-1),
 }
-
-
-def bootstrap_samples(n: int, n_boot: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n, (n_boot, n))
 
 
 def unit_draws(unit_ids, n_boot: int, seed: int) -> list[np.ndarray]:
@@ -76,21 +60,6 @@ def unit_metrics(predicted, measured, n_boot: int = 1000, seed: int = 0, name: s
     return out
 
 
-def within_group_spearman(predicted, measured, groups, min_size: int = 3) -> float:
-    """The mean over groups (model x difficulty) of the Spearman correlation inside each group:
-    how well units are ranked within a model, which model identity cannot do. Groups that are
-    too small, or where either side is constant, are left out (NaN when none is left)."""
-    predicted, measured, groups = (np.asarray(x) for x in (predicted, measured, groups))
-    values = []
-    for group in np.unique(groups):
-        inside = groups == group
-        if inside.sum() >= min_size:
-            r = spearman(predicted[inside].astype(float), measured[inside].astype(float))
-            if np.isfinite(r):
-                values.append(float(r))
-    return float(np.mean(values)) if values else float("nan")
-
-
 def _ranks(x: np.ndarray) -> np.ndarray:
     """Average ranks of a 1-D array (ties share their mean rank), as scipy's rankdata but
     without its per-call overhead: the bootstrap calls this tens of thousands of times."""
@@ -105,18 +74,17 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 
 def _mean_corr(a_ranks: list, b_ranks: list) -> float:
-    """The mean of the correlations of matching rank vectors (skipping undefined ones)."""
+    """The mean of the correlations of matching rank vectors (a = predicted, b = measured),
+    by `correlation.group_spearman`'s rule: a constant measurement is left out, a constant
+    prediction scores 0."""
     values = []
     for a, b in zip(a_ranks, b_ranks):
         a, b = a - a.mean(), b - b.mean()
+        if not b.any():
+            continue
         norm = np.sqrt(a.dot(a) * b.dot(b))
-        if norm > 0:
-            values.append(a.dot(b) / norm)
+        values.append(a.dot(b) / norm if norm > 0 else 0.0)
     return float(np.mean(values)) if values else float("nan")
-
-
-def group_labels(units: pd.DataFrame) -> np.ndarray:
-    return (units["model"].astype(str) + "/" + units["difficulty"].astype(str)).to_numpy()
 
 
 def grouped_report(predictions: dict[str, np.ndarray], units: pd.DataFrame, n_boot: int = 1000,
@@ -184,12 +152,15 @@ def calibration(predicted, measured, bins: int = 10) -> dict:
     return {"bins": rows, "ece": float(ece)}
 
 
-def paired_bootstrap(pred_a, pred_b, measured, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Does A beat B on the same units? Spearman(A) - Spearman(B) with a bootstrap CI and the
-    one-sided bootstrap p-value of 'A is no better than B'."""
+def paired_bootstrap(pred_a, pred_b, measured, n_boot: int = 1000, seed: int = 0,
+                     unit_ids=None) -> dict:
+    """Does A beat B on the same units? Spearman(A) - Spearman(B) with a bootstrap CI that
+    resamples units (`unit_ids`, as `unit_draws`), and the one-sided bootstrap p-value of 'A is
+    no better than B'."""
     pred_a, pred_b, measured = (np.asarray(x, float) for x in (pred_a, pred_b, measured))
-    samples = bootstrap_samples(len(measured), n_boot, seed)
-    diff = spearman(pred_a[samples], measured[samples]) - spearman(pred_b[samples], measured[samples])
+    draws = unit_draws(np.arange(len(measured)) if unit_ids is None else unit_ids, n_boot, seed)
+    diff = np.array([float(spearman(pred_a[d], measured[d]) - spearman(pred_b[d], measured[d]))
+                     for d in draws])
     diff = diff[np.isfinite(diff)]
     point = float(spearman(pred_a, measured) - spearman(pred_b, measured))
     low, high = np.percentile(diff, [2.5, 97.5])

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..metric.heads import MISHead, StageMISHead
-from ..metric.tasks import TaskTensors, gather
+from ..metric.tasks import TaskTensors
 
 Predictor = Callable[[dict], torch.Tensor]
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..data.dataset import CONDITION_KEYS
 from .agreement import average_reports, grouped_report
+from .predict import predict_conditions
 
 SIMULATED_NOTE = ("Simulated data: these numbers measure agreement with the simulator's observer "
                   "families (hypotheses about people), not with people. Held-out families and the "
@@ -26,8 +27,6 @@ SIMULATED_NOTE = ("Simulated data: these numbers measure agreement with the simu
 def measure_dataset(predictors: dict, tensors, ids, n_boot: int, seed: int,
                     reference: str = "mis") -> tuple[dict, dict]:
     """Every predictor's grouped report on the conditions `ids` of one dataset."""
-    from .harness import predict_conditions
-
     units = tensors.conditions.iloc[list(ids)].reset_index(drop=True)
     predictions = {name: predict_conditions(p, tensors, ids) for name, p in predictors.items()}
     return grouped_report(predictions, units, n_boot, seed, reference)

@@ -1,10 +1,5 @@
-"""The evaluation harness: any predictor against measured HIS, on exactly the same units.
-
-A predictor is any callable that maps a batch of conditions (`metric.tasks.gather`: embeddings of
-each task's queries and references, plus `condition` ids) to P(correct) per task (B, T) or to one
-prediction per condition (B,). Trained heads, MIS, the metadata baselines and outside methods all
-go through `predict_conditions`.
-"""
+"""The evaluation harness: any predictor (see `predict`) against measured HIS, on exactly the
+same units."""
 
 from __future__ import annotations
 
@@ -12,32 +7,17 @@ import logging
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..errors import InputError
-from ..metric.heads import unit_prediction
-from ..metric.tasks import TaskTensors, gather
-from ..resources import DEFAULT_CACHE
+from ..metric.tasks import TaskTensors
+from ..resources import DEFAULT_BACKBONE, DEFAULT_BACKBONE_IMAGE_SIZE, DEFAULT_CACHE
 from .agreement import (breakdowns, ceiling_used, ceilings, model_level, paired_bootstrap,
                         predictor_report)
-from .baselines import ConditionBaseline, Predictor, fit_mis, fit_stage_mis, metadata_baselines
+from .baselines import Predictor, fit_mis, fit_stage_mis, metadata_baselines
+from .names import BASELINES, BENCHMARK_PREDICTORS, SPLITS
+from .predict import predict_conditions
 
 log = logging.getLogger(__name__)  # progress lines; the CLI shows them
-
-
-@torch.no_grad()
-def predict_conditions(predictor: Predictor, tensors: TaskTensors, ids,
-                       batch_size: int = 256) -> np.ndarray:
-    """Predicted accuracy of each condition in `ids` (mean P(correct) over its tasks)."""
-    ids = list(ids)
-    if isinstance(predictor, ConditionBaseline):
-        return predictor(tensors.conditions.iloc[ids])
-    out = []
-    for start in range(0, len(ids), batch_size):
-        batch = gather(tensors, ids[start:start + batch_size])
-        p = torch.as_tensor(predictor(batch), dtype=torch.float32)
-        out.append(unit_prediction(p, batch) if p.dim() == 2 else p)
-    return torch.cat(out).numpy().astype(float) if out else np.empty(0)
 
 
 def evaluate_predictors(predictors: dict[str, Predictor], tensors: TaskTensors, ids,
@@ -60,7 +40,7 @@ def evaluate_predictors(predictors: dict[str, Predictor], tensors: TaskTensors, 
     reference = reference or next(iter(predictors))
     tests = {f"{reference} vs {other}": paired_bootstrap(table[f"pred_{reference}"],
                                                          table[f"pred_{other}"], measured,
-                                                         n_boot, seed)
+                                                         n_boot, seed, units["unit_id"])
              for other in predictors if other != reference
              and np.ptp(table[f"pred_{other}"]) > 0}
     measured_level = {"models": model_level(measured, measured, units["model"], n_boot, seed)["models"],
@@ -73,53 +53,55 @@ def evaluate_predictors(predictors: dict[str, Predictor], tensors: TaskTensors, 
     return metrics, table
 
 
-# What every benchmark table shows: the head, MIS, its few-parameter peer, and two predictors
-# that know only a unit's model (and difficulty) or its layer.
-BENCHMARK_PREDICTORS = ("trained", "mis", "stage_mis", "model_identity", "layer_depth")
+
+
+def evaluate(head, tensors: TaskTensors, ids, train_ids, n_boot: int = 1000,
+             benchmark: dict | None = None, load_tensors=None, stage_owners=()) -> tuple[dict, pd.DataFrame]:
+    """The one evaluation, at the end of `python train.py` and in `interpscore evaluate`: the
+    head (`trained`), MIS, stage-weighted MIS and the metadata baselines, all fitted on
+    `train_ids`, measured on the conditions `ids` (every measure, and within model x
+    difficulty groups with unit-resampled CIs); what the head learned; and, given `benchmark`
+    = {"datasets": {name: path}, "headline": [names]}, the same predictors on datasets the
+    head never saw (`load_tensors(path)` gives their task tensors). Returns (metrics, the
+    per-unit predictions)."""
+    from .benchmark import heldout_benchmark, measure_dataset
+
+    predictors = predictors_for(tensors, train_ids, head)
+    metrics, table = evaluate_predictors(predictors, tensors, ids, reference="trained",
+                                         n_boot=n_boot)
+    shown = {k: predictors[k] for k in BENCHMARK_PREDICTORS if k in predictors}
+    metrics["grouped"], _ = measure_dataset(shown, tensors, ids, n_boot, 0)
+    metrics["mis_alpha"] = float(predictors["mis"].alpha)
+    if hasattr(head, "describe"):  # what rule the head found, for a person to read
+        metrics["learned"] = describe_head(head, stage_owners)
+    if benchmark:
+        log.info("evaluate: the held-out benchmark (%d datasets)", len(benchmark["datasets"]))
+        metrics["benchmark"] = heldout_benchmark(shown, benchmark["datasets"],
+                                                 benchmark["headline"], load_tensors,
+                                                 n_boot=n_boot)
+    return metrics, table
 
 
 def evaluate_run(datamodule, checkpoint: str | None, module=None, n_boot: int = 1000,
                  benchmark: dict | None = None) -> dict:
-    """End of `python train.py`: the best checkpoint, MIS, stage-weighted MIS and model
-    identity on the test units, and, given `benchmark` = {"datasets": {name: path},
-    "headline": [names]}, on datasets the head never saw (held-out observers and pool)."""
+    """End of `python train.py`: `evaluate` on the data module's test units with the best
+    checkpoint (or the module's head)."""
     from ..metric.checkpoint import load_checkpoint
     from ..metric.tasks import load_task_tensors
-    from .benchmark import heldout_benchmark, measure_dataset
 
     if datamodule.tensors is None:
         datamodule.setup("test")
     head = load_checkpoint(checkpoint).head if checkpoint else module.head.eval()
-    hparams = module.hparams if module is not None else {}
-    tensors, split = datamodule.tensors, datamodule.split_ids
-    predictors = {"trained": head, **predictors_for(tensors, split["train"])}
-    predictors = {k: predictors[k] for k in BENCHMARK_PREDICTORS}
-    metrics, _ = evaluate_predictors(predictors, tensors, split["test"], n_boot=n_boot)
-    trained, baseline = metrics["predictors"]["trained"], metrics["predictors"]["mis"]
-    keep = ("spearman", "spearman_ci", "pearson", "pearson_ci", "kendall", "mae", "n_units",
-            "fraction_of_ceiling", "within_group_spearman")
-    grouped, _ = measure_dataset(predictors, tensors, split["test"], n_boot, 0)
-    out = {
-        "test": {k: trained[k] for k in keep},
-        "baselines": {"mis": {**{k: baseline[k] for k in keep}, "alpha": float(predictors["mis"].alpha)},
-                      **{name: {k: metrics["predictors"][name][k] for k in keep}
-                         for name in BENCHMARK_PREDICTORS[2:]}},
-        "test_grouped": grouped,
-        "ceiling": metrics["ceiling"],
-        "trained_vs_mis": metrics["paired_tests"]["trained vs mis"],
-        "head": hparams.get("head"), "backbone": datamodule.backbone_name,
-        "checkpoint": checkpoint,
-        "data": {"source": datamodule.dataset_info().get("source", "unknown"),
-                 "path": str(datamodule.data_dir), "fold": datamodule.fold},
-    }
-    if hasattr(head, "describe"):  # what rule the head found, for a person to read
-        out["learned"] = describe_head(head, datamodule.backbone.stage_owners)
-    if benchmark:
-        out["benchmark"] = heldout_benchmark(
-            predictors, benchmark["datasets"], benchmark["headline"],
-            lambda path: load_task_tensors(path, datamodule.backbone, datamodule.cache_dir),
-            n_boot=n_boot)
-    return out
+    split = datamodule.split_ids
+    metrics, _ = evaluate(
+        head, datamodule.tensors, split["test"], split["train"], n_boot, benchmark,
+        lambda path: load_task_tensors(path, datamodule.backbone, datamodule.cache_dir),
+        datamodule.backbone.stage_owners)
+    metrics.update(split="test", checkpoint=checkpoint, backbone=datamodule.backbone_name,
+                   head=(module.hparams if module is not None else {}).get("head"),
+                   data={"source": datamodule.dataset_info().get("source", "unknown"),
+                         "path": str(datamodule.data_dir), "fold": datamodule.fold})
+    return metrics
 
 
 def describe_head(head, stage_owners) -> dict:
@@ -159,23 +141,24 @@ def format_summary(metrics: dict) -> str:
     lines = []
     if "benchmark" in metrics:
         lines += [format_benchmark(metrics["benchmark"]), ""]
-    rows = [(f"trained {metrics['head']}", metrics["test"]),
-            ("MIS (baseline)", metrics["baselines"]["mis"]),
-            *((name, metrics["baselines"][name]) for name in BENCHMARK_PREDICTORS[2:]
-              if name in metrics["baselines"])]
-    lines += [f"in-distribution test units: {metrics['test']['n_units']} "
+    predictors = metrics["predictors"]
+    names = {"trained": f"trained {metrics.get('head', '')}".strip(), "mis": "MIS (baseline)"}
+    lines += [f"in-distribution test units: {metrics['n_units']} "
               f"({metrics['data']['source']} data, the training audience)",
               f"{'predictor':22s} {'spearman':>20s} {'within':>7s} {'mae':>7s} {'of ceiling':>10s}"]
-    for name, m in rows:
+    for name in BENCHMARK_PREDICTORS:
+        if name not in predictors:
+            continue
+        m = predictors[name]
         ci = f"[{m['spearman_ci'][0]:.2f}, {m['spearman_ci'][1]:.2f}]"
         spearman = f"{m['spearman']:7.3f} {ci:>12s}" if np.isfinite(m["spearman"]) else f"{'-':>20s}"
         within = m.get("within_group_spearman", float("nan"))
         within = f"{within:7.3f}" if np.isfinite(within) else f"{'-':>7s}"
         fraction = f"{m['fraction_of_ceiling']:10.2f}" if np.isfinite(m["fraction_of_ceiling"]) else f"{'-':>10s}"
-        lines.append(f"{name:22s} {spearman} {within} {m['mae']:7.3f} {fraction}")
+        lines.append(f"{names.get(name, name):22s} {spearman} {within} {m['mae']:7.3f} {fraction}")
     ceiling = metrics["ceiling"]
     lines.append("noise ceiling: " + ", ".join(f"{k} {v:.3f}" for k, v in ceiling.items()))
-    test = metrics["trained_vs_mis"]
+    test = metrics["paired_tests"]["trained vs mis"]
     lines.append(f"trained - MIS Spearman: {test['spearman_difference']:+.3f} "
                  f"[{test['ci'][0]:+.3f}, {test['ci'][1]:+.3f}], p = {test['p_value']:.3f}")
     if "learned" in metrics:
@@ -184,9 +167,6 @@ def format_summary(metrics: dict) -> str:
 
 
 # --- the `interpscore evaluate` command --------------------------------------------------------
-
-SPLITS = ("test", "val", "all")
-
 
 def split_ids(units: pd.DataFrame, split: str, source) -> list[int]:
     if split not in SPLITS:
@@ -215,7 +195,7 @@ def predictors_for(tensors: TaskTensors, train_ids, head=None, only: str | None 
 
 def checkpoint_tensors(checkpoint, data_dir=None, backbone: str | None = None, images_dir=None,
                        cache_dir: str = DEFAULT_CACHE):
-    """A checkpoint and the task tensors of a dataset in its backbone's embeddings."""
+    """A checkpoint, its backbone, and the task tensors of a dataset in its embeddings."""
     from ..metric.backbones import create_backbone
     from ..metric.checkpoint import load_checkpoint
     from ..metric.tasks import load_task_tensors
@@ -227,12 +207,12 @@ def checkpoint_tensors(checkpoint, data_dir=None, backbone: str | None = None, i
     data_dir = data_dir or metric.data_hparams.get("data_dir")
     if not data_dir:
         raise InputError(f"{checkpoint}: it records no dataset; pass --data DIR")
-    tensors = load_task_tensors(data_dir, create_backbone(metric.backbone, metric.image_size),
-                                cache_dir, images_dir)
+    encoder = create_backbone(metric.backbone, metric.image_size)
+    tensors = load_task_tensors(data_dir, encoder, cache_dir, images_dir)
     if tensors.dim != metric.hparams["embedding_dim"]:
         raise InputError(f"{checkpoint}: the head expects {metric.hparams['embedding_dim']}-dim "
                          f"embeddings, backbone {metric.backbone!r} gives {tensors.dim}")
-    return metric, tensors, data_dir
+    return metric, encoder, tensors, data_dir
 
 
 def drop_seen(metric, units, ids) -> tuple[list[int], int]:
@@ -245,15 +225,15 @@ def drop_seen(metric, units, ids) -> tuple[list[int], int]:
 def run_evaluation(checkpoint, data_dir=None, split: str = "test", backbone: str | None = None,
                    images_dir=None, cache_dir: str = DEFAULT_CACHE, n_boot: int = 1000,
                    benchmark: dict | None = None):
-    """Evaluate a checkpoint, MIS, stage-weighted MIS and the metadata baselines on one split,
-    and, given `benchmark` = {"datasets": {name: path}, "headline": [names]}, on datasets it
-    never saw. Returns (metrics, per-unit table, the task tensors)."""
-    from ..metric.tasks import dataset_info
+    """`interpscore evaluate`: `evaluate` a checkpoint on one split of a dataset (default: the
+    one it was trained on), leaving out the units it was trained or selected on. Returns
+    (metrics, per-unit table, the task tensors)."""
+    from ..metric.tasks import dataset_info, load_task_tensors
 
     log.info("evaluate: task tensors of %s (embeddings are cached after the first run)",
              data_dir or "the training dataset")
-    metric, tensors, data_dir = checkpoint_tensors(checkpoint, data_dir, backbone, images_dir,
-                                                   cache_dir)
+    metric, encoder, tensors, data_dir = checkpoint_tensors(checkpoint, data_dir, backbone,
+                                                            images_dir, cache_dir)
     units = tensors.conditions
     ids, dropped = drop_seen(metric, units, split_ids(units, split, data_dir))
     if len(ids) < 3:
@@ -261,8 +241,9 @@ def run_evaluation(checkpoint, data_dir=None, split: str = "test", backbone: str
                          f"'{split}' units, leaving {len(ids)}: evaluate on units it has not seen")
     train = np.flatnonzero(units["split"] == "train").tolist()
     log.info("evaluate: %d conditions, %d bootstrap draws of units", len(ids), n_boot)
-    metrics, table = evaluate_predictors(predictors_for(tensors, train, metric.head), tensors,
-                                         ids, reference="trained", n_boot=n_boot)
+    metrics, table = evaluate(metric.head, tensors, ids, train, n_boot, benchmark,
+                              lambda path: load_task_tensors(path, encoder, cache_dir),
+                              encoder.stage_owners)
     metrics["dropped_seen_units"] = dropped
     if dropped:
         metrics.setdefault("notes", []).append(
@@ -272,23 +253,11 @@ def run_evaluation(checkpoint, data_dir=None, split: str = "test", backbone: str
                    backbone=metric.backbone,
                    data={"source": dataset_info(data_dir).get("source", "unknown"),
                          "path": str(data_dir)})
-    if benchmark:
-        from ..metric.backbones import create_backbone
-        from ..metric.tasks import load_task_tensors
-        from .benchmark import heldout_benchmark
-
-        log.info("evaluate: the held-out benchmark (%d datasets)", len(benchmark["datasets"]))
-        backbone_ = create_backbone(metric.backbone, metric.image_size)
-        predictors = predictors_for(tensors, train, metric.head)
-        metrics["benchmark"] = heldout_benchmark(
-            {k: predictors[k] for k in BENCHMARK_PREDICTORS},
-            benchmark["datasets"], benchmark["headline"],
-            lambda path: load_task_tensors(path, backbone_, cache_dir), n_boot=n_boot)
     return metrics, table, tensors
 
 
 def predict_units(dataset, keys: pd.DataFrame, checkpoint=None, baseline: str | None = None,
-                  backbone: str = "efficientnet_lite0", image_size: int = 128,
+                  backbone: str = DEFAULT_BACKBONE, image_size: int = DEFAULT_BACKBONE_IMAGE_SIZE,
                   cache_dir: str = DEFAULT_CACHE, fit_on=None) -> np.ndarray:
     """Predictions of a checkpoint or a baseline for the units `keys` (unit_id, mode,
     difficulty) of a prepared dataset: what a leaderboard entry submits. Baselines are fitted
@@ -298,10 +267,9 @@ def predict_units(dataset, keys: pd.DataFrame, checkpoint=None, baseline: str | 
     from ..metric.tasks import load_task_tensors
 
     if (checkpoint is None) == (baseline is None):
-        raise InputError("give a checkpoint or a baseline (mis, stage_mis, model_identity, "
-                         "layer_depth, constant)")
+        raise InputError(f"give a checkpoint or a baseline ({', '.join(BASELINES)})")
     if checkpoint is not None:
-        metric, tensors, _ = checkpoint_tensors(checkpoint, dataset, cache_dir=cache_dir)
+        metric, _, tensors, _ = checkpoint_tensors(checkpoint, dataset, cache_dir=cache_dir)
         seen = sorted(set(keys["unit_id"]) & metric.seen_units)
         if seen:
             raise InputError(f"{checkpoint}: it was trained or selected on {len(seen)} of these "

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..resources import DEFAULT_BACKBONE, DEFAULT_BACKBONE_IMAGE_SIZE
 from .heads import HEADS, create_head
 
 
@@ -38,10 +39,12 @@ class LoadedMetric:
         return self.hparams.get("image_size", self.data_hparams.get("image_size"))
 
 
+SEEN_KEY = "interpscore_seen_units"  # where `python train.py` records the units it saw
 BUILTIN_MIS = "mis"  # `--checkpoint mis`: the training-free metric, nothing to train first
 
 
-def builtin_mis(backbone: str = "efficientnet_lite0", image_size: int = 128) -> LoadedMetric:
+def builtin_mis(backbone: str = DEFAULT_BACKBONE,
+                image_size: int = DEFAULT_BACKBONE_IMAGE_SIZE) -> LoadedMetric:
     """MIS on the offline backbone with its default alpha (no data fitted): the metric a fresh
     clone can scan with before any training. Alpha sets the scale of the scores, not their
     order within a task set."""
@@ -63,8 +66,8 @@ def load_checkpoint(path: str | Path) -> LoadedMetric:
         raise InputError(f"--checkpoint {path}: no such file; give the best.ckpt that "
                          f"`python train.py` printed, or '{BUILTIN_MIS}' for training-free MIS")
     try:
-        # Our own files: Lightning stores hyperparameters as plain containers.
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        # Tensors and plain containers only: a checkpoint never runs code when it is read.
+        data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle's own words ("Memo value not found") help nobody
         raise InputError(f"--checkpoint {path}: not a readable checkpoint (a truncated or "
                          "other kind of file); give the best.ckpt that `python train.py` "
@@ -76,7 +79,11 @@ def load_checkpoint(path: str | Path) -> LoadedMetric:
     head = create_head(hparams["head"], hparams["embedding_dim"], **hparams)
     state = {k[len("head."):]: v for k, v in data["state_dict"].items() if k.startswith("head.")}
     head.load_state_dict(state)
-    hparams.setdefault("backbone", "efficientnet_lite0")
-    seen = next((v for k, v in data.items() if k.endswith("IMIDataModule") and isinstance(v, dict)), {})
+    hparams.setdefault("backbone", DEFAULT_BACKBONE)
+    seen = data.get(SEEN_KEY)
+    if not isinstance(seen, dict) or "seen_units" not in seen:  # the guard cannot be skipped
+        raise InputError(f"--checkpoint {path}: it records no units it was trained and selected "
+                         "on (written by an older interpscore?), so evaluation could not leave "
+                         "them out; retrain it with `python train.py`")
     return LoadedMetric(head.eval(), hparams, dict(data.get("datamodule_hyper_parameters") or {}),
                         path, seen)

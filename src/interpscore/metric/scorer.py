@@ -13,7 +13,7 @@ with the same OUT merges them, computing only the shards that are missing (resum
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,31 +23,8 @@ import torch
 from ..atomic import atomic_file, files_into
 from ..errors import InputError
 from ..resources import DEFAULT_CACHE
+from ..stimuli.options import ScoringOptions
 from .checkpoint import LoadedMetric, load_checkpoint
-
-
-@dataclass
-class ScoringOptions:
-    """How stimuli are made for scoring (as in IMI: 9 references x 20 batches, easy queries)."""
-
-    difficulty: str = "easy"
-    n_refs: int = 9
-    n_batches: int = 20
-    image_size: int = 224
-    pool_size: int = 3000  # images of the default pool
-    max_refs_per_source: int | None = None
-    seed: int = 0
-    batch_size: int = 64
-    workers: int = 0  # DataLoader processes that decode pool images
-    progress: bool = True
-
-    @classmethod
-    def from_kwargs(cls, options: dict) -> "ScoringOptions":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise InputError(f"unknown scoring option(s) {unknown}; valid: {', '.join(sorted(names))}")
-        return cls(**options)
 
 
 def task_interval(p_tasks: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:

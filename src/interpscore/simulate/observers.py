@@ -29,46 +29,17 @@ Similarity is minus the Euclidean distance.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy.special import ndtr
 
 from ..stimuli.networks import OBSERVER_NETWORKS
+from .families import FAMILIES, FEATURE_SPACES, HELDOUT_FAMILIES, RULES, TRAINING_FAMILIES, Family  # noqa: F401
 
 OBSERVER_NETWORK = OBSERVER_NETWORKS[0]  # the observers' network: never a predictor backbone
-FEATURE_SPACES = ("lowlevel", "spectral", "texture", "semantic", "prelogits")
-RULES = ("mean", "nearest", "prototype", "topk", "gcm", "single_cue")
 TOPK = 3
 GCM_SENSITIVITY = 3.0
 TYPICAL_LAPSE = 0.03
 EVIDENCE_FLOOR = -0.35  # in units of the family's noise: units far below chance are rare
-
-
-@dataclass(frozen=True)
-class Family:
-    """A participant model: what it sees and how it decides."""
-
-    name: str
-    features: tuple[str, ...]
-    rule: str
-
-
-# Families whose answers form the default training data (a per-participant mixture of them) ...
-TRAINING_FAMILIES = (
-    Family("lowlevel-mean", ("lowlevel",), "mean"),
-    Family("semantic-mean", ("semantic",), "mean"),
-    Family("texture-prototype", ("texture",), "prototype"),
-    Family("lowlevel+semantic-topk", ("lowlevel", "semantic"), "topk"),
-)
-# ... and families that training never sees: other features, other rules.
-HELDOUT_FAMILIES = (
-    Family("spectral-nearest", ("spectral",), "nearest"),
-    Family("prelogits-gcm", ("prelogits",), "gcm"),
-    Family("semantic-nearest", ("semantic",), "nearest"),
-    Family("lowlevel-single_cue", ("lowlevel",), "single_cue"),
-)
-FAMILIES = {f.name: f for f in TRAINING_FAMILIES + HELDOUT_FAMILIES}
 
 
 # --- feature spaces ------------------------------------------------------------------------------

@@ -71,11 +71,10 @@ class InterpScoreCLI(LightningCLI):
 
 def simulated_benchmark(datamodule) -> dict | None:
     """On the simulated default, the release's other audiences; None for other data."""
-    if not datamodule.simulated or datamodule.fold is not None:
-        return None
-    from ..simulate.experiment import benchmark_datasets
+    from ..simulate.release import release_benchmark
 
-    return benchmark_datasets(datamodule.simulation, datamodule.data_root)
+    return release_benchmark(datamodule.simulation, datamodule.data_root, datamodule.data_dir,
+                             datamodule.fold)
 
 
 def resolve_configs(argv: list[str]) -> list[str]:

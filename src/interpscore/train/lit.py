@@ -8,13 +8,16 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import torch
 from torchmetrics import MeanAbsoluteError, MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
 
 from ..errors import InputError
+from ..metric.checkpoint import SEEN_KEY, load_checkpoint
 from ..metric.heads import create_head, nll, unit_prediction
 from ..metric.tasks import ConditionDataset, TaskTensors, dataset_info, load_task_tensors
-from ..resources import DEFAULT_CACHE, DEFAULT_DATA_ROOT
+from ..resources import (DEFAULT_BACKBONE, DEFAULT_BACKBONE_IMAGE_SIZE, DEFAULT_CACHE,
+                         DEFAULT_DATA_ROOT)
 
 
 class InterpScoreModule(L.LightningModule):
@@ -22,9 +25,10 @@ class InterpScoreModule(L.LightningModule):
 
     def __init__(self, head: str = "twoafc", embedding_dim: int = 0, rank: int | None = None,
                  hidden: int = 64, dropout: float = 0.1, reg: float = 1e-3, lr: float = 0.01,
-                 weight_decay: float = 0.0, backbone: str = "efficientnet_lite0",
-                 image_size: int | None = 128, stage_dims: tuple = (),
-                 shrink: float | None = None, shrink_learned: float | None = None):
+                 weight_decay: float = 0.0, backbone: str = DEFAULT_BACKBONE,
+                 image_size: int | None = DEFAULT_BACKBONE_IMAGE_SIZE, stage_dims: tuple = (),
+                 shrink: float | None = None, shrink_learned: float | None = None,
+                 init_from: str | None = None):
         """`backbone`, `image_size` and `stage_dims` are linked from the data module, so that a
         checkpoint alone says which embeddings its head reads.
 
@@ -45,6 +49,9 @@ class InterpScoreModule(L.LightningModule):
             shrink: strength of the shrinkage toward MIS (None: chosen on the training units)
             shrink_learned: strength of the pooled_lowrank head's prior on its learned space
                 (None: chosen on the training units)
+            init_from: a checkpoint to update with new answers: the head starts from it and
+                its prior pulls toward it (not toward MIS), with a strength chosen on the new
+                training units, so a handful of units moves it little and many move it much
         """
         super().__init__()
         if embedding_dim <= 0:
@@ -60,6 +67,14 @@ class InterpScoreModule(L.LightningModule):
             raise InputError(f"--model.dropout {dropout}: must be in [0, 1)")
         self.save_hyperparameters()
         self.head = create_head(head, embedding_dim, **self.hparams)
+        start = check_start(init_from, head, backbone, embedding_dim)
+        if start is not None:
+            try:
+                self.head.load_state_dict(start.head.state_dict())
+            except RuntimeError as err:  # another rank, another projection size, ...
+                raise InputError(f"--model.init_from {init_from}: its head does not fit this "
+                                 f"one ({str(err).splitlines()[-1].strip()}); pass the "
+                                 "checkpoint's own head options") from None
         metrics = MetricCollection({"spearman": SpearmanCorrCoef(), "pearson": PearsonCorrCoef(),
                                     "mae": MeanAbsoluteError()})
         self.val_metrics = metrics.clone(prefix="val/")
@@ -74,6 +89,12 @@ class InterpScoreModule(L.LightningModule):
         """Predicted accuracy of each condition in the batch."""
         return unit_prediction(self.head(batch), batch)
 
+    def setup(self, stage: str) -> None:
+        # Updating a checkpoint: the head holds its state (see __init__), and its prior pulls
+        # toward it.
+        if stage == "fit" and self.hparams.init_from and hasattr(self.head, "set_anchor"):
+            self.head.set_anchor()
+
     def on_train_start(self):
         if self.fitted:  # on the CPU, where the task tensors live; then back to the device
             data = self.trainer.datamodule
@@ -82,6 +103,9 @@ class InterpScoreModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["head_fit"] = self.fit_info  # what the head learned, for a person to read
+        data = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if data is not None and data.tensors is not None:  # what evaluation must leave out
+            checkpoint[SEEN_KEY] = data.seen_record()
 
     def training_step(self, batch, _index):
         if self.fitted:
@@ -109,6 +133,21 @@ class InterpScoreModule(L.LightningModule):
             return None
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,
                                  weight_decay=self.hparams.weight_decay)
+
+
+def check_start(init_from, head: str, backbone: str, embedding_dim: int):
+    """The checkpoint `--model.init_from` names, checked before any work: it must hold the same
+    head reading the same embeddings."""
+    if init_from is None:
+        return None
+    start = load_checkpoint(init_from)
+    found = (start.hparams["head"], start.backbone, start.hparams["embedding_dim"])
+    if found != (head, backbone, embedding_dim):
+        raise InputError(f"--model.init_from {init_from}: it holds a {found[0]} head on "
+                         f"{found[1]} ({found[2]} dims), not {head} on {backbone} "
+                         f"({embedding_dim} dims); pass --model.head {found[0]} --data.backbone "
+                         f"{found[1]}, or start from another checkpoint")
+    return start
 
 
 def seen_units(conditions, split_ids: dict, data_dir, fold) -> dict:
@@ -139,17 +178,24 @@ class IMIDataModule(L.LightningDataModule):
         fold: leave-one-model-out: the model with this fold index is the test set
         simulation: fields of SimulationConfig for the embedded default
         data_root: where the simulated default is generated and cached
+        train_units: train on only this many of the training units (a seeded draw of units,
+            all of a unit's conditions together): budget curves, or a small study
+        train_units_seed: the seed of that draw
     """
 
     def __init__(self, data_dir: str | None = None, images_dir: str | None = None,
-                 backbone: str = "efficientnet_lite0", image_size: int | None = 128,
+                 backbone: str = DEFAULT_BACKBONE,
+                 image_size: int | None = DEFAULT_BACKBONE_IMAGE_SIZE,
                  cache_dir: str = DEFAULT_CACHE, batch_size: int = 32,
                  fold: int | None = None, simulation: dict | None = None,
-                 data_root: str = DEFAULT_DATA_ROOT):
+                 data_root: str = DEFAULT_DATA_ROOT, train_units: int | None = None,
+                 train_units_seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
-        if batch_size <= 0:
-            raise InputError(f"--data.batch_size {batch_size}: must be positive")
+        for option, value in (("batch_size", batch_size), ("train_units", train_units)):
+            if value is not None and value <= 0:
+                raise InputError(f"--data.{option} {value}: must be positive")
+        self.train_units, self.train_units_seed = train_units, train_units_seed
         if data_dir is not None and not (Path(data_dir) / "dataset_dict.json").is_file():
             raise InputError(f"--data.data_dir {data_dir}: not a prepared dataset (no "
                              "dataset_dict.json); run `interpscore prepare` first, or leave it "
@@ -162,7 +208,7 @@ class IMIDataModule(L.LightningDataModule):
         self.simulation = simulation
         self.simulated = data_dir is None
         if self.simulated:
-            from ..simulate.experiment import simulated_dataset_dir
+            from ..simulate.release import simulated_dataset_dir
 
             data_dir = str(simulated_dataset_dir(simulation, data_root))
         self.data_root = data_root
@@ -174,7 +220,7 @@ class IMIDataModule(L.LightningDataModule):
     # -- building (rank 0 only, through prepare_data) --
     def ensure_dataset(self) -> None:
         if self.simulated:
-            from ..simulate.experiment import ensure_simulated
+            from ..simulate.release import ensure_simulated
 
             ensure_simulated(self.simulation, self.data_root)
 
@@ -218,19 +264,29 @@ class IMIDataModule(L.LightningDataModule):
             split = np.where(units["fold"] == self.fold, "test",
                              np.where(units["split"] == "val", "val", "train"))
         self.split_ids = {s: np.flatnonzero(split == s).tolist() for s in ("train", "val", "test")}
+        if self.train_units is not None:
+            self.split_ids["train"] = self.some_training_units(units, self.split_ids["train"])
         for name, ids in self.split_ids.items():
             if not ids and (name != "test" or stage == "test"):
                 raise InputError(f"{self.data_dir}: the {name} split holds no units")
 
-    def state_dict(self) -> dict:
-        """Saved in every checkpoint: which units the head was trained and selected on, and a
-        fingerprint of the data and fold, so evaluation can refuse or drop what it has seen."""
-        if self.tensors is None:
-            return {}
-        return seen_units(self.tensors.conditions, self.split_ids, self.data_dir, self.fold)
+    def some_training_units(self, units, train: list[int]) -> list[int]:
+        """The conditions of `train_units` training units, a seeded draw of units."""
+        from ..data.selection import choose
 
-    def load_state_dict(self, state: dict) -> None:
-        pass  # the split is rebuilt from the data; the record is for evaluation
+        ids = units["unit_id"].iloc[train]
+        if self.train_units > ids.nunique():
+            raise InputError(f"--data.train_units {self.train_units}: the training split holds "
+                             f"only {ids.nunique()} units")
+        keep = set(choose(pd.DataFrame({"unit_id": ids}), "random", self.train_units,
+                          self.train_units_seed))
+        return [i for i, unit in zip(train, ids) if unit in keep]
+
+    def seen_record(self) -> dict:
+        """Saved in every checkpoint (under `SEEN_KEY`): which units the head was trained and
+        selected on, and a fingerprint of the data and fold, so evaluation can refuse or drop
+        what it has seen."""
+        return seen_units(self.tensors.conditions, self.split_ids, self.data_dir, self.fold)
 
     def _loader(self, split: str, shuffle: bool):
         dataset = ConditionDataset(self.tensors, self.split_ids[split])

@@ -1,0 +1,85 @@
+"""The `interpscore` command: one module per command group, each with a `register(commands)`.
+Subcommands import their heavy modules lazily, so `--help` is fast.
+
+`main(argv)` returns an exit code and is callable from tests.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import InputError
+from . import data, leaderboard, scoring, stimuli, study
+from .common import BAD_INPUT, INTERRUPTED, Parser
+
+GROUPS = (data, stimuli, scoring, study, leaderboard)
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="interpscore", description="Predict per-unit human interpretability (IMI 2-AFC).")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in GROUPS:
+        group.register(commands)
+    # `train` hands all its arguments to LightningCLI (see main); listed here for --help.
+    commands.add_parser("train", help="train a metric (LightningCLI: `interpscore train --help`)",
+                        add_help=False)
+    return parser
+
+
+def _show_progress() -> None:
+    """The library's progress lines (logger `interpscore`, level INFO) on stderr."""
+    import logging
+
+    class ToStderr(logging.StreamHandler):
+        """Writes to whatever sys.stderr is at the time (tests capture it)."""
+
+        stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+    logger = logging.getLogger("interpscore")
+    if not logger.handlers:
+        handler = ToStderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a command; return its exit code (0 ok, 1 problems found, 2 bad input, 130 Ctrl-C)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    _show_progress()
+    try:
+        if argv[:1] == ["train"]:  # LightningCLI parses its own arguments
+            from ..train.cli import main as train_main
+
+            train_main(argv[1:])
+            return 0
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+    except SystemExit as exit_:  # argparse and LightningCLI exit on bad arguments and --help
+        return exit_.code if isinstance(exit_.code, int) else BAD_INPUT
+    except InputError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return BAD_INPUT
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted: outputs are renamed into place only when complete, so nothing "
+              "partial was left (score keeps finished activation shards under OUT/shards/; "
+              "a rerun resumes from them)", file=sys.stderr)
+        return INTERRUPTED
+    except OSError as err:  # a disk that fills or a folder that cannot be read, found mid-run
+        if debug or err.filename is None:
+            raise
+        print(f"error: {err.filename}: {err.strerror}; nothing partial was left (rerun with "
+              "--debug for the traceback)", file=sys.stderr)
+        return BAD_INPUT
+
+
+__all__ = ["BAD_INPUT", "INTERRUPTED", "build_parser", "main"]

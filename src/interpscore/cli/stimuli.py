@@ -1,0 +1,69 @@
+"""Units and their stimuli: `layers`, `stimuli`."""
+
+from __future__ import annotations
+
+from ..atomic import check_output_folder
+from ..options import IMAGES_HELP, MODEL_HELP, POSITIVE_INT, add_options, overwrite_help
+from .common import add_command, layers_arg
+
+# ScoringOptions fields the `stimuli` command shares (it takes several difficulties at once).
+STIMULI_OPTIONS = ("n_refs", "n_batches", "image_size", "max_refs_per_source", "batch_size",
+                   "seed")
+
+
+def layers(args) -> int:
+    from ..stimuli.networks import layers_of_interest, load_model, module_depths
+    from ..stimuli.units import layer_channels
+
+    model = load_model(args.model, image_size=args.image_size)
+    names = layers_of_interest(model.module)
+    channels = layer_channels(model, names, args.image_size or model.input_size)
+    depths = module_depths(model.module)
+    print(f"{'layer':48s} {'units':>6s} {'depth':>6s}")
+    for layer in names:
+        print(f"{layer:48s} {channels[layer]:6d} {depths[layer]:6.3f}")
+    return 0
+
+
+def stimuli(args) -> int:
+    from ..atomic import atomic_folder
+    from ..stimuli.networks import load_model
+    from ..stimuli.pools import open_pool
+    from ..stimuli.selection import build_exemplars, check_request
+    from ..stimuli.store import write_store
+    from ..stimuli.units import check_units_spec, choose_units
+
+    difficulties = args.difficulties.split(",")
+    check_request(args.n_refs, args.n_batches, difficulties, difficulty_option="--difficulties")
+    check_units_spec(args.units)
+    check_output_folder(args.out, args.overwrite)
+    model = load_model(args.model, image_size=args.image_size)
+    units = choose_units(model, layers_arg(args.layers), args.units, args.image_size, args.seed)
+    pool = open_pool(args.images, size=args.image_size, seed=args.seed)
+    exemplars, dropped = build_exemplars(
+        model, pool, units, args.n_refs, args.n_batches, difficulties,
+        args.max_refs_per_source, batch_size=args.batch_size, seed=args.seed)
+    with atomic_folder(args.out, args.overwrite) as tmp:
+        write_store(tmp, model.label, exemplars, pool, progress=True)
+    print(f"{len(exemplars)} units -> {args.out}/{model.label}/ (stimulus store layout); "
+          f"{len(dropped)} units dropped (constant over the pool or non-finite)")
+    return 0
+
+
+def register(commands) -> None:
+    from ..stimuli.options import ScoringOptions
+
+    lay = add_command(commands, "layers", layers, "list a model's layers of interest")
+    lay.add_argument("model", help=MODEL_HELP)
+    lay.add_argument("--image-size", type=POSITIVE_INT, default=None,
+                     help="input pixels (default: the model's)")
+
+    stim = add_command(commands, "stimuli", stimuli, "build IMI stimuli for units of a model")
+    stim.add_argument("--model", required=True, help=MODEL_HELP)
+    stim.add_argument("--images", default="default", help=IMAGES_HELP)
+    stim.add_argument("--out", required=True, help="stimulus store folder")
+    stim.add_argument("--overwrite", action="store_true", help=overwrite_help("model's stimulus"))
+    stim.add_argument("--layers", default="auto", help="auto or L1,L2,...")
+    stim.add_argument("--units", default="20", help="N (IMI sampling), all, or layer:channel,...")
+    stim.add_argument("--difficulties", default="easy", help="e.g. easy,hard85,hard95,hard99")
+    add_options(stim, ScoringOptions, only=STIMULI_OPTIONS)

@@ -1,0 +1,112 @@
+"""The simulated release's configuration: what is simulated, and its audiences. Light (no
+networks), so the CLI builds `simulate`'s options from it."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+
+from ..errors import InputError
+from ..options import POSITIVE_INT, SEED, option
+from .families import FAMILIES, HELDOUT_FAMILIES, TRAINING_FAMILIES
+
+# The modules whose code makes a release: a change to any of them (comments and docstrings
+# aside) gives new data, so it changes every release's key and fails the recorded calibration.
+SIMULATOR_MODULES = ("simulate/config.py", "simulate/families.py", "simulate/observers.py",
+                     "simulate/world.py", "simulate/participants.py", "simulate/release.py",
+                     "stimuli/pools.py", "stimuli/networks.py", "stimuli/units.py",
+                     "stimuli/activations.py", "stimuli/selection.py", "stimuli/store.py",
+                     "data/layouts.py", "data/dataset.py")
+URL_ROOT = "https://simulated.invalid/imi"
+DEFAULT_AUDIENCE = "default"
+HELDOUT_POOL = "heldout-pool"
+
+
+@dataclass
+class SimulationConfig:
+    models: list[str] = option(None, "model specs of the studied networks", factory=lambda: [
+        "efficientnet_lite0", "efficientnet_lite1", "resnet18@random", "convnext_atto@random",
+        "vit_tiny_patch16_224@random"])
+    units_per_model: int = option(96, "units sampled per model", POSITIVE_INT)
+    # model label -> hard conditions shown besides `easy`
+    hard: dict = field(default_factory=lambda: {"efficientnet_lite0": ["hard85", "hard95",
+                                                                       "hard99"]})
+    pool_size: int = option(3000, "images of pool A (every unit's stimuli)", POSITIVE_INT)
+    heldout_pool_size: int = 1500  # pool B (disjoint source photos): the test units again
+    image_size: int = option(128, "pixels", POSITIVE_INT)
+    n_refs: int = 9
+    n_batches: int = option(10, "stimulus batches (tasks) per unit", POSITIVE_INT)
+    max_refs_per_source: int = 8
+    responses_per_unit: int = option(34, "simulated participants per condition (~30 valid "
+                                     "after the exclusions)", POSITIVE_INT)
+    trials_per_task: int = 20
+    catch_per_task: int = 4
+    demo_trials: int = 2
+    careless_fraction: float = 0.10
+    multi_participation_fraction: float = 0.02
+    target_accuracy: float = 0.83  # mean easy accuracy on trained networks, every family
+    val_fraction: float = 0.15
+    test_fraction: float = 0.30
+    training_families: list = field(default_factory=lambda: [f.name for f in TRAINING_FAMILIES])
+    heldout_families: list = field(default_factory=lambda: [f.name for f in HELDOUT_FAMILIES])
+    seed: int = option(0, "seed of everything simulated", SEED)
+
+    def key(self) -> str:
+        """Names the cached release: changes with the config and with the simulator's code."""
+        payload = json.dumps({**asdict(self), "simulator": simulator_fingerprint()},
+                             sort_keys=True)
+        return hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+    def check(self) -> None:
+        unknown = [f for f in self.training_families + self.heldout_families if f not in FAMILIES]
+        if unknown:
+            raise InputError(f"simulation: unknown observer families {unknown}; valid: "
+                             f"{', '.join(FAMILIES)}")
+        if set(self.training_families) & set(self.heldout_families):
+            raise InputError("simulation: a family cannot be both a training and a held-out family")
+        if not self.training_families:
+            raise InputError("simulation: training_families is empty")
+        from ..stimuli.networks import check_model_spec
+
+        for spec in self.models:
+            check_model_spec(spec, option="--models")
+
+
+def audiences(config: SimulationConfig) -> dict[str, tuple[str, list[str]]]:
+    """Audience name -> (pool, the families its participants mix)."""
+    out = {DEFAULT_AUDIENCE: ("A", list(config.training_families))}
+    out.update({f"family-{f}": ("A", [f])
+                for f in config.training_families + config.heldout_families})
+    out[f"{HELDOUT_POOL}-{DEFAULT_AUDIENCE}"] = ("B", list(config.training_families))
+    out.update({f"{HELDOUT_POOL}-{f}": ("B", [f]) for f in config.heldout_families})
+    return out
+
+
+def is_pretrained(spec: str) -> bool:
+    return "@" not in spec
+
+
+
+
+@lru_cache(maxsize=1)
+def simulator_fingerprint() -> str:
+    """A hash of the simulator's code (`SIMULATOR_MODULES`), read as syntax trees without their
+    docstrings, so a comment or a reflowed docstring leaves it alone and any change of what the
+    code does moves it."""
+    from ..resources import package_file
+
+    digest = hashlib.sha256()
+    for name in SIMULATOR_MODULES:
+        tree = ast.parse(package_file(*name.split("/")).read_text())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        digest.update(ast.dump(tree).encode())
+    digest.update(package_file("simulate", "card.md").read_bytes())
+    return digest.hexdigest()[:16]

@@ -129,11 +129,12 @@ def compute_checks(table: pd.DataFrame, criteria: ExclusionCriteria) -> tuple[pd
 
 
 def multi_participation_workers(table: pd.DataFrame) -> set:
-    """Workers flagged by the table, or (where it has no flag) seen in more than one task."""
+    """Workers flagged by the table, or (where it has no flag) seen in more than one response:
+    another task, or the same task again (a study page reloaded starts a new session)."""
     if "multi_participation" in table:
         return set(table.loc[table["multi_participation"], "participant_id"])
-    tasks = table.groupby("participant_id")["task_id"].nunique()
-    return set(tasks[tasks > 1].index)
+    responses = table.drop_duplicates(response_keys(table)).groupby("participant_id").size()
+    return set(responses[responses > 1].index)
 
 
 def apply_exclusions(table: pd.DataFrame, criteria: ExclusionCriteria | None = None

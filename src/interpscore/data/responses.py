@@ -4,7 +4,9 @@ Accepted inputs (the forms of the IMI release, Zenodo 8131197, and of the author
 - a trial-level CSV in the authors' schema (`responses_main.csv` or any CSV with those columns);
 - the raw per-experiment form: `result_task_*.pkl` (pickled `RepeatedTaskResult` tuples of the
   authors' MTurk code) plus `structure.json` (which unit each trial showed);
-- either of the above inside a folder or a zip (as `human_responses.zip` from Zenodo).
+- the sessions of a browser study (`interpscore study serve`'s RESULTS folder, or files the page
+  saved in the browser; see `sessions`): one JSON file per session, or a single one;
+- any of the above inside a folder or a zip (as `human_responses.zip` from Zenodo).
 
 The output is a pandas DataFrame with normalised types: booleans as bool, `participant_id`
 always present, `channel` left as given (catch trials carry non-numeric channels).
@@ -24,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from .sessions import is_session_file, sessions_table
 
 # Columns every trial table must carry (participant may be `participant_id` or `worker_id`).
 REQUIRED_COLUMNS = ("task_id", "model", "layer", "channel", "mode", "correct")
@@ -47,6 +50,8 @@ def read_responses(path: str | Path) -> pd.DataFrame:
         table = _read_from_zip(path)
     elif path.suffix.lower() in (".zip",):
         raise InputError(f"{path}: not a readable zip file (truncated download? check its md5)")
+    elif path.suffix.lower() == ".json":
+        table = sessions_table({str(path): path.read_bytes()}, path)
     else:
         table = _read_csv(path, path.read_bytes())
     return normalise_table(table, path)
@@ -61,7 +66,8 @@ def _read_csv(path: Path | str, data: bytes) -> pd.DataFrame:
 
 
 def _choose_source(names: list[str], where) -> tuple[str, object]:
-    """Prefer `responses_main.csv`, then the raw pickles, then a lone CSV table."""
+    """Prefer `responses_main.csv`, then the raw pickles, then a lone CSV table, then study
+    session files."""
     csvs = sorted(n for n in names if n.lower().endswith(".csv"))
     main = [n for n in csvs if PurePosixPath(n).name == "responses_main.csv"]
     if len(main) > 1:
@@ -75,8 +81,12 @@ def _choose_source(names: list[str], where) -> tuple[str, object]:
         return "raw", (pkls, structures[0])
     if len(csvs) == 1:
         return "csv", csvs[0]
+    sessions = sorted(n for n in names if is_session_file(n))
+    if sessions and not csvs and not pkls:
+        return "sessions", sessions
     raise InputError(f"{where}: found neither responses_main.csv (or a single CSV table) nor "
-                     f"result_task_*.pkl with structure.json; entries seen: {_few(names)}")
+                     f"result_task_*.pkl with structure.json nor study session files (*.json); "
+                     f"entries seen: {_few(names)}")
 
 
 def _read_from_folder(folder: Path) -> pd.DataFrame:
@@ -84,6 +94,8 @@ def _read_from_folder(folder: Path) -> pd.DataFrame:
     kind, found = _choose_source(names, folder)
     if kind == "csv":
         return _read_csv(folder / found, (folder / found).read_bytes())
+    if kind == "sessions":
+        return sessions_table({str(folder / n): (folder / n).read_bytes() for n in found}, folder)
     pkls, structure = found
     return parse_raw_results({n: (folder / n).read_bytes() for n in pkls},
                              (folder / structure).read_bytes(), folder / structure)
@@ -96,6 +108,8 @@ def _read_from_zip(path: Path) -> pd.DataFrame:
             kind, found = _choose_source(names, path)
             if kind == "csv":
                 return _read_csv(f"{path}!{found}", archive.read(found))
+            if kind == "sessions":
+                return sessions_table({f"{path}!{n}": archive.read(n) for n in found}, path)
             pkls, structure = found
             return parse_raw_results({n: archive.read(n) for n in pkls},
                                      archive.read(structure), f"{path}!{structure}")

@@ -9,11 +9,14 @@ can be checked with real people:
 Catch trials (the max query is one of the max references) are mixed in, as in the study.
 `select` spends a human-study budget where an answer teaches the metric most: the units with the
 widest predicted interval (`uncertain`), the most extreme predictions, or a random draw.
+`plan_experiment` (the checks, the units, which trials go in which task) is shared with the
+browser study (`interpscore.study.build`), which shows the same plan in a jsPsych page.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +44,7 @@ def choose_units(available: list[str], scores: pd.DataFrame | None, units, selec
     chosen = list(units) if units else list(available)
     unknown = [u for u in chosen if u not in available]
     if unknown:
-        raise InputError(f"units not in the stimulus store: {unknown[:5]}; available e.g. "
+        raise InputError(f"--units: {unknown[:5]} not in the stimulus store; available e.g. "
                          f"{available[:5]}")
     if select is None:
         return chosen
@@ -62,10 +65,47 @@ def choose_units(available: list[str], scores: pd.DataFrame | None, units, selec
     raise InputError(f"unknown --select {select!r}; valid: uncertain, extreme, random")
 
 
-def export_experiment(stimuli, out, scores=None, units=None, select=None, n: int = 10,
-                      seed: int = 0, trials_per_task: int = 20, catch_per_task: int = 2,
-                      overwrite: bool = False) -> Path:
+@dataclass
+class PlannedTrial:
+    unit: str  # model/layer/channel
+    batch: Path  # its batch folder in the stimulus store
+    catch: bool = False  # a catch trial's queries are its most extreme references
+
+
+@dataclass
+class ExperimentPlan:
+    available: dict[str, list[Path]]  # every unit of the store -> its batch folders
+    units: list[str]  # the units chosen
+    tasks: list[list[PlannedTrial]]  # each task's trials in the order shown
+
+
+def plan_tasks(trials: list[tuple[str, Path]], trials_per_task: int, catch_per_task: int,
+               rng: np.random.Generator) -> list[list[PlannedTrial]]:
+    """Shuffle the (unit, batch) trials into as few tasks of at most `trials_per_task` as hold
+    them, of near-equal length; each task gets `catch_per_task` catch trials on its own units,
+    at random places."""
+    order = rng.permutation(len(trials))
+    n_tasks = -(-len(trials) // trials_per_task)
+    tasks = []
+    for chunk in np.array_split(order, n_tasks):
+        main = [PlannedTrial(*trials[i]) for i in chunk]
+        picks = rng.choice(len(main), catch_per_task, replace=catch_per_task > len(main))
+        catch = [PlannedTrial(main[i].unit, main[i].batch, catch=True) for i in picks]
+        task = main + catch
+        tasks.append([task[i] for i in rng.permutation(len(task))])
+    return tasks
+
+
+def plan_experiment(stimuli, out, scores=None, units=None, select=None, n: int = 10,
+                    seed: int = 0, trials_per_task: int = 20, catch_per_task: int = 2,
+                    overwrite: bool = False) -> ExperimentPlan:
+    """Check the request (before any work) and plan it: every batch of each chosen unit is one
+    main trial."""
     stimuli, out = Path(stimuli), Path(out)
+    if trials_per_task < 1:
+        raise InputError(f"--trials-per-task {trials_per_task}: must be at least 1")
+    if catch_per_task < 0:
+        raise InputError(f"--catch-per-task {catch_per_task}: must be 0 or more")
     if scores is not None and not Path(scores).is_file():
         raise InputError(f"--scores {scores}: no such file; give the scores.parquet of `score`")
     check_output_folder(out, overwrite)
@@ -77,35 +117,39 @@ def export_experiment(stimuli, out, scores=None, units=None, select=None, n: int
     chosen = choose_units(sorted(available), score_table, units, select, n, seed)
     rng = np.random.default_rng(seed)
     trials = [(unit, batch) for unit in chosen for batch in available[unit]]
-    order = rng.permutation(len(trials))
-    trials = [trials[i] for i in order]
+    return ExperimentPlan(available, chosen, plan_tasks(trials, trials_per_task,
+                                                        catch_per_task, rng))
+
+
+def export_experiment(stimuli, out, scores=None, units=None, select=None, n: int = 10,
+                      seed: int = 0, trials_per_task: int = 20, catch_per_task: int = 2,
+                      overwrite: bool = False) -> Path:
+    stimuli, out = Path(stimuli), Path(out)
+    plan = plan_experiment(stimuli, out, scores, units, select, n, seed, trials_per_task,
+                           catch_per_task, overwrite)
     structure = {"tasks": []}
     with atomic_folder(out, overwrite) as tmp:
-        for k, start in enumerate(range(0, len(trials), trials_per_task), start=1):
-            main = trials[start:start + trials_per_task]
-            catch_at = set(rng.choice(len(main) + catch_per_task, catch_per_task,
-                                      replace=False).tolist())
-            entries, main_iter = [], iter(main)
-            for j in range(1, len(main) + catch_per_task + 1):
-                unit, batch = main[(j - 1) % len(main)] if (j - 1) in catch_at else next(main_iter)
-                catch = (j - 1) in catch_at
+        for k, planned in enumerate(plan.tasks, start=1):
+            entries = []
+            for j, t in enumerate(planned, start=1):
                 trial = tmp / f"task_{k}" / "trials" / f"trial_{j}"
-                refs = [batch / image_name(side, i) for side in ("max", "min")
+                refs = [t.batch / image_name(side, i) for side in ("max", "min")
                         for i in range(QUERY_INDEX)]
                 for ref in refs:
                     if ref.is_file():
                         link_or_copy(ref, trial / "references" / ref.name)
                 for side in ("max", "min"):  # a catch trial's query is one of its references
-                    query = batch / image_name(side, 0 if catch else QUERY_INDEX)
+                    query = t.batch / image_name(side, 0 if t.catch else QUERY_INDEX)
                     link_or_copy(query, trial / "queries" / f"{side}.png")
-                _model, layer, channel = unit.split("/")
+                _model, layer, channel = t.unit.split("/")
                 entries.append({"queries": f"catch_trials/{layer}/channel_{channel}/trial_{j}"
-                                if catch else batch.relative_to(stimuli).as_posix(),
-                                "mode": "catch_trial" if catch else "natural"})
+                                if t.catch else t.batch.relative_to(stimuli).as_posix(),
+                                "mode": "catch_trial" if t.catch else "natural"})
             n_refs = len(list((trial / "references").glob("max_*.png")))
             (tmp / f"task_{k}" / "index.json").write_text(json.dumps(
                 {"task_name": f"task_{k}", "n_reference_images": n_refs, "n_trials": len(entries)}))
             structure["tasks"].append({"index": k, "trials": entries})
         (tmp / "structure.json").write_text(json.dumps(structure, indent=1))
-        (tmp / "units.json").write_text(json.dumps({"units": chosen, "select": select}, indent=1))
+        (tmp / "units.json").write_text(json.dumps({"units": plan.units, "select": select},
+                                                   indent=1))
     return out

@@ -1,0 +1,152 @@
+"""Sessions of a browser study (`interpscore.study`): one JSON object per participant session, as
+the study page sends it to the study server or saves it in the browser:
+
+    {"format": "interpscore-session/1", "study_id", "session_id", "participant_id", "id_source",
+     "task_id": "task_<k>", "simulated", "completed", "started_at", "finished_at",
+     "trials": [every jsPsych trial's data, in order]}
+
+The IMI answers are the trials of type `imi-2afc`; the other trials (consent, instructions,
+messages) tell how long the instructions were read. `session_problems` is the one rule of what
+the page sends (the server refuses anything else); `sessions_table` turns session files into the
+trial table `responses.normalise_table` and the exclusion criteria read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import PurePosixPath
+
+import pandas as pd
+
+from ..errors import InputError
+
+SESSION_FORMAT = "interpscore-session/1"
+TRIAL_TYPE = "imi-2afc"
+INSTRUCTION_PHASE = "instructions"  # consent and instruction pages: their reading time counts
+PARTICIPANT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+TASK_ID = re.compile(r"task_([0-9]{1,6})")
+SESSION_ID = re.compile(r"[0-9a-f]{8,64}")
+# Fields of every answer and their types (bool is not an int here).
+_ANSWER_FIELDS = {
+    "trial_index": int, "time_elapsed": (int, float), "rt": (int, float),
+    "button_pressed": int, "switched_queries": bool, "confidence": int, "choice": str,
+    "correct": bool, "is_demo": bool, "catch_trial": bool, "min_query": str, "max_query": str,
+    "min_references": list, "max_references": list, "model": str, "layer": str, "channel": int,
+    "batch": int, "mode": str,
+}
+# Columns of the trial table taken from each answer as they are.
+_ANSWER_COLUMNS = tuple(_ANSWER_FIELDS) + ("query_path", "demo_attempt")
+
+
+def _is(value, kind) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+
+
+def _answer_problems(i: int, trial: dict) -> list[str]:
+    problems = [f"trials[{i}].{key}: missing or not {getattr(kind, '__name__', 'a number')}"
+                for key, kind in _ANSWER_FIELDS.items() if not _is(trial.get(key), kind)]
+    if problems:
+        return problems
+    button, switched = trial["button_pressed"], trial["switched_queries"]
+    if not 0 <= button <= 5:
+        return [f"trials[{i}].button_pressed: {button} is not 0-5"]
+    # the plugin's rule: buttons 0-2 answer the upper query, which is the min query ('a')
+    # unless the queries were switched; confidence is the button's place in its row
+    choice = "a" if (button < 3) != switched else "b"
+    if (trial["choice"], trial["correct"], trial["confidence"]) != \
+            (choice, choice == "b", button % 3 + 1):
+        return [f"trials[{i}]: choice, correct and confidence do not follow from "
+                "button_pressed and switched_queries"]
+    if not all(isinstance(p, str) for p in trial["min_references"] + trial["max_references"]):
+        return [f"trials[{i}]: references must be image paths"]
+    return []
+
+
+def session_problems(session) -> list[str]:
+    """What keeps SESSION from being one the study page sends (empty when nothing does)."""
+    if not isinstance(session, dict):
+        return [f"a session is a JSON object, not {type(session).__name__}"]
+    if session.get("format") != SESSION_FORMAT:
+        return [f"format: {session.get('format')!r}, expected {SESSION_FORMAT!r}"]
+    problems = []
+    for key, pattern in (("participant_id", PARTICIPANT_ID), ("task_id", TASK_ID),
+                         ("session_id", SESSION_ID)):
+        value = session.get(key)
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            problems.append(f"{key}: {str(value)[:80]!r} does not match {pattern.pattern}")
+    for key in ("simulated", "completed"):
+        if not isinstance(session.get(key), bool):
+            problems.append(f"{key}: missing or not true/false")
+    trials = session.get("trials")
+    if not isinstance(trials, list) or not all(isinstance(t, dict) for t in trials):
+        return problems + ["trials: missing or not a list of objects"]
+    for i, trial in enumerate(trials):
+        if trial.get("trial_type") == TRIAL_TYPE:
+            problems += _answer_problems(i, trial)
+        if len(problems) > 10:
+            break
+    if not any(t.get("trial_type") == TRIAL_TYPE for t in trials):
+        problems.append(f"trials: none of type {TRIAL_TYPE!r}")
+    return problems
+
+
+def session_file_name(session: dict) -> str:
+    """The file of a checked session: unique per participant, task and session."""
+    return f"{session['participant_id']}_{session['task_id']}_{session['session_id']}.json"
+
+
+def is_session_file(name: str) -> bool:
+    """A session file among others: a visible `.json` file (temporary files start with '.')."""
+    path = PurePosixPath(name)
+    return path.suffix.lower() == ".json" and not any(p.startswith(".") for p in path.parts) \
+        and path.name not in ("structure.json", "index.json", "study.json")
+
+
+def _session_rows(session: dict) -> list[dict]:
+    trials = session["trials"]
+    answers = [t for t in trials if t.get("trial_type") == TRIAL_TYPE]
+    demo = [t for t in answers if t["is_demo"]]
+    main_indices = [t["trial_index"] for t in answers if not t["is_demo"]]
+    first_main = min(main_indices) if main_indices else 0
+    per_session = dict(
+        participant_id=session["participant_id"], task_id=session["task_id"],
+        task_number=int(TASK_ID.fullmatch(session["task_id"])[1]),
+        response_index=session["session_id"],  # two sessions of one task are two responses
+        session_id=session["session_id"], study_id=session.get("study_id"),
+        id_source=session.get("id_source"), completed=session["completed"],
+        source="simulated" if session["simulated"] else "human",
+        # the IMI checks' inputs, from what the page recorded
+        instruction_time_s=sum(t.get("rt") or 0 for t in trials
+                               if t.get("phase") == INSTRUCTION_PHASE) / 1000.0,
+        demo_attempts=max((t.get("demo_attempt") or 1 for t in demo), default=0),
+    )
+    rows = []
+    for trial in answers:
+        row = {key: trial.get(key) for key in _ANSWER_COLUMNS}
+        row["corrected_trial_index"] = None if trial["is_demo"] else \
+            trial["trial_index"] - first_main
+        rows.append({**row, **per_session})
+    return rows
+
+
+def sessions_table(files: dict[str, bytes], where) -> pd.DataFrame:
+    """The raw trial table (one row per answer) of session files {name: contents}."""
+    rows, kinds = [], set()
+    for name, data in sorted(files.items()):
+        try:
+            session = json.loads(data)
+        except (UnicodeDecodeError, ValueError) as err:
+            raise InputError(f"{name}: not JSON ({err})") from err
+        problems = session_problems(session)
+        if problems:
+            raise InputError(f"{name}: not a session of a study page: {'; '.join(problems[:3])}")
+        rows += _session_rows(session)
+        kinds.add(session["simulated"])
+    if not rows:
+        raise InputError(f"{where}: no session files (*.json) found")
+    if len(kinds) > 1:
+        raise InputError(f"{where}: holds both simulated and real sessions; keep them in "
+                         "separate folders so that simulated answers are never taken for people's")
+    return pd.DataFrame(rows)

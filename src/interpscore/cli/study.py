@@ -1,11 +1,47 @@
-"""The human study: `export-experiment` (IMI per-task image folders)."""
+"""The human study: `study build`, `study serve`, and `export-experiment` (IMI per-task image
+folders, for a study run elsewhere)."""
 
 from __future__ import annotations
 
-from ..options import POSITIVE_INT, SEED, overwrite_help
+from ..options import NON_NEGATIVE_INT, POSITIVE_INT, SEED, add_options, options_from, overwrite_help
 from .common import add_command
 
-SELECT_RULES = ("uncertain", "extreme", "random")
+
+def _choice_arguments(sub) -> None:
+    """Which units a study asks about (the same for `study build` and `export-experiment`)."""
+    from ..data.selection import SELECTION_RULES
+
+    sub.add_argument("--stimuli", required=True, help="a stimulus store (score --save-stimuli, "
+                     "or `interpscore stimuli`)")
+    sub.add_argument("--scores", help="scores.parquet of `interpscore score`, for the rules "
+                     "that read scores")
+    sub.add_argument("--units", nargs="*", help="units as MODEL/LAYER/CHANNEL (default: all)")
+    sub.add_argument("--select", choices=SELECTION_RULES,
+                     help="pick -n units: spread over models and predicted scores, at random, "
+                     "the most uncertain, or the most extreme scores (see docs/study.md)")
+    sub.add_argument("-n", type=POSITIVE_INT, default=10, help="how many units --select picks")
+    sub.add_argument("--seed", type=SEED, default=0, help="seed of the choice and the tasks")
+
+
+def build(args) -> int:
+    from ..study import build_study
+    from ..study.build import StudySettings
+
+    out = build_study(args.stimuli, args.out, units=args.units, scores=args.scores,
+                      select=args.select, n=args.n, seed=args.seed, overwrite=args.overwrite,
+                      **vars(options_from(args, StudySettings)))
+    print(f"study -> {out}\nnext: interpscore study serve {out} --results DIR (or put the "
+          "folder on any static host)")
+    return 0
+
+
+def serve(args) -> int:
+    from ..study import serve_study
+
+    serve_study(args.study, args.results, host=args.host, port=args.port,
+                ready=lambda url: print(f"serving {args.study} at {url} (Ctrl-C stops; "
+                                        f"sessions -> {args.results})", flush=True))
+    return 0
 
 
 def export(args) -> int:
@@ -19,14 +55,27 @@ def export(args) -> int:
 
 
 def register(commands) -> None:
+    from ..study.build import StudySettings
+
+    group = commands.add_parser("study", help="a browser 2-AFC study: build it, serve it")
+    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    b = add_command(actions, "build", build, "a self-contained jsPsych study of chosen units "
+                    "(runs offline, from any static host)")
+    _choice_arguments(b)
+    b.add_argument("--out", required=True, help="study folder")
+    b.add_argument("--overwrite", action="store_true", help=overwrite_help("study"))
+    add_options(b, StudySettings)
+    s = add_command(actions, "serve", serve, "serve a study and keep each finished session "
+                    "(one file each, written whole)")
+    s.add_argument("study", help="a folder of `study build`")
+    s.add_argument("--results", required=True,
+                   help="folder for the sessions (never served; `prepare --responses` reads it)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (0.0.0.0 to let other machines in)")
+    s.add_argument("--port", type=NON_NEGATIVE_INT, default=8000, help="port (0: any free one)")
+
     ex = add_command(commands, "export-experiment", export,
-                     "a ready 2-AFC experiment (IMI per-task layout) for chosen units")
-    ex.add_argument("--stimuli", required=True, help="a stimulus store (score --save-stimuli)")
+                     "a ready 2-AFC experiment (IMI per-task image folders) for chosen units")
+    _choice_arguments(ex)
     ex.add_argument("--out", required=True, help="experiment folder")
     ex.add_argument("--overwrite", action="store_true", help=overwrite_help("experiment"))
-    ex.add_argument("--scores", help="scores.parquet, for --select uncertain|extreme")
-    ex.add_argument("--units", nargs="*", help="units as MODEL/LAYER/CHANNEL (default: all)")
-    ex.add_argument("--select", choices=SELECT_RULES,
-                    help="pick -n units: most uncertain, most extreme scores, or at random")
-    ex.add_argument("-n", type=POSITIVE_INT, default=10, help="how many units --select picks")
-    ex.add_argument("--seed", type=SEED, default=0, help="seed of --select random")

@@ -1,2 +1,2 @@
-"""Stage 6, evaluation: agreement statistics (no torch), baselines, the harness that puts any
+"""Stage 4, evaluation: agreement statistics (no torch), baselines, the harness that puts any
 predictor against measured HIS, and the report."""

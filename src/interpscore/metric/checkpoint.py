@@ -55,26 +55,27 @@ def builtin_mis(backbone: str = DEFAULT_BACKBONE,
     return LoadedMetric(create_head("mis", dim).eval(), hparams, {}, Path(BUILTIN_MIS), {})
 
 
-def load_checkpoint(path: str | Path) -> LoadedMetric:
-    """Read a checkpoint written by `python train.py`; clear errors for anything else."""
+def load_checkpoint(path: str | Path, option: str = "--checkpoint") -> LoadedMetric:
+    """Read a checkpoint written by `python train.py`; clear errors (naming `option`) for
+    anything else."""
     import torch
 
     path = Path(path)
     if str(path) == BUILTIN_MIS and not path.exists():
         return builtin_mis()
     if not path.is_file():
-        raise InputError(f"--checkpoint {path}: no such file; give the best.ckpt that "
+        raise InputError(f"{option} {path}: no such file; give the best.ckpt that "
                          f"`python train.py` printed, or '{BUILTIN_MIS}' for training-free MIS")
     try:
         # Tensors and plain containers only: a checkpoint never runs code when it is read.
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle's own words ("Memo value not found") help nobody
-        raise InputError(f"--checkpoint {path}: not a readable checkpoint (a truncated or "
+        raise InputError(f"{option} {path}: not a readable checkpoint (a truncated or "
                          "other kind of file); give the best.ckpt that `python train.py` "
                          "printed") from err
     hparams = dict(data.get("hyper_parameters") or {}) if isinstance(data, dict) else {}
     if hparams.get("head") not in HEADS or "state_dict" not in data:
-        raise InputError(f"--checkpoint {path}: not an interpscore checkpoint (no head or "
+        raise InputError(f"{option} {path}: not an interpscore checkpoint (no head or "
                          "state_dict); give a file written by `python train.py`")
     head = create_head(hparams["head"], hparams["embedding_dim"], **hparams)
     state = {k[len("head."):]: v for k, v in data["state_dict"].items() if k.startswith("head.")}
@@ -82,7 +83,7 @@ def load_checkpoint(path: str | Path) -> LoadedMetric:
     hparams.setdefault("backbone", DEFAULT_BACKBONE)
     seen = data.get(SEEN_KEY)
     if not isinstance(seen, dict) or "seen_units" not in seen:  # the guard cannot be skipped
-        raise InputError(f"--checkpoint {path}: it records no units it was trained and selected "
+        raise InputError(f"{option} {path}: it records no units it was trained and selected "
                          "on (written by an older interpscore?), so evaluation could not leave "
                          "them out; retrain it with `python train.py`")
     return LoadedMetric(head.eval(), hparams, dict(data.get("datamodule_hyper_parameters") or {}),

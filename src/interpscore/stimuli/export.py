@@ -7,8 +7,8 @@ can be checked with real people:
     EXP/task_<k>/trials/trial_<j>/references/{min,max}_<i>.png
 
 Catch trials (the max query is one of the max references) are mixed in, as in the study.
-`select` spends a human-study budget where an answer teaches the metric most: the units with the
-widest predicted interval (`uncertain`), the most extreme predictions, or a random draw.
+`select` spends a human-study budget where an answer teaches the metric most (the rules are
+`data.selection`'s).
 `plan_experiment` (the checks, the units, which trials go in which task) is shared with the
 browser study (`interpscore.study.build`), which shows the same plan in a jsPsych page.
 """
@@ -41,6 +41,10 @@ def store_units(stimuli: Path) -> dict[str, list[Path]]:
 
 def choose_units(available: list[str], scores: pd.DataFrame | None, units, select, n, seed
                  ) -> list[str]:
+    """The units of a study: those given (default: every unit of the store), or `n` of them
+    chosen by the rule `select` (`data.selection`) from the scores `interpscore score` wrote."""
+    from ..data.selection import NEEDS_SCORES, choose
+
     chosen = list(units) if units else list(available)
     unknown = [u for u in chosen if u not in available]
     if unknown:
@@ -48,21 +52,16 @@ def choose_units(available: list[str], scores: pd.DataFrame | None, units, selec
                          f"{available[:5]}")
     if select is None:
         return chosen
-    if select == "random":
-        return sorted(np.random.default_rng(seed).choice(chosen, min(n, len(chosen)),
-                                                         replace=False).tolist())
-    if scores is None:
+    if select in NEEDS_SCORES and scores is None:
         raise InputError(f"--select {select} needs --scores (scores.parquet from `score`)")
-    frame = scores.assign(unit=[unit_id(m, l, c) for m, l, c in
-                                zip(scores["model"], scores["layer"], scores["channel"])])
-    frame = frame[frame["unit"].isin(chosen) & frame["score"].notna()]
-    if select == "uncertain":
-        order = (frame["score_high"] - frame["score_low"]).sort_values(ascending=False).index
-        return frame.loc[order[:n], "unit"].tolist()
-    if select == "extreme":
-        ranked = frame.sort_values("score")["unit"].tolist()
-        return ranked[: (n + 1) // 2] + ranked[::-1][: n // 2]
-    raise InputError(f"unknown --select {select!r}; valid: uncertain, extreme, random")
+    if scores is None:
+        frame = pd.DataFrame({"unit_id": chosen, "model": [u.split("/")[0] for u in chosen]})
+    else:
+        frame = scores.assign(unit_id=[unit_id(m, l, c) for m, l, c in
+                                       zip(scores["model"], scores["layer"], scores["channel"])])
+        frame = frame[frame["unit_id"].isin(chosen)]
+    picked = choose(frame, select, n, seed)
+    return sorted(picked) if select == "random" else picked
 
 
 @dataclass

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ import numpy as np
 from ..atomic import atomic_folder
 from ..data.layouts import QUERY_INDEX, image_name, parse_batch_dir
 from ..errors import InputError
+from ..options import NON_NEGATIVE_INT, POSITIVE_INT, option
 from ..resources import package_file
 from ..stimuli.export import PlannedTrial, plan_experiment
 from ..stimuli.store import link_or_copy
@@ -60,19 +62,19 @@ INSTRUCTION_PAGES = [
 def _check_settings(demo_trials, max_demo_attempts, enable_buttons_after_ms, post_url,
                     local_save, completion_url) -> None:
     """The page's settings (`plan_experiment` checks the plan's)."""
-    for option, value, least in (("--demo-trials", demo_trials, 0),
-                                 ("--max-demo-attempts", max_demo_attempts, 1),
-                                 ("--enable-buttons-after", enable_buttons_after_ms, 0)):
+    for flag, value, least in (("--demo-trials", demo_trials, 0),
+                               ("--max-demo-attempts", max_demo_attempts, 1),
+                               ("--enable-buttons-after", enable_buttons_after_ms, 0)):
         if not isinstance(value, int) or value < least:
-            raise InputError(f"{option} {value}: must be a whole number, at least {least}")
+            raise InputError(f"{flag} {value}: must be a whole number, at least {least}")
     if local_save not in LOCAL_SAVE:
         raise InputError(f"--local-save {local_save}: unknown; valid: {', '.join(LOCAL_SAVE)}")
     if not post_url and local_save != "always":
         raise InputError("--post-url: none given, so the answers would be sent nowhere; give a "
                          "URL, or --local-save always (participants then send you the file)")
-    for option, url in (("--post-url", post_url), ("--completion-url", completion_url)):
+    for flag, url in (("--post-url", post_url), ("--completion-url", completion_url)):
         if url and any(c in url for c in "\"'<> "):
-            raise InputError(f"{option} {url}: quotes, spaces and angle brackets are not allowed "
+            raise InputError(f"{flag} {url}: quotes, spaces and angle brackets are not allowed "
                              "in it; percent-encode them")
     if completion_url and not completion_url.startswith(("https://", "http://")):
         raise InputError(f"--completion-url {completion_url}: must start with https:// or "
@@ -130,20 +132,47 @@ def _practice(available: dict[str, list[Path]], studied: list[str], n: int,
     return [PlannedTrial(*pool[i]) for i in sorted(rng.choice(len(pool), n, replace=False))]
 
 
+@dataclass
+class StudySettings:
+    """What a study shows and how it sends its answers; each an option of `study build`."""
+
+    trials_per_task: int = option(40, "main trials per participant (one task)", POSITIVE_INT)
+    catch_per_task: int = option(5, "catch trials per task (a query that is also a reference)",
+                                 NON_NEGATIVE_INT)
+    demo_trials: int = option(5, "practice trials, repeated until all are right",
+                              NON_NEGATIVE_INT)
+    max_demo_attempts: int = option(3, "attempts at the practice block before the study ends",
+                                    POSITIVE_INT)
+    enable_buttons_after_ms: int = option(1500, "milliseconds before a trial's buttons work",
+                                          NON_NEGATIVE_INT, flag="--enable-buttons-after")
+    feedback_main: bool = option(True, "no right/wrong feedback after main trials",
+                                 flag="--no-feedback-main", negate=True)
+    post_url: str | None = option("results", "where the page POSTs each finished session "
+                                  "(relative to the page, or a full URL)")
+    local_save: str = option("on_failure", "also save the session in the browser",
+                             choices=LOCAL_SAVE)
+    completion_url: str | None = option(None, "a link shown at the end (e.g. Prolific's "
+                                        "completion URL)")
+    title: str = option("Which image belongs?", "the page's title")
+
+
 def build_study(stimuli, out, units=None, scores=None, select=None, n: int = 10, seed: int = 0,
-                trials_per_task: int = 40, catch_per_task: int = 5, demo_trials: int = 5,
-                max_demo_attempts: int = 3, enable_buttons_after_ms: int = 1500,
-                feedback_main: bool = True, post_url: str | None = "results",
-                local_save: str = "on_failure", completion_url: str | None = None,
-                title: str = "Which image belongs?", overwrite: bool = False) -> Path:
+                overwrite: bool = False, **settings) -> Path:
     """Write a browser study of the units of the stimulus store STIMULI (all, the `units`
-    given, or `n` picked by `select` from `scores`) into OUT, and return OUT.
+    given, or `n` picked by `select` from `scores`, see `data.selection`) into OUT, and return
+    OUT. `settings` are `StudySettings` fields.
 
     Each task (what one participant does) holds up to `trials_per_task` main trials (one per
     batch of a unit) plus `catch_per_task` catch trials; the practice block has `demo_trials`
     and is tried at most `max_demo_attempts` times. The page POSTs the session to `post_url`
     (relative to the page, or a full URL; None: no upload) and saves it in the browser as well
     `always`, `on_failure` of the upload, or `never`."""
+    try:
+        settings = StudySettings(**settings)
+    except TypeError as err:
+        raise InputError(f"build_study: {err}") from None
+    (trials_per_task, catch_per_task, demo_trials, max_demo_attempts, enable_buttons_after_ms,
+     feedback_main, post_url, local_save, completion_url, title) = astuple(settings)
     stimuli, out = Path(stimuli), Path(out)
     _check_settings(demo_trials, max_demo_attempts, enable_buttons_after_ms, post_url,
                     local_save, completion_url)

@@ -1,5 +1,5 @@
-"""Stage 5, train: the Lightning module and data module, `python train.py` (LightningCLI), and the
-leave-one-model-out retraining."""
+"""Stage 5 (beside leaderboard, zoo, study), train: the Lightning module and data module, `python
+train.py` (LightningCLI), and the leave-one-model-out retraining."""
 
 import logging
 

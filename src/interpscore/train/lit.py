@@ -140,7 +140,7 @@ def check_start(init_from, head: str, backbone: str, embedding_dim: int):
     head reading the same embeddings."""
     if init_from is None:
         return None
-    start = load_checkpoint(init_from)
+    start = load_checkpoint(init_from, option="--model.init_from")
     found = (start.hparams["head"], start.backbone, start.hparams["embedding_dim"])
     if found != (head, backbone, embedding_dim):
         raise InputError(f"--model.init_from {init_from}: it holds a {found[0]} head on "

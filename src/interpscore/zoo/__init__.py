@@ -1,1 +1,2 @@
-"""Zoo scans: every unit of many models scored by one metric, with the report."""
+"""Stage 5 (beside leaderboard, train, study), zoo: scans: every unit of many models scored by one
+metric, with the report."""

@@ -20,14 +20,16 @@ from common import emit
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(work: Path) -> tuple[float, dict]:
+def run(work: Path) -> tuple[float, dict, str]:
+    """Seconds, metrics.json and what `python train.py` printed (its summary)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "train.py"), "--data.data_root", str(work / "data"),
-                    "--data.cache_dir", str(work / "cache"), "--checkpoints_root",
-                    str(work / "ckpt")], check=True, cwd=ROOT, capture_output=True)
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data.data_root",
+                           str(work / "data"), "--data.cache_dir", str(work / "cache"),
+                           "--checkpoints_root", str(work / "ckpt")], check=True, cwd=ROOT,
+                          capture_output=True, text=True)
     seconds = time.perf_counter() - start
     newest = max((work / "ckpt").iterdir(), key=lambda p: p.stat().st_mtime)
-    return seconds, json.loads((newest / "metrics.json").read_text())
+    return seconds, json.loads((newest / "metrics.json").read_text()), done.stdout
 
 
 def main():
@@ -39,8 +41,8 @@ def main():
     work = Path(args.work or tempfile.mkdtemp(prefix="interpscore-train-bench-"))
     if work.exists() and any(work.iterdir()):
         sys.exit(f"error: --work {work}: not empty; the fresh run must start from nothing")
-    fresh, metrics = run(work)
-    cached, _ = run(work)
+    fresh, metrics, printed = run(work)
+    cached, _, printed_again = run(work)
     (release,) = (work / "data").glob("simulated-*/release")
     calibration = pd.read_csv(release / "calibration.csv")
     headline = metrics["benchmark"]["headline"]
@@ -50,7 +52,11 @@ def main():
               "headline": {"datasets": headline["datasets"], "ceiling": headline["ceiling"],
                            "predictors": headline["predictors"]},
               "in_distribution": {"grouped": metrics["grouped"], "ceiling": metrics["ceiling"]},
-              "calibration": calibration.to_dict(orient="records")}
+              "calibration": calibration.to_dict(orient="records"),
+              # the summary as printed (the README shows it), and whether a rerun prints it again
+              "printed": [line for line in printed.splitlines()
+                          if not line.startswith(("checkpoint:", "metrics:"))],
+              "rerun_prints_the_same": printed.splitlines()[:-2] == printed_again.splitlines()[:-2]}
     emit(result, args.out)
 
 

@@ -175,3 +175,18 @@ def test_every_rule_decides_and_no_two_alike():
         for b in RULES:
             if a < b:
                 assert spearmanr(by_rule[a], by_rule[b])[0] < 0.995, (a, b)
+
+
+def test_a_fresh_tiny_release_is_byte_for_byte_the_recorded_one(tiny_release):
+    """The release repeats on every machine (its kernels are pinned: simulate.pinned); a stage
+    whose hash moves is named, so a change is seen the day it happens."""
+    from record_hashes import RECORDED
+
+    built = json.loads((tiny_release / "simulation.json").read_text())
+    recorded = json.loads(RECORDED.read_text())
+    assert built["simulator"] == recorded["simulator"], (
+        "the simulator's code changed since the hashes were recorded: if its data is meant to "
+        "change, run python tests/record_hashes.py")
+    moved = [stage for stage, value in recorded["hashes"].items()
+             if built["hashes"].get(stage) != value]
+    assert not moved, f"stages whose bytes moved: {moved} (libraries then: {recorded['libraries']})"

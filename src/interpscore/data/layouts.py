@@ -61,6 +61,12 @@ def batch_dir(model: str, layer: str, channel, batch: int, difficulty: str = "ea
     return f"{store_unit_dir(condition_label(model, difficulty), layer, channel)}/natural_images/batch_{batch}"
 
 
+def optimized_dir(model: str, layer: str, channel) -> str:
+    """`<model>/<layer>/channel_<c>/optimized_images`: a unit's feature visualisations (its
+    synthetic references; the queries of its synthetic trials are natural)."""
+    return f"{store_unit_dir(model, layer, channel)}/optimized_images"
+
+
 def image_name(side: str, index: int) -> str:
     """`max_9.png` is the max query of a batch folder, `max_0..8.png` its references."""
     return f"{side}_{index}.png"

@@ -216,6 +216,10 @@ class Scorer:
             skipped = dict(getattr(job.pool, "skipped", {}))
         exemplars, dropped = self._exemplars(job, rankings)
         frame = self._unit_rows(job, exemplars, dropped)
+        if "synthetic" in job.options.explanation_kinds:
+            frame = self._with_synthetic(frame, job, exemplars, rankings)
+        else:
+            frame = frame.assign(explanation="natural")
         frame.attrs["skipped_images"] = skipped
         frame.attrs["dropped"] = len(dropped)
         job.exemplars = exemplars  # for --save-stimuli
@@ -278,6 +282,38 @@ class Scorer:
                              "n_tasks": 0, "status": dropped[unit]})
         return pd.DataFrame(rows)
 
+    def _with_synthetic(self, frame, job: _Job, exemplars, rankings) -> pd.DataFrame:
+        """The rows of `frame` for the explanations asked for, plus one row per unit scored with
+        feature visualisations as its references (IMI's synthetic condition: the natural
+        queries, `stimuli.visualize`'s 9 max and 9 min images), with IMI's check of them."""
+        from ..stimuli.visualize import VisualizationOptions, visualize_units
+
+        o = job.options
+        made = visualize_units(job.model, [ex.unit for ex in exemplars],
+                               VisualizationOptions(size=o.image_size, seed=o.seed,
+                                                    n_images=o.n_refs), natural=rankings)
+        images = [torch.from_numpy(np.ascontiguousarray(picture)).permute(2, 0, 1)
+                  for v in made for side in ("max", "min") for picture in v.sides[side].images]
+        queries = sorted({i for ex in exemplars for pair in ex.queries[o.difficulty] for i in pair})
+        images += [job.pool[i] for i in queries]
+        embeddings = torch.from_numpy(self.cache.embed_images(images, progress=o.progress))
+        row_of = {image: len(made) * 2 * o.n_refs + r for r, image in enumerate(queries)}
+        tasks = []
+        for u, ex in enumerate(exemplars):
+            first = u * 2 * o.n_refs
+            refs_max = list(range(first, first + o.n_refs))
+            refs_min = list(range(first + o.n_refs, first + 2 * o.n_refs))
+            tasks.append([(row_of[q_max], row_of[q_min], refs_max, refs_min)
+                          for q_max, q_min in ex.queries[o.difficulty]])
+        scored = self._score_tasks(embeddings, tasks, o.seed)
+        natural = frame.set_index(["layer", "channel"])
+        rows = [{**natural.loc[(v.unit.layer, v.unit.channel)].to_dict(), "layer": v.unit.layer,
+                 "channel": v.unit.channel, **score, **{k: w for k, w in v.stats().items()
+                                                         if k not in ("layer", "channel")},
+                 "explanation": "synthetic", "status": "ok"} for v, score in zip(made, scored)]
+        out = [frame.assign(explanation="natural")] if "natural" in o.explanation_kinds else []
+        return pd.concat(out + [pd.DataFrame(rows)], ignore_index=True)
+
     def _write(self, frame, job: _Job, out: Path, n_constant: int, save_stimuli: bool,
                exemplars) -> None:
         """The scores, summaries, config (and stimuli) move into OUT together once all are
@@ -299,12 +335,16 @@ class Scorer:
 
 
 def summarise_scores(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Mean predicted HIS per layer (with its depth) and per model, over the scored units."""
+    """Mean predicted HIS per layer (with its depth) and per model, over the scored units, for
+    each kind of explanation (natural exemplars, synthetic visualisations)."""
     ok = frame[frame["status"] == "ok"]
+    if "explanation" not in ok:
+        ok = ok.assign(explanation="natural")
     stats = dict(units=("score", "size"), mean_score=("score", "mean"), sd=("score", "std"))
-    return {"layer": ok.groupby(["model", "layer"]).agg(**stats, depth=("layer_depth", "first"))
-            .reset_index().sort_values(["model", "depth"]),
-            "model": ok.groupby("model").agg(**stats).reset_index()}
+    return {"layer": ok.groupby(["model", "explanation", "layer"])
+            .agg(**stats, depth=("layer_depth", "first")).reset_index()
+            .sort_values(["model", "explanation", "depth"]),
+            "model": ok.groupby(["model", "explanation"]).agg(**stats).reset_index()}
 
 
 def load(checkpoint: str | Path, cache_dir: str | Path = DEFAULT_CACHE) -> Scorer:

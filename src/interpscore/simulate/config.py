@@ -20,6 +20,9 @@ SIMULATOR_MODULES = ("simulate/config.py", "simulate/families.py", "simulate/obs
                      "stimuli/pools.py", "stimuli/networks.py", "stimuli/units.py",
                      "stimuli/activations.py", "stimuli/selection.py", "stimuli/store.py",
                      "data/layouts.py", "data/dataset.py")
+# ... and of the synthetic condition, for the configs that ask for it
+SYNTHETIC_MODULES = ("simulate/synthetic.py", "stimuli/visualize.py", "stimuli/fourier.py",
+                     "stimuli/objectives.py")
 URL_ROOT = "https://simulated.invalid/imi"
 DEFAULT_AUDIENCE = "default"
 HELDOUT_POOL = "heldout-pool"
@@ -50,13 +53,18 @@ class SimulationConfig:
     target_accuracy: float = 0.83  # mean easy accuracy on trained networks, every family
     val_fraction: float = 0.15
     test_fraction: float = 0.30
+    # model label -> how many of its units also get an `optimized` condition (IMI's synthetic
+    # references: feature visualisations), and overrides of the visualisation options
+    synthetic: dict = field(default_factory=dict)
+    visualization: dict = field(default_factory=dict)
     training_families: list = field(default_factory=lambda: [f.name for f in TRAINING_FAMILIES])
     heldout_families: list = field(default_factory=lambda: [f.name for f in HELDOUT_FAMILIES])
     seed: int = option(0, "seed of everything simulated", SEED)
 
     def key(self) -> str:
         """Names the cached release: changes with the config and with the simulator's code."""
-        payload = json.dumps({**asdict(self), "simulator": simulator_fingerprint()},
+        payload = json.dumps({**asdict(self),
+                              "simulator": simulator_fingerprint(bool(self.synthetic))},
                              sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
@@ -91,15 +99,16 @@ def is_pretrained(spec: str) -> bool:
 
 
 
-@lru_cache(maxsize=1)
-def simulator_fingerprint() -> str:
-    """A hash of the simulator's code (`SIMULATOR_MODULES`), read as syntax trees without their
-    docstrings, so a comment or a reflowed docstring leaves it alone and any change of what the
-    code does moves it."""
+@lru_cache(maxsize=2)
+def simulator_fingerprint(synthetic: bool = False) -> str:
+    """A hash of the simulator's code (`SIMULATOR_MODULES`, and `SYNTHETIC_MODULES` for a
+    release with synthetic conditions), read as syntax trees without their docstrings, so a
+    comment or a reflowed docstring leaves it alone and any change of what the code does moves
+    it."""
     from ..resources import package_file
 
     digest = hashlib.sha256()
-    for name in SIMULATOR_MODULES:
+    for name in SIMULATOR_MODULES + (SYNTHETIC_MODULES if synthetic else ()):
         tree = ast.parse(package_file(*name.split("/")).read_text())
         for node in ast.walk(tree):
             body = getattr(node, "body", None)

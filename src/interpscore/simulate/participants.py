@@ -161,7 +161,7 @@ def _participant_rows(task_number, worker, trials, person: Participant, observer
         image = paths[(c, b)]
         trial("main", float(p_main[k]), bool(switched[k]), families[k],
               model=row["model_label"], layer=row["layer"], channel=row["channel"],
-              mode="natural", batch=b, query_path=f"{url}/{folder}",
+              mode=row["mode"], batch=b, query_path=f"{url}/{folder}",
               max_query=f"{url}/{image['query_max']}", min_query=f"{url}/{image['query_min']}",
               max_references=json.dumps([f"{url}/{p}" for p in image["refs_max"]]),
               min_references=json.dumps([f"{url}/{p}" for p in image["refs_min"]]),

@@ -17,9 +17,11 @@ from ..data.dataset import SPLITS_FILE, STATS_FILE, TRUTH_FILE, assign_splits, s
 from ..errors import InputError
 from ..resources import DEFAULT_DATA_ROOT, package_file
 from ..stimuli.units import choose_units
-from .config import DEFAULT_AUDIENCE, HELDOUT_POOL, SimulationConfig, audiences
+from .config import (DEFAULT_AUDIENCE, HELDOUT_POOL, SimulationConfig, audiences,
+                     simulator_fingerprint)
 from .observers import FAMILIES, OBSERVER_NETWORK
 from .participants import simulate_audience
+from .pinned import PINNED_ENVIRONMENT, in_pinned_build, library_versions, run_pinned
 from .world import Observers, pool_stimuli
 
 
@@ -28,26 +30,30 @@ def audience_reliability(table: pd.DataFrame, seed: int = 0) -> float:
     attentive participants' main trials (what the exclusions keep)."""
     main = table[(table["simulated_participant"] == "attentive") & ~table["is_demo"]
                  & ~table["catch_trial"]]
-    counts = main.groupby(["model", "layer", "channel"])["correct"].agg(["size", "sum"])
+    counts = main.groupby(["model", "layer", "channel", "mode"])["correct"].agg(["size", "sum"])
     return split_half_reliability(counts["size"].to_numpy(), counts["sum"].to_numpy(), seed=seed)
 
 
 def calibration_rows(name: str, conditions: pd.DataFrame, truth: pd.DataFrame,
                      table: pd.DataFrame) -> dict:
     """What the card reports of one audience: each model's easy accuracy, the accuracy per
-    difficulty of the models shown in hard conditions, responses per condition and split-half
+    difficulty of the models shown in hard conditions, each model's accuracy with synthetic
+    references (where the config has them), responses per condition and split-half
     reliability."""
-    frame = conditions[["model", "difficulty"]].assign(p=truth["true_accuracy"].to_numpy())
+    frame = conditions[["model", "difficulty", "mode"]].assign(p=truth["true_accuracy"].to_numpy())
     main = table[(table["simulated_participant"] == "attentive") & ~table["is_demo"]
                  & ~table["catch_trial"]]
     row = {"audience": name}
-    for model, group in frame[frame["difficulty"] == "easy"].groupby("model", sort=True):
+    natural, optimized = frame[frame["mode"] == "natural"], frame[frame["mode"] == "optimized"]
+    for model, group in natural[natural["difficulty"] == "easy"].groupby("model", sort=True):
         row[f"easy {model}"] = float(group["p"].mean())
-    hard_models = frame.loc[frame["difficulty"] != "easy", "model"].unique()
-    for difficulty, group in frame[frame["model"].isin(hard_models)].groupby("difficulty"):
+    hard_models = natural.loc[natural["difficulty"] != "easy", "model"].unique()
+    for difficulty, group in natural[natural["model"].isin(hard_models)].groupby("difficulty"):
         row[f"{difficulty} ({', '.join(hard_models)})"] = float(group["p"].mean())
+    for model, group in optimized.groupby("model", sort=True):
+        row[f"synthetic {model}"] = float(group["p"].mean())
     row["valid responses per condition"] = float(
-        main.groupby(["model", "layer", "channel"]).size().mean())
+        main.groupby(["model", "layer", "channel", "mode"]).size().mean())
     row["split-half reliability"] = audience_reliability(table)
     return row
 
@@ -118,13 +124,23 @@ def stage_hashes(pools: dict, stimuli: dict, observers: Observers) -> dict[str, 
 
 def simulate(out: str | Path, config: SimulationConfig | None = None, progress: bool = True,
              overwrite: bool = False) -> Path:
-    """Generate the simulated release into OUT (atomically). Returns OUT."""
-    from ..stimuli.networks import load_model
-    from ..stimuli.pools import default_pool
-
+    """Generate the simulated release into OUT (atomically), in a child process whose CPU
+    kernels are pinned (`pinned`), so it is the same on every machine. Returns OUT."""
     config = config or SimulationConfig()
     config.check()
     check_output_folder(out, overwrite)
+    if in_pinned_build():
+        build_here(Path(out), config, progress, overwrite)
+    else:
+        run_pinned(Path(out), config, progress, overwrite)
+    return Path(out)
+
+
+def build_here(out: Path, config: SimulationConfig, progress: bool, overwrite: bool) -> None:
+    """The release, built in this process (`simulate` calls it in the pinned child)."""
+    from ..stimuli.networks import load_model
+    from ..stimuli.pools import default_pool
+
     rng = np.random.default_rng(config.seed)
     pool_a = default_pool(config.pool_size, config.image_size, config.seed, part="A")
     pool_b = default_pool(config.heldout_pool_size, config.image_size, config.seed, part="B")
@@ -134,19 +150,22 @@ def simulate(out: str | Path, config: SimulationConfig | None = None, progress: 
             models[spec] = load_model(spec, image_size=config.image_size)
             units_of[spec] = choose_units(models[spec], "auto", config.units_per_model,
                                           config.image_size, config.seed + m)
-        stimuli = {"A": pool_stimuli(pool_a, models, units_of, config, tmp / "images", progress)}
+        made = {}  # each unit's feature visualisations, made once for both pools
+        stimuli = {"A": pool_stimuli(pool_a, models, units_of, config, tmp / "images", progress,
+                                     made)}
         conditions = stimuli["A"].conditions
         split = assign_splits(conditions, config.seed, config.val_fraction, config.test_fraction)
         conditions["split"] = split.to_numpy()
         test_rows = conditions[conditions["split"] == "test"].drop_duplicates("unit_id")
         test = {spec: list(group["unit"]) for spec, group in test_rows.groupby("spec")}
-        stimuli["B"] = pool_stimuli(pool_b, models, test, config, tmp / "images_heldout_pool", progress)
+        stimuli["B"] = pool_stimuli(pool_b, models, test, config, tmp / "images_heldout_pool",
+                                    progress, made)
         del models
         observers = Observers(stimuli, config)
         splits = (conditions.drop_duplicates("unit_id")[["unit_id", "split"]]
                   .assign(fold=lambda f: f["unit_id"].str.split("/").str[0]
                           .map({m: i for i, m in enumerate(sorted(conditions["model"].unique()))})))
-        hashes = stage_hashes({"A": pool_a, "B": pool_b}, stimuli, observers)
+        hashes = stage_hashes({name: s.pool for name, s in stimuli.items()}, stimuli, observers)
         calibration = []
         for name, (pool, families) in audiences(config).items():
             s = stimuli[pool]
@@ -166,11 +185,12 @@ def simulate(out: str | Path, config: SimulationConfig | None = None, progress: 
         calibration = pd.DataFrame(calibration)
         calibration.to_csv(tmp / "calibration.csv", index=False)
         (tmp / "simulation.json").write_text(json.dumps(
-            asdict(config) | {"key": config.key(), "sigma": observers.sigma, "hashes": hashes},
+            asdict(config) | {"key": config.key(), "sigma": observers.sigma, "hashes": hashes,
+                              "simulator": simulator_fingerprint(bool(config.synthetic)),
+                              "libraries": library_versions(), "pinned": PINNED_ENVIRONMENT},
             indent=2))
         (tmp / "README.md").write_text(simulation_card(config, calibration, observers.sigma,
                                                        hashes))
-    return Path(out)
 
 
 def simulated_release_dir(simulation: dict | None = None,
@@ -245,3 +265,16 @@ def release_benchmark(simulation: dict | None, data_root, data_dir, fold=None) -
     if Path(data_dir) != simulated_dataset_dir(simulation, data_root):
         return None
     return benchmark_datasets(simulation, data_root)
+
+
+if __name__ == "__main__":  # the pinned child of `simulate`: OUT CONFIG_JSON [--progress] [--overwrite]
+    import sys
+
+    try:
+        simulate(sys.argv[1], SimulationConfig(**json.loads(sys.argv[2])),
+                 progress="--progress" in sys.argv, overwrite="--overwrite" in sys.argv)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -32,8 +32,12 @@ class PoolStimuli:
         self.records = self.conditions.to_dict("records")  # fast row access per trial
 
 
-def pool_stimuli(pool, models, units_of, config, images: Path, progress: bool) -> PoolStimuli:
-    """Exemplars of the given units of each model from one pool, written to a stimulus store."""
+def pool_stimuli(pool, models, units_of, config, images: Path, progress: bool,
+                 visualisations: dict | None = None) -> PoolStimuli:
+    """Exemplars of the given units of each model from one pool, written to a stimulus store;
+    where the config asks for them (`synthetic`), an `optimized` condition of some units too:
+    their feature visualisations as references (made once, kept in `visualisations` for the
+    other pool), natural queries from this pool."""
     from ..stimuli.networks import load_model
 
     rows, tasks, paths, stats = [], {}, {}, []
@@ -61,6 +65,11 @@ def pool_stimuli(pool, models, units_of, config, images: Path, progress: bool) -
                 for b, (q_max, q_min) in enumerate(queries):
                     tasks[(c, b)] = (q_max, q_min, ex.refs_max[b], ex.refs_min[b])
                     paths[(c, b)] = store[(ex.unit, difficulty, b)]
+        if config.synthetic.get(model.label):
+            from .synthetic import add_optimized_conditions
+
+            pool = add_optimized_conditions(model, spec, pool, exemplars, config, images, rows,
+                                            tasks, paths, visualisations, progress)
     return PoolStimuli(pool, pd.DataFrame(rows), tasks, paths, stats)
 
 
@@ -95,11 +104,12 @@ class Observers:
         self.sigma = {}
         self.family_names = config.training_families + config.heldout_families
         calibration = pools["A"].conditions
-        easy_trained = np.array([calibration.loc[c, "difficulty"] == "easy"
-                                 and calibration.loc[c, "pretrained"] for c, _ in self.keys["A"]])
-        if not easy_trained.any():  # no pretrained model in the config: calibrate on all easy
-            easy_trained = np.array([calibration.loc[c, "difficulty"] == "easy"
-                                     for c, _ in self.keys["A"]])
+        # Calibrated on natural exemplars (a synthetic condition's level is the observers' own).
+        easy = np.array([calibration.loc[c, "difficulty"] == "easy"
+                         and calibration.loc[c, "mode"] == "natural" for c, _ in self.keys["A"]])
+        trained = np.array([bool(calibration.loc[c, "pretrained"]) for c, _ in self.keys["A"]])
+        # no pretrained model in the config: calibrate on every model's easy conditions
+        easy_trained = easy & trained if (easy & trained).any() else easy
         for name in self.family_names:
             e = self.typical_evidence("A", name)
             self.sigma[name] = calibrate_sigma(e[easy_trained], config.target_accuracy)

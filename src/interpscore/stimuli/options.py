@@ -11,6 +11,9 @@ from ..errors import InputError
 from ..options import NON_NEGATIVE_INT, POSITIVE_INT, SEED, option
 
 
+EXPLANATIONS = ("natural", "synthetic")  # synthetic = IMI's "optimized": feature visualisations
+
+
 @dataclass
 class ScoringOptions:
     difficulty: str = option("easy", "how far below the references the queries sit",
@@ -25,6 +28,9 @@ class ScoringOptions:
     batch_size: int = option(64, "images per forward pass", POSITIVE_INT)
     workers: int = option(0, "DataLoader processes decoding images (a GPU wants several)",
                           NON_NEGATIVE_INT)
+    explanations: str = option(
+        "natural", "what references explain a unit: natural, synthetic (feature visualisations, "
+        "IMI's optimized condition; hundreds of passes a unit), or natural,synthetic")
     progress: bool = option(True, "")  # progress bars (not an option: the CLI always shows them)
 
     @classmethod
@@ -33,4 +39,13 @@ class ScoringOptions:
         unknown = sorted(set(options) - names)
         if unknown:
             raise InputError(f"unknown scoring option(s) {unknown}; valid: {', '.join(sorted(names))}")
-        return cls(**options)
+        made = cls(**options)
+        kinds = [k.strip() for k in str(made.explanations).split(",") if k.strip()]
+        if not kinds or set(kinds) - set(EXPLANATIONS):
+            raise InputError(f"--explanations {made.explanations}: give natural, synthetic or "
+                             "natural,synthetic")
+        return made
+
+    @property
+    def explanation_kinds(self) -> list[str]:
+        return [k for k in EXPLANATIONS if k in self.explanations.split(",")]

@@ -131,7 +131,30 @@ def make_figures(units: pd.DataFrame, summary: pd.DataFrame, layers: pd.DataFram
         ax.legend(fontsize=8)
         ax.set_title("Pretrained against randomly initialised, same architecture")
         save(fig, "pretrained_vs_random.png")
+    q3 = natural_against_synthetic(units)
+    if not q3.empty:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.scatter(q3["natural"], q3["synthetic"])
+        for model, row in q3.iterrows():
+            ax.annotate(model, (row["natural"], row["synthetic"]), fontsize=7)
+        low, high = q3[["natural", "synthetic"]].min().min(), q3[["natural", "synthetic"]].max().max()
+        ax.plot([low, high], [low, high], color="grey", lw=0.8)  # equally interpretable
+        ax.set_xlabel("natural exemplars: mean predicted HIS")
+        ax.set_ylabel("feature visualisations: mean predicted HIS")
+        ax.set_title("Q3: natural against synthetic explanations")
+        save(fig, "natural_vs_synthetic.png")
     return figures
+
+
+def natural_against_synthetic(units: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Q3, per model: the mean score of its units explained by natural exemplars
+    and by feature visualisations (where the scan scored both), and the difference."""
+    if "explanation" not in units or units["explanation"].nunique() < 2:
+        return pd.DataFrame(columns=["natural", "synthetic", "difference"])
+    ok = units[units["status"] == "ok"]
+    table = ok.pivot_table(index="model", columns="explanation", values="score", aggfunc="mean")
+    table = table[["natural", "synthetic"]].dropna()
+    return table.assign(difference=table["synthetic"] - table["natural"])
 
 
 def pairs_of(summary: pd.DataFrame) -> pd.DataFrame:
@@ -162,6 +185,12 @@ def markdown(units: pd.DataFrame, summary: pd.DataFrame, figures: list[str]) -> 
         lines += ["", "## Pretrained against random init", "", "| architecture | pretrained | "
                   "random init |", "|---|---|---|"]
         lines += [f"| {a} | {p:.3f} | {r:.3f} |" for a, (p, r) in pairs.iterrows()]
+    q3 = natural_against_synthetic(units)
+    if not q3.empty:
+        lines += ["", "## Natural exemplars against feature visualisations (the paper's Q3)", "",
+                  "| model | natural | synthetic | synthetic - natural |", "|---|---|---|---|"]
+        lines += [f"| {m} | {r['natural']:.3f} | {r['synthetic']:.3f} | {r['difference']:+.3f} |"
+                  for m, r in q3.iterrows()]
     lines += ["", "## Figures", ""] + [f"![{f[:-4]}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
 

@@ -223,9 +223,11 @@ def write_scan(out: Path, models: list[str], metadata=None) -> pd.DataFrame:
     if (out / "work").is_dir() and not any((out / "work").iterdir()):
         (out / "work").rmdir()  # every model finished: no partial work is left
     save_table(units, out, "scores")
-    summary = model_summary(units, read_metadata(metadata) if metadata else None)
+    natural = units[units["explanation"].fillna("natural") == "natural"] \
+        if "explanation" in units else units  # the summaries are of natural exemplars
+    summary = model_summary(natural, read_metadata(metadata) if metadata else None)
     save_table(summary, out, "summary_by_model")
-    ok = units[units["status"] == "ok"]
+    ok = natural[natural["status"] == "ok"]
     layers = (ok.groupby(["model", "layer"], sort=False)
               .agg(units=("score", "size"), mean_score=("score", "mean"),
                    depth=("layer_depth", "first"), width=("layer_width", "first"))

@@ -1,0 +1,75 @@
+"""The simulated release is built in a child process whose CPU kernels are pinned, so the same
+config gives the same bytes on every machine and in every environment.
+
+What moved between builds was float noise in the observers' network features (EfficientNet-
+Lite2's texture statistics and pre-logits: ~1e-7, from the thread count and the kernels' CPU
+dispatch), which the rounded reaction times carried into the answers. Rounding cannot remove
+such noise (a value near a rounding edge still flips), so the kernels are fixed instead: one
+thread count, and every library capped at the same instruction set (AVX2, which every x86-64
+CPU of the last decade has), the GPU left out. `benchmarks/repeatability.py` builds a release
+under other thread counts and dispatch settings and compares the stage hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from ..errors import InputError
+
+PINNED_FLAG = "INTERPSCORE_PINNED_BUILD"
+THREADS = "2"
+AVX512 = ("AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL "
+          "AVX512_SPR AVX512FP16")
+PINNED_ENVIRONMENT = {
+    "CUDA_VISIBLE_DEVICES": "",  # the CPU: a GPU computes otherwise
+    "OMP_NUM_THREADS": THREADS, "MKL_NUM_THREADS": THREADS,  # torch's intra-op threads
+    "OPENBLAS_NUM_THREADS": "1",  # numpy / scipy / scikit-learn
+    "ATEN_CPU_CAPABILITY": "avx2",  # torch's own kernels
+    "ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2",  # convolutions
+    "MKL_CBWR": "AVX2,STRICT",  # matrix products (conditional numerical reproducibility)
+    "OPENBLAS_CORETYPE": "Haswell",  # numpy's and scipy's BLAS
+    "NPY_DISABLE_CPU_FEATURES": AVX512,  # numpy's loops dispatch no wider than AVX2
+}
+
+
+def environment() -> dict[str, str]:
+    return {**os.environ, **PINNED_ENVIRONMENT, PINNED_FLAG: "1"}
+
+
+def run_pinned(out: Path, config, progress: bool, overwrite: bool) -> None:
+    """Build the release in a child process under `PINNED_ENVIRONMENT` (release.build_here)."""
+    command = [sys.executable, "-m", "interpscore.simulate.release", str(out),
+               json.dumps(asdict(config))]
+    command += ["--progress"] if progress else []
+    command += ["--overwrite"] if overwrite else []
+    done = subprocess.run(command, env=environment(), stderr=subprocess.PIPE, text=True)
+    if done.returncode == 0:
+        return
+    if done.returncode == 130:
+        raise KeyboardInterrupt
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    if done.returncode == 2 and lines and lines[-1].startswith("error: "):
+        raise InputError(lines[-1].removeprefix("error: "))
+    raise RuntimeError("the simulated release failed to build:\n" + "\n".join(lines[-30:]))
+
+
+def in_pinned_build() -> bool:
+    return os.environ.get(PINNED_FLAG) == "1"
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of what a release's bytes depend on, recorded beside its hashes."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("numpy", "scipy", "scikit-learn", "scikit-image", "pillow", "torch", "timm"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out

@@ -56,14 +56,6 @@ def store_unit_dir(model: str, layer: str, channel) -> str:
     return f"{model}/{layer}/channel_{channel}"
 
 
-OPTIMIZED_FOLDER = "optimized_images"  # a unit's feature visualisations, beside natural_images
-
-
-def optimized_dir(model: str, layer: str, channel) -> str:
-    """`<model>/<layer>/channel_<c>/optimized_images`: `{min,max}_<i>.png`, no query."""
-    return f"{store_unit_dir(model, layer, channel)}/{OPTIMIZED_FOLDER}"
-
-
 def batch_dir(model: str, layer: str, channel, batch: int, difficulty: str = "easy") -> str:
     """`<model>[_<difficulty>]/<layer>/channel_<c>/natural_images/batch_<b>`."""
     return f"{store_unit_dir(condition_label(model, difficulty), layer, channel)}/natural_images/batch_{batch}"
@@ -271,7 +263,7 @@ def _resolve_trial(index: ImageIndex, row: dict) -> TrialImages | None:
     natural = _trial_folder_images(index, found_dir)
     if natural is None or row["mode"] == "natural":
         return natural
-    optimized = index.numbered(str(PurePosixPath(found_dir).parent.parent / OPTIMIZED_FOLDER))
+    optimized = index.numbered(str(PurePosixPath(found_dir).parent.parent / "optimized_images"))
     if not optimized["max"] or not optimized["min"]:
         return None
     return TrialImages(natural.query_max, natural.query_min,

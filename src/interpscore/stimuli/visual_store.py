@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_file, files_into
-from ..data.layouts import OPTIMIZED_FOLDER, image_name, optimized_dir, store_unit_dir, unit_id
+from ..data.layouts import image_name, optimized_dir, unit_id
 from ..errors import InputError
 from .visualize import SIDES, UnitVisualizations
 
@@ -52,8 +52,9 @@ def write_visualizations(root: str | Path, model_label: str,
     from PIL import Image
 
     for vis in visualizations:
-        with files_into(root / store_unit_dir(model_label, vis.unit.layer, vis.unit.channel)) as tmp:
-            folder = tmp / OPTIMIZED_FOLDER
+        where = Path(optimized_dir(model_label, vis.unit.layer, vis.unit.channel))
+        with files_into(root / where.parent) as tmp:
+            folder = tmp / where.name
             folder.mkdir()
             for side, images in vis.sides.items():
                 for i, image in enumerate(images.images):

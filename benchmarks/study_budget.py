@@ -22,6 +22,7 @@ simulator's families, not what people's answers buy on people.
 import argparse
 import copy
 import json
+import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ BUDGETS = (10, 20, 40, 80, 160)
 PRICE_PER_MAIN_TRIAL = 2.79 / 40  # IMI: $2.79 a session of 40 main trials (+5 practice, catch)
 
 
-def candidates(head, tensors, ids) -> "pd.DataFrame":
+def candidates(head, tensors, ids):
     """One row per unit of `ids`: what `interpscore score` tells a user before a study (the
     checkpoint's score, its interval over tasks, the unit's model)."""
     import pandas as pd
@@ -74,6 +75,44 @@ def updated(start, tensors, ids):
     return head.eval(), {k: v for k, v in info.items() if not k.endswith("_scores")}
 
 
+def buy(job: dict) -> dict:
+    """One family as a new population: every rule's units bought at every budget, each time the
+    checkpoint updated with them. Runs in a worker process."""
+    import torch
+
+    from interpscore.data.selection import choose
+    from interpscore.metric.backbones import create_backbone
+    from interpscore.metric.checkpoint import load_checkpoint
+    from interpscore.metric.tasks import load_task_tensors
+    from interpscore.resources import DEFAULT_BACKBONE, DEFAULT_BACKBONE_IMAGE_SIZE
+    from interpscore.simulate.release import simulated_dataset_dir
+
+    torch.set_num_threads(1)
+    encoder = create_backbone(DEFAULT_BACKBONE, image_size=DEFAULT_BACKBONE_IMAGE_SIZE)
+    own = load_task_tensors(simulated_dataset_dir(None, job["data_root"],
+                                                  f"family-{job['family']}"),
+                            encoder, job["cache_dir"])
+    start = job["start"] or load_checkpoint(job["checkpoint"]).head
+    train = np.flatnonzero(own.conditions["split"] == "train").tolist()
+    pool = candidates(start.eval(), own, train)
+    out = {}
+    for rule in job["rules"]:
+        for draw in range(job["draws"] if rule == "random" else 1):
+            for k in job["budgets"]:
+                units = choose(pool, rule, k, seed=draw)
+                ids = bought(own, train, units)
+                head, info = updated(start, own, ids)
+                responses = int(sum(own.n[own.condition_tasks[i][own.condition_tasks[i] >= 0]]
+                                    .sum() for i in ids))
+                out[f"{rule}/{draw}/{k}"] = {"run": [rule, draw, k], "state": head.state_dict(),
+                                             "units": len(units), "conditions": len(ids),
+                                             "responses": responses, "learned": info}
+                print(f"{job['family']} {rule}#{draw} k={k}: {responses} responses, shrink "
+                      f"{info.get('shrink')}, learned space {info.get('learned_share', 0):.2f}",
+                      file=sys.stderr, flush=True)
+    return out
+
+
 def main():
     from interpscore.evaluation.agreement import average_reports
     from interpscore.evaluation.baselines import fit_mis
@@ -85,7 +124,7 @@ def main():
     from interpscore.resources import (DEFAULT_BACKBONE, DEFAULT_BACKBONE_IMAGE_SIZE,
                                        DEFAULT_CACHE, DEFAULT_DATA_ROOT)
     from interpscore.simulate.config import HELDOUT_POOL, SimulationConfig
-    from interpscore.data.selection import SELECTION_RULES, choose
+    from interpscore.data.selection import SELECTION_RULES
     from interpscore.simulate.release import ensure_simulated, simulated_dataset_dir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -96,14 +135,19 @@ def main():
                         choices=SELECTION_RULES)
     parser.add_argument("--draws", type=int, default=3, help="draws of the random rule")
     parser.add_argument("--families", nargs="+", help="held-out families (default: all)")
+    parser.add_argument("--processes", type=int, default=2, help="families fitted at once")
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT))
     parser.add_argument("--cache-dir", default=DEFAULT_CACHE)
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--out")
     parser.add_argument("--table", help="print the tables of a saved result and stop")
+    parser.add_argument("--figure", help="write the gain-against-cost figure (PNG) here")
     args = parser.parse_args()
     if args.table:
-        print(table(json.loads(Path(args.table).read_text())))
+        saved = json.loads(Path(args.table).read_text())
+        print(table(saved))
+        if args.figure:
+            figure(saved, args.figure)
         return
 
     started = time.time()
@@ -130,25 +174,18 @@ def main():
     result = {"benchmark": "study_budget", "families": families, "budgets": args.budgets,
               "rules": args.rules, "draws": args.draws, "runs": {}, "bought": {}}
     runs = {}  # (rule, draw, k) -> {family: head}
-    for family in families:
-        own = tensors_of(f"family-{family}")
-        train = np.flatnonzero(own.conditions["split"] == "train").tolist()
-        pool = candidates(start, own, train)
-        for rule in args.rules:
-            for draw in range(args.draws if rule == "random" else 1):
-                for k in args.budgets:
-                    units = choose(pool, rule, k, seed=draw)
-                    ids = bought(own, train, units)
-                    head, info = updated(start, own, ids)
-                    runs.setdefault((rule, draw, k), {})[family] = head
-                    responses = int(sum(own.n[own.condition_tasks[i][own.condition_tasks[i] >= 0]]
-                                        .sum() for i in ids))
-                    result["bought"].setdefault(f"{rule}/{draw}/{k}", {})[family] = {
-                        "units": len(units), "conditions": len(ids), "responses": responses,
-                        "learned": info}
-                    print(f"{family} {rule}#{draw} k={k}: {responses} responses, shrink "
-                          f"{info.get('shrink')}, learned space "
-                          f"{info.get('learned_share', 0):.2f}", file=sys.stderr)
+    jobs = [dict(family=f, checkpoint=args.checkpoint, start=None if args.checkpoint else start,
+                 data_root=args.data_root, cache_dir=args.cache_dir, rules=args.rules,
+                 draws=args.draws, budgets=args.budgets) for f in families]
+    # One process a family, one thread each: the fits are many and small, and two threads on
+    # two busy cores wait on each other more than they work.
+    with multiprocessing.get_context("spawn").Pool(min(args.processes, len(jobs))) as workers:
+        for family, bought_here in zip(families, workers.map(buy, jobs)):
+            for key, item in bought_here.items():
+                head = copy.deepcopy(start)
+                head.load_state_dict(item.pop("state"))
+                runs.setdefault(tuple(item.pop("run")), {})[family] = head.eval()
+                result["bought"].setdefault(key, {})[family] = item
     for (rule, draw, k), heads in runs.items():
         reports, boots = {}, {}
         for family, tensors in tests.items():
@@ -164,6 +201,8 @@ def main():
     result["seconds"] = round(time.time() - started, 1)
     emit(result, args.out)
     print(table(result), file=sys.stderr)
+    if args.figure:
+        figure(result, args.figure)
 
 
 def _versus(report, boots):
@@ -209,6 +248,43 @@ def table(result: dict) -> str:
     lines.append(f"\ncheckpoint without update - MIS: {first['mean']['checkpoint_minus_mis']:+.3f}; "
                  f"ceiling (within groups): {first['mean']['ceiling_within']:.3f}")
     return "\n".join(lines)
+
+
+def figure(result: dict, path: str) -> None:
+    """Gain over MIS (mean over the held-out families, within groups) against responses bought,
+    one line per rule (random: the mean of its draws), the price at IMI's rate on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for rule in result["rules"]:
+        points = []
+        for k in result["budgets"]:
+            runs = [r for r in result["runs"].values() if r["rule"] == rule and r["k"] == k]
+            if runs:
+                keys = [f"{rule}/{r['draw']}/{k}" for r in runs]
+                responses = np.mean([b["responses"] for key in keys
+                                     for b in result["bought"][key].values()])
+                points.append((responses, np.mean([r["mean"]["minus_mis"] for r in runs])))
+        if points:
+            ax.plot(*zip(*points), marker="o", label=rule)
+    first = next(iter(result["runs"].values()))["mean"]
+    ax.axhline(first["checkpoint_minus_mis"], color="grey", ls="--", lw=1,
+               label="checkpoint, no update")
+    ax.axhline(0.05, color="grey", ls=":", lw=1, label="MIS + 0.05")
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("responses bought (all conditions of the bought units)")
+    ax.set_ylabel("within-group Spearman - MIS (new pictures)")
+    top = ax.secondary_xaxis("top", functions=(lambda r: r * PRICE_PER_MAIN_TRIAL,
+                                               lambda d: d / PRICE_PER_MAIN_TRIAL))
+    top.set_xlabel("price at IMI's rate (US$)")
+    ax.set_title("Simulated populations: what a small study buys", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

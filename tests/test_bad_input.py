@@ -64,6 +64,7 @@ STIMULI = ["stimuli", "--model", "test_resnet@random", "--out", "{out}"]
 EXPORT = ["export-experiment", "--out", "{out}"]
 ZOO = ["zoo", "--checkpoint", "mis", "--models", "test_resnet@random", "--cache-dir", "{cache}",
        "--out", "{out}"]
+VISUALIZE = ["visualize", "--model", "test_resnet@random", "--out", "{out}"]
 BUILD = ["study", "build", "--stimuli", "{tmp}/store", "--out", "{out}"]
 SERVE = ["study", "serve", "{tmp}/nostudy", "--results", "{tmp}/answers"]
 BOARD = ["leaderboard"]
@@ -176,6 +177,18 @@ CASES = [
     Case("export-zero-n", EXPORT + ["--stimuli", "{fixtures}", "-n", "0"], "-n"),
     Case("export-out-holds-a-users-file", EXPORT + ["--stimuli", "{fixtures}"], "--out {out}",
          out_before=True),
+    Case("score-unknown-explanation", SCORE + ["--explanations", "natural,dreams"],
+         "--explanations natural,dreams"),
+    # visualize
+    Case("visualize-zero-steps", VISUALIZE + ["--steps", "0"], "--steps"),
+    Case("visualize-min-steps-above-steps", VISUALIZE + ["--steps", "10", "--min-steps", "20"],
+         "--min-steps 20"),
+    Case("visualize-one-image", VISUALIZE + ["--n-images", "1"], "--n-images 1"),
+    Case("visualize-bad-alphas", VISUALIZE + ["--alphas", "0.5,x"], "--alphas"),
+    Case("visualize-unknown-device", VISUALIZE + ["--device", "tpu"], "--device tpu"),
+    Case("visualize-units-word", VISUALIZE + ["--units", "abc"], "--units abc"),
+    Case("visualize-unknown-model", ["visualize", "--model", "no_such_net_xyz", "--out", "{out}"],
+         "--model no_such_net_xyz"),
     # zoo
     Case("zoo-missing-checkpoint", ["zoo", "--checkpoint", "{tmp}/none.ckpt", "--models",
                                     "test_resnet@random", "--out", "{out}"], "--checkpoint"),

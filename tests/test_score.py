@@ -125,3 +125,22 @@ def test_bad_scoring_inputs(scorer, tmp_path, imi_fixtures, capsys):
     assert main(["score", "--checkpoint", str(tmp_path / "not.ckpt"), "--model", "test_resnet@random",
                  "--out", str(tmp_path / "x")]) == 2
     assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_synthetic_explanations_score_the_same_queries_against_visualisations(scorer):
+    """`--explanations natural,synthetic`: a row per unit and explanation; the natural rows are
+    the natural-only scores, the synthetic ones score the same queries against the unit's
+    feature visualisations, with IMI's check of them."""
+    units = ["layer1.0.conv1:3", "layer2.0.conv2:5"]
+    natural = scorer.score_units("test_resnet@random", units=units, **SMALL)
+    both = scorer.score_units("test_resnet@random", units=units, explanations="natural,synthetic",
+                              **SMALL)
+    assert sorted(both["explanation"]) == ["natural", "natural", "synthetic", "synthetic"]
+    kept = both[both["explanation"] == "natural"].drop(columns="explanation").dropna(axis=1, how="all")
+    pd.testing.assert_frame_equal(kept.reset_index(drop=True),
+                                  natural.drop(columns="explanation").reset_index(drop=True))
+    synthetic = both[both["explanation"] == "synthetic"].set_index(["layer", "channel"])
+    assert synthetic["score"].between(0, 1).all() and (synthetic["n_tasks"] == 3).all()
+    assert synthetic["max_beats_natural"].notna().all()
+    assert not np.allclose(synthetic["score"].to_numpy(),
+                           natural.set_index(["layer", "channel"]).loc[synthetic.index, "score"])

@@ -190,3 +190,33 @@ def test_a_fresh_tiny_release_is_byte_for_byte_the_recorded_one(tiny_release):
     moved = [stage for stage, value in recorded["hashes"].items()
              if built["hashes"].get(stage) != value]
     assert not moved, f"stages whose bytes moved: {moved} (libraries then: {recorded['libraries']})"
+
+
+SYNTHETIC = dict(TINY, models=["efficientnet_lite0"], hard={}, units_per_model=8,
+                 synthetic={"efficientnet_lite0": 3},
+                 visualization=dict(steps=6, min_steps=6, stop_window=4, units_per_batch=3))
+
+
+def test_a_synthetic_condition_shows_visualisations_with_natural_queries(tmp_path):
+    """`synthetic` units of the release get an `optimized` condition: their references are
+    feature visualisations written in IMI's store layout, their queries the natural easy ones,
+    answered by the same families; prepare reads both modes."""
+    release = simulate(tmp_path / "release", SimulationConfig(**SYNTHETIC), progress=False)
+    table = pd.read_csv(release / DEFAULT / "responses_main.csv")
+    main = table[~table["is_demo"] & ~table["catch_trial"]]
+    optimized, natural = main[main["mode"] == "optimized"], main[main["mode"] == "natural"]
+    assert optimized[["layer", "channel"]].drop_duplicates().shape[0] == 3
+    refs = optimized["max_references"].map(json.loads)
+    assert refs.map(lambda r: all("/optimized_images/max_" in p for p in r) and len(r) == 9).all()
+    # the same unit's queries in both modes: natural images of the pool
+    unit = optimized.iloc[0]
+    same = natural[(natural["layer"] == unit["layer"]) & (natural["channel"] == unit["channel"])]
+    assert set(optimized.loc[optimized["layer"] == unit["layer"], "max_query"]) <= set(same["max_query"])
+    for path in refs.iloc[0]:
+        assert (release / "images" / path.split("/images/")[1]).is_file()
+    calibration = pd.read_csv(release / "calibration.csv").set_index("audience")
+    assert "synthetic efficientnet_lite0" in calibration.columns
+    units = prepare(release / DEFAULT / "responses_main.csv", tmp_path / "ds",
+                    images=release / "images").units
+    assert set(units["mode"]) == {"natural", "optimized"}
+    assert (units.groupby("mode")["unit_id"].nunique()["optimized"]) == 3

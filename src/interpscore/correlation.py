@@ -34,9 +34,11 @@ def group_spearman(predicted: np.ndarray, measured: np.ndarray) -> float:
     return float(spearman(predicted, measured))
 
 
-def group_labels(units) -> np.ndarray:
-    """The model x difficulty group of each condition (a `units` table's rows)."""
-    return (units["model"].astype(str) + "/" + units["difficulty"].astype(str)).to_numpy()
+def group_labels(units, by=("model", "difficulty", "mode")) -> np.ndarray:
+    """The group of each condition (a `units` table's rows): model x difficulty x mode (natural
+    or synthetic references are different tasks), of the columns the table has."""
+    columns = [c for c in by if c in units]
+    return units[columns].astype(str).agg("/".join, axis=1).to_numpy()
 
 
 def within_group_spearman(predicted, measured, groups, min_size: int = MIN_GROUP) -> float:

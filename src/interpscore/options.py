@@ -44,6 +44,14 @@ def number(kind, low=None, high=None, low_open=False, high_open=False):
     return parse
 
 
+def numbers(text: str) -> tuple[float, ...]:
+    """An argparse type: comma-separated numbers (`0.1,0.3,1`)."""
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers")
+
+
 POSITIVE_INT = number(int, 1)
 NON_NEGATIVE_INT = number(int, 0)
 NON_NEGATIVE = number(float, 0)
@@ -89,6 +97,7 @@ def add_options(parser, cls, only=None, skip=(), defaults: dict | None = None) -
                                 choices=meta["choices"], help=meta["help"],
                                 metavar=flag.lstrip("-").replace("-", "_").upper(),
                                 nargs="+" if isinstance(default, list) else None)
+        # (a tuple default is one comma-separated value, parsed by `parse`, e.g. `numbers`)
 
 
 def options_from(args, cls, only=None, skip=(), **fixed):

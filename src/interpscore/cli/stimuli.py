@@ -1,9 +1,12 @@
-"""Units and their stimuli: `layers`, `stimuli`."""
+"""Units and their stimuli: `layers`, `stimuli`, `visualize`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..atomic import check_output_folder
-from ..options import IMAGES_HELP, MODEL_HELP, POSITIVE_INT, add_options, overwrite_help
+from ..options import (IMAGES_HELP, MODEL_HELP, POSITIVE_INT, add_options, options_from,
+                       overwrite_help)
 from .common import add_command, layers_arg
 
 # ScoringOptions fields the `stimuli` command shares (it takes several difficulties at once).
@@ -50,8 +53,39 @@ def stimuli(args) -> int:
     return 0
 
 
+def visualize(args) -> int:
+    from ..stimuli.networks import load_model
+    from ..stimuli.pools import open_pool
+    from ..stimuli.units import check_units_spec, choose_units
+    from ..stimuli.visual_store import plot_visualizations, write_visualizations
+    from ..stimuli.visualize import (VisualizationOptions, check_options, natural_rankings,
+                                     visualize_units)
+
+    options = options_from(args, VisualizationOptions)
+    check_options(options)
+    check_units_spec(args.units)
+    model = load_model(args.model, image_size=options.size)
+    units = choose_units(model, layers_arg(args.layers), args.units, options.size, options.seed)
+    pool = open_pool(args.images, size=options.size, n_images=args.pool_size, seed=options.seed)
+    natural = natural_rankings(model, pool, units, keep=options.n_images, seed=options.seed,
+                               progress=True)
+    made = visualize_units(model, units, options, natural)
+    table = write_visualizations(args.out, model.label, made, overwrite=args.overwrite)
+    figure = plot_visualizations(Path(args.out) / model.label / "visualizations.png", made, pool,
+                                 natural, title=f"{model.label}: feature visualisations beside "
+                                 "natural exemplars")
+    for side in ("max", "min"):
+        beats = [v.beats_natural(side) for v in made]
+        print(f"{side}: the weakest visualisation beats the pool's most extreme natural "
+              f"exemplar for {sum(b is True for b in beats)} of {len(beats)} units")
+    print(f"{len(made)} units -> {args.out}/{model.label}/<layer>/channel_<c>/optimized_images/ "
+          f"(table {table}, figure {figure})")
+    return 0
+
+
 def register(commands) -> None:
     from ..stimuli.options import ScoringOptions
+    from ..stimuli.visualize import VisualizationOptions
 
     lay = add_command(commands, "layers", layers, "list a model's layers of interest")
     lay.add_argument("model", help=MODEL_HELP)
@@ -67,3 +101,16 @@ def register(commands) -> None:
     stim.add_argument("--units", default="20", help="N (IMI sampling), all, or layer:channel,...")
     stim.add_argument("--difficulties", default="easy", help="e.g. easy,hard85,hard95,hard99")
     add_options(stim, ScoringOptions, only=STIMULI_OPTIONS)
+
+    vis = add_command(commands, "visualize", visualize, "feature visualisations (IMI's synthetic "
+                      "references) for units of a model, into a stimulus store")
+    vis.add_argument("--model", required=True, help=MODEL_HELP)
+    vis.add_argument("--units", default="8", help="N (IMI sampling), N/layer, or layer:channel,...")
+    vis.add_argument("--layers", default="auto", help="auto or L1,L2,...")
+    vis.add_argument("--images", default="default", help=f"{IMAGES_HELP}: the natural "
+                     "exemplars the visualisations are checked against")
+    vis.add_argument("--pool-size", type=POSITIVE_INT, default=3000, help="images of the default pool")
+    vis.add_argument("--out", required=True, help="stimulus store folder (may hold natural stimuli)")
+    vis.add_argument("--overwrite", action="store_true",
+                     help="replace visualisations of these units that the store already holds")
+    add_options(vis, VisualizationOptions)

@@ -71,6 +71,12 @@ def evaluate(head, tensors: TaskTensors, ids, train_ids, n_boot: int = 1000,
                                          n_boot=n_boot)
     shown = {k: predictors[k] for k in BENCHMARK_PREDICTORS if k in predictors}
     metrics["grouped"], _ = measure_dataset(shown, tensors, ids, n_boot, 0)
+    modes = tensors.conditions["mode"].iloc[list(ids)]
+    if modes.nunique() > 1:  # natural and synthetic references: each on its own, beside MIS
+        metrics["by_mode"] = {
+            str(mode): measure_dataset(shown, tensors, [i for i, m in zip(ids, modes) if m == mode],
+                                       n_boot, 0)[0]
+            for mode in sorted(modes.unique())}
     metrics["mis_alpha"] = float(predictors["mis"].alpha)
     if hasattr(head, "describe"):  # what rule the head found, for a person to read
         metrics["learned"] = describe_head(head, stage_owners)
@@ -161,6 +167,12 @@ def format_summary(metrics: dict) -> str:
     test = metrics["paired_tests"]["trained vs mis"]
     lines.append(f"trained - MIS Spearman: {test['spearman_difference']:+.3f} "
                  f"[{test['ci'][0]:+.3f}, {test['ci'][1]:+.3f}], p = {test['p_value']:.3f}")
+    for mode, report in metrics.get("by_mode", {}).items():
+        trained, mis = report["predictors"]["trained"], report["predictors"]["mis"]
+        ci = trained["within_minus_mis_ci"]
+        lines.append(f"{mode} references ({report['n_units']} units): within-group trained "
+                     f"{trained['within']:.3f}, MIS {mis['within']:.3f}, difference "
+                     f"{trained['within_minus_mis']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]")
     if "learned" in metrics:
         lines.append(format_learned(metrics["learned"]))
     return "\n".join(lines)

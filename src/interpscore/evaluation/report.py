@@ -139,6 +139,11 @@ def markdown(metrics: dict, figures: list[str]) -> str:
     if "benchmark" in metrics:
         lines += benchmark_markdown(metrics["benchmark"])
         lines += ["## In-distribution test units (the audience the head was trained on)", ""]
+    for mode, report in metrics.get("by_mode", {}).items():
+        lines += benchmark_markdown({"note": f"Test units whose references are {mode} "
+                                     "(`natural` exemplars or `optimized`: feature "
+                                     "visualisations), within model x difficulty groups.",
+                                     "datasets": {mode: report}})[2:]
     lines += [
              f"Units: {metrics['n_units']} ({metrics.get('split', '?')} split). "
              f"Noise ceiling used: {metrics['ceiling_used']:.3f}.", "",

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..correlation import within_group_spearman
+from ..correlation import group_labels, within_group_spearman
 
 
 def fit_full_batch(head: nn.Module, batch, steps: int) -> nn.Module:
@@ -96,10 +96,17 @@ def prior_folds(conditions, ids, k: int = UNIT_FOLDS, seed: int = 0
 
 
 def left_out_score(predicted, units) -> float:
-    """A left-out model's score: the within-group Spearman of its conditions (its difficulties
-    share their units' references, so the model is one independent value)."""
+    """A left-out fold's score: the within-group Spearman of its conditions (difficulty x mode
+    groups; its difficulties share their units' references, so a model is one independent
+    value)."""
     return within_group_spearman(predicted, units["his"].to_numpy(float),
-                                 units["difficulty"].to_numpy())
+                                 group_labels(units, by=("difficulty", "mode")))
+
+
+def scorable(units) -> bool:
+    """Whether a fold's units can earn a `left_out_score` whatever is predicted (some group of
+    at least three with measured values that differ)."""
+    return bool(np.isfinite(left_out_score(np.arange(len(units), dtype=float), units)))
 
 
 def one_se_choice(grid, values: dict) -> float:

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..options import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, SEED, numbers, option
 from . import fourier
 from .networks import LoadedModel, _is_vit, check_layers, normalise
 from .objectives import LayerTaps, clip_both, clip_for_side, diversity, gram_cosines, mean_pairwise
@@ -53,22 +54,28 @@ class VisualizationOptions:
     `IMI_OPTIONS` holds IMI's own values (the GPU setting). Pixel lengths (`padding`, `jitter`)
     are given at 224 px and scaled to `size`."""
 
-    size: int = 64  # px of the written images (IMI: 224); match the natural pool's size
-    padding: int = 16  # px on each side, optimised and then cropped away (IMI: 16)
-    steps: int = 128  # at most (IMI: 20,000)
-    min_steps: int = 64  # never stop before (IMI: 2,500)
-    stop_window: int = 32  # steps compared by the early stop (IMI: 2,000)
-    stop_ratio: float = 1.1  # stop when the window's first / second half <= this (IMI: 1.1)
-    lr: float = 0.05  # Adam (IMI: 0.05)
-    jitter: tuple[int, int] = (16, 8)  # px before / after scale and rotation (IMI: 16, 8)
-    scales: tuple[float, ...] = (1.0, 0.975, 1.025, 0.95, 1.05)  # IMI's
-    angles: tuple[float, ...] = tuple(range(-5, 6))  # degrees, IMI's
-    n_images: int = 9  # per direction: n - 1 diverse + 1 non-diverse (IMI: 9)
-    alphas: tuple[float, ...] = (0.5,)  # diversity weights tried (IMI: searched 1..1e6)
-    fallback: bool = False  # also optimise n non-diverse images, kept when no alpha beats
-    seed: int = 42  # IMI: 42
-    units_per_batch: int = 8  # units optimised together (each 2 x n images, more with alphas)
-    device: str = "auto"  # `auto`: where the model is (load_model puts it on the GPU if any)
+    size: int = option(64, "px of the written images (IMI: 224); match the pool's size",
+                       POSITIVE_INT)
+    padding: int = option(16, "px on each side, optimised, then cropped away (IMI: 16)",
+                          NON_NEGATIVE_INT)
+    steps: int = option(192, "optimisation steps at most (IMI: 20000)", POSITIVE_INT)
+    min_steps: int = option(96, "never stop before (IMI: 2500)", NON_NEGATIVE_INT)
+    stop_window: int = option(64, "steps the early stop compares (IMI: 2000)", POSITIVE_INT)
+    stop_ratio: float = option(1.1, "stop once the window's first / second half of gradient "
+                               "norms is at most this (IMI: 1.1)", NON_NEGATIVE)
+    lr: float = option(0.05, "Adam's learning rate (IMI: 0.05)", NON_NEGATIVE)
+    jitter: tuple[int, int] = option((16, 8), "")  # px before / after scale and rotation (IMI's)
+    scales: tuple[float, ...] = option((1.0, 0.975, 1.025, 0.95, 1.05), "")  # IMI's
+    angles: tuple[float, ...] = option(tuple(range(-5, 6)), "")  # degrees, IMI's
+    n_images: int = option(9, "images per direction: n - 1 diverse + 1 not (IMI: 9)",
+                           POSITIVE_INT)
+    alphas: tuple[float, ...] = option((0.5,), "diversity weights tried, e.g. 0.1,0.3,1 "
+                                       "(IMI searched 1..1e6)", numbers)
+    fallback: bool = option(False, "also optimise n non-diverse images, kept when no alpha "
+                            "beats the natural extreme")
+    seed: int = option(42, "seed of the noise the images start from (IMI: 42)", SEED)
+    units_per_batch: int = option(8, "units optimised together", POSITIVE_INT)
+    device: str = option("auto", "auto (the GPU where there is one), cpu, or cuda[:N]")
 
     def images_per_unit(self) -> int:
         nondiverse = self.n_images if self.fallback or not self.alphas else 1

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..fitting import fit_full_batch, left_out_score, one_se_choice, prior_folds
+from ..fitting import fit_full_batch, left_out_score, one_se_choice, prior_folds, scorable
 from .common import pooled_similarity, unit_prediction, with_lapse
 from .mis import MISHead
 
@@ -143,6 +143,8 @@ class TowardMIS(nn.Module):
 
         values = []
         for fit_ids, held in prior_folds(tensors.conditions, train_ids):
+            if not scorable(tensors.conditions.iloc[held]):  # no score to earn: skip the fit
+                continue
             self.load_state_dict(state)
             self.fit_to(gather(tensors, fit_ids))
             with torch.no_grad():

@@ -68,7 +68,8 @@ class VisualizationOptions:
     fallback: bool = False  # also optimise n non-diverse images, kept when no alpha beats
     seed: int = 42  # IMI: 42
     units_per_batch: int = 8  # units optimised together (each 2 x n images, more with alphas)
-    device: str = "auto"  # `auto`: where the model is (load_model puts it on the GPU if any)
+    device: str = "auto"  # `auto`: where the model is (load_model puts it on the GPU if any);
+    # otherwise the model is moved there
 
     def images_per_unit(self) -> int:
         nondiverse = self.n_images if self.fallback or not self.alphas else 1
@@ -143,7 +144,9 @@ class UnitVisualizations:
     unit: Unit
     sides: dict[str, SideVisualizations]  # "max", "min"
     steps: int  # optimisation steps taken (early stop included)
-    history: list[float] = field(default_factory=list)  # the channel objective at each step
+    # the mean signed channel objective at each step, as optimised (transformed images; see
+    # objectives.clip_for_side for layers with a built-in ReLU6)
+    history: list[float] = field(default_factory=list)
 
     def beats_natural(self, side: str) -> bool | None:
         """IMI's check: the weakest visualisation is more extreme than the most extreme natural
@@ -154,10 +157,13 @@ class UnitVisualizations:
         return bool(s.weakest > s.natural) if side == "max" else bool(s.weakest < s.natural)
 
     def stats(self) -> dict:
+        """IMI's checks as a table row; `ties_natural`: the weakest image equals the pool's extreme
+        (both at a bound no image can pass, e.g. 0 after a ReLU6 whose pool holds a silent image)."""
         row = dict(layer=self.unit.layer, channel=self.unit.channel, steps=self.steps)
         for side, s in self.sides.items():
             row.update({f"{side}_weakest": s.weakest, f"{side}_strongest": float(s.activations[-1]),
                         f"{side}_natural": s.natural, f"{side}_beats_natural": self.beats_natural(side),
+                        f"{side}_ties_natural": bool(s.weakest == s.natural),
                         f"{side}_diversity": s.diversity, f"{side}_alpha": s.alpha})
         return row
 
@@ -165,7 +171,8 @@ class UnitVisualizations:
 def natural_rankings(model: LoadedModel, pool, units: list[Unit], keep: int = 9,
                      batch_size: int = 64, seed: int = 0, progress: bool = False) -> dict:
     """Each unit's most extreme natural exemplars in the pool: the activation pass of
-    `activations.collect_rankings` (one pass, all units), its `keep` top and bottom images."""
+    `activations.collect_rankings` (one pass, all units), its `keep` top and bottom images.
+    The pool's images should have the visualisations' size: activations depend on it."""
     from .activations import collect_rankings
 
     return collect_rankings(model, pool, units, keep, reservoir_size=16, batch_size=batch_size,

@@ -80,15 +80,19 @@ def main():
     start = time.perf_counter()
     natural = natural_rankings(model, pool, units, keep=9, batch_size=128)
     natural_seconds = time.perf_counter() - start
+    # as exemplar selection does: a unit constant over the pool has no exemplars to beat
+    constant = [u for u in units if natural[u].top_value[0] - natural[u].bottom_value[0] < 1e-8]
+    units = [u for u in units if u not in constant]
     start = time.perf_counter()
     visualizations = visualize_units(model, units, options, natural)
     seconds = time.perf_counter() - start
     table = visualization_table(model.label, visualizations)
     at_bound = table["min_ties_natural"] & (table["min_natural"] == 0.0)
     result["criterion"] = {
-        "units": n_units, "pool_images": len(pool), "size": options.size,
+        "units_sampled": n_units, "constant_units_dropped": len(constant),
+        "units": len(units), "pool_images": len(pool), "size": options.size,
         "steps": options.steps, "steps_taken_mean": round(float(table["steps"].mean()), 1),
-        "seconds": round(seconds, 1), "seconds_per_unit": round(seconds / n_units, 2),
+        "seconds": round(seconds, 1), "seconds_per_unit": round(seconds / len(units), 2),
         "natural_pass_seconds": round(natural_seconds, 1),
         "max_beats_natural": round(float(table["max_beats_natural"].mean()), 3),
         "min_beats_natural": round(float(table["min_beats_natural"].mean()), 3),

@@ -191,7 +191,7 @@ def test_figure_is_written(toy, pool, tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(steps=0), "--steps 0: "), (dict(min_steps=50), "--min-steps 50: "),
+    (dict(steps=0), "--steps 0: "), (dict(min_steps=-1), "--min-steps -1: "),
     (dict(size=8), "--size 8: "), (dict(n_images=1), "--n-images 1: "),
     (dict(alphas=(0.5, -1.0)), "--alphas "), (dict(lr=0.0), "--lr 0.0: "),
     (dict(stop_window=1), "--stop-window 1: "), (dict(device="tpu"), "--device tpu: "),

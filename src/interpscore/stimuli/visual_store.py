@@ -13,7 +13,7 @@ import pandas as pd
 from ..atomic import atomic_file, files_into
 from ..data.layouts import image_name, optimized_dir, unit_id
 from ..errors import InputError
-from .visualize import SIDES, UnitVisualizations
+from .visualize import UnitVisualizations
 
 STATS_FILE = "visualizations.csv"  # beside the model's layer folders
 
@@ -23,14 +23,8 @@ def visualization_table(model_label: str, visualizations: list[UnitVisualization
     extreme natural exemplar of the pool, whether the weakest beats it (IMI's check) or ties it
     (both at a bound the unit cannot pass, e.g. 0 after a ReLU), the diversity of the images
     kept and its weight alpha, and the optimisation steps taken."""
-    rows = []
-    for vis in visualizations:
-        row = {"unit_id": unit_id(model_label, vis.unit.layer, vis.unit.channel),
-               "model": model_label, **vis.stats()}
-        for side in SIDES:
-            row[f"{side}_ties_natural"] = bool(vis.sides[side].weakest == vis.sides[side].natural)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"unit_id": unit_id(model_label, v.unit.layer, v.unit.channel),
+                          "model": model_label, **v.stats()} for v in visualizations])
 
 
 def write_visualizations(root: str | Path, model_label: str,

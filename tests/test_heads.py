@@ -308,3 +308,28 @@ def test_a_fit_that_meets_a_non_finite_loss_ends_at_its_best_finite_point():
     assert float(head.bias) <= 3
     with torch.no_grad():
         assert float(nll(head(batch), batch, "trial") + head.regularization()) < start
+
+
+def test_an_update_from_a_few_units_is_the_checkpoint_and_from_many_moves_it():
+    """`--model.init_from`: a head fitted on one population (mean rule) updated with another's
+    answers (nearest rule). With too few units for the folds to score anything, the update holds
+    the head at the checkpoint exactly; with many, it moves toward the new rule."""
+    import copy
+
+    mean, nearest = _world("mean"), _world("nearest", seed=2)
+    start = LowRankPooledHead(mean.dim, mean.stage_dims, rank=2)
+    start.fit(mean, list(range(len(mean.conditions))))
+    batch = gather(nearest, range(len(nearest.conditions)))
+    with torch.no_grad():
+        before = start(batch)
+    few = copy.deepcopy(start)
+    few.set_anchor()
+    info = few.fit(nearest, [0, 1, 2, 3, 4, 5])  # 2 units a model: no fold can be scored
+    assert info["shrink"] == float("inf") and info["shrink_learned"] == float("inf")
+    with torch.no_grad():
+        assert torch.equal(few(batch), before)
+    many = copy.deepcopy(start)
+    many.set_anchor()
+    many.fit(nearest, list(range(len(nearest.conditions))))
+    assert float(many.beta) > float(start.beta) + 5  # toward the nearest exemplar
+    assert _fresh_answers_agreement(many, "nearest")[0] > _fresh_answers_agreement(start, "nearest")[0]

@@ -9,7 +9,7 @@ from torch import nn
 
 from ...errors import InputError
 from .common import masked_mean
-from .pooled import PooledHead
+from .pooled import HOLD, PooledHead, holds
 
 
 class LowRankPooledHead(PooledHead):
@@ -26,8 +26,10 @@ class LowRankPooledHead(PooledHead):
 
     options = PooledHead.options + ("rank", "shrink_learned")
     RANK = 16
-    # Up to priors that hold P at its anchor (plain `pooled`): the folds can switch it off.
+    # Up to priors that hold P at its anchor (plain `pooled`): the folds can switch it off;
+    # toward a checkpoint the grid ends in holding P at the checkpoint's, exactly.
     LEARNED_SHRINK_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    LEARNED_PARTS = ("projection",)
     INIT_NORM = 0.3  # a column's norm at the start: small, but away from the saddle at P = 0
 
     def __init__(self, dim: int, stage_dims=(), shrink: float | None = None, alpha: float = 10.0,
@@ -62,8 +64,8 @@ class LowRankPooledHead(PooledHead):
         start["shrink"] = off["shrink"]
         if self.anchor:  # the checkpoint's P, nudged as the MIS start is
             start["projection"] = held + self.initial_projection()
-        learned = self.choose("shrink_learned", self.LEARNED_SHRINK_GRID, start, tensors,
-                              train_ids)
+        grid = self.LEARNED_SHRINK_GRID + ((HOLD,) if self.anchor else ())
+        learned = self.choose("shrink_learned", grid, start, tensors, train_ids)
         return {"shrink_scores": scores, "shrink_learned_scores": learned,
                 **self.fit_all(start, tensors, train_ids)}
 
@@ -87,7 +89,7 @@ class LowRankPooledHead(PooledHead):
             super().fit_to(batch)
         finally:
             self.projection.requires_grad_(True)
-        if torch.equal(learned, held):  # held at its anchor (choosing `shrink`): one phase
+        if torch.equal(learned, held) or holds(self.shrink_learned):  # held at its anchor
             return
         with torch.no_grad():
             self.projection.copy_(learned)
@@ -109,6 +111,8 @@ class LowRankPooledHead(PooledHead):
 
     def regularization(self):
         # The Frobenius norm: the same prior at every rank.
+        if holds(self.shrink_learned):  # P sits at its anchor, frozen (`fit_to`)
+            return super().regularization()
         distance = self.projection - self.anchor_projection() if self.anchor else self.projection
         return super().regularization() + self.shrink_learned * distance.pow(2).sum()
 

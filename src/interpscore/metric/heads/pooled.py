@@ -19,6 +19,13 @@ from .common import pooled_similarity, unit_prediction, with_lapse
 from .mis import MISHead
 
 
+HOLD = math.inf  # a prior strength that holds its parts at the anchor: they are not fitted
+
+
+def holds(strength) -> bool:
+    return math.isinf(float(strength))
+
+
 class TowardMIS(nn.Module):
     """The common frame of the per-reference heads: evidence from every query-reference
     similarity (stage by stage), the MIS contrast, a temperature, a bias and a lapse, and a prior
@@ -39,8 +46,10 @@ class TowardMIS(nn.Module):
     options = ("stage_dims", "shrink")
     fitted = True
     SHRINK_GRID = (1e-3, 1e-2, 1e-1)
-    # Toward a checkpoint, the grid reaches strengths that hold the head at it.
-    ANCHORED_SHRINK_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    # Toward a checkpoint, the grid ends in holding the head at it: where the folds cannot tell
+    # the strengths apart (few units), the updated head is the checkpoint, exactly.
+    ANCHORED_SHRINK_GRID = (1e-3, 1e-2, 1e-1, 1.0, HOLD)
+    LEARNED_PARTS: tuple = ()  # parameters a prior of their own governs (not `shrink`)
     FIT_STEPS = 50  # L-BFGS iterations per fit
 
     def __init__(self, dim: int, stage_dims=(), shrink: float | None = None, alpha: float = 10.0):
@@ -91,7 +100,16 @@ class TowardMIS(nn.Module):
         return with_lapse(self.log_alpha.exp() * self.evidence(batch) + self.bias, self.lapse_logit)
 
     def regularization(self):
+        if holds(self.shrink):  # the parts sit at the anchor, frozen (`fit_to`)
+            return torch.zeros(())
         return self.shrink * self.distance_from_anchor()
+
+    def held_parameters(self) -> list:
+        """The parameters a fit leaves where they are: all but the learned parts' under a
+        holding `shrink`."""
+        if not holds(self.shrink):
+            return []
+        return [p for name, p in self.named_parameters() if name not in self.LEARNED_PARTS]
 
     def describe(self) -> dict:
         weights = self.log_weight.detach().exp()
@@ -157,8 +175,22 @@ class TowardMIS(nn.Module):
 
     def fit_to(self, batch) -> None:
         """One fit of the head on a batch of conditions, from its present state: the same
-        procedure for every left-out fold and the final fit."""
-        fit_full_batch(self, batch, self.FIT_STEPS)
+        procedure for every left-out fold and the final fit; held parameters stay put."""
+        if self.anchor and holds(self.shrink):  # held means at the checkpoint, exactly
+            with torch.no_grad():
+                for name, parameter in self.named_parameters():
+                    if name not in self.LEARNED_PARTS:
+                        parameter.copy_(self.anchor["state"][name])
+        frozen = [p for p in self.held_parameters() if p.requires_grad]
+        if len(frozen) == sum(p.requires_grad for p in self.parameters()):
+            return  # everything is held: nothing to fit
+        for parameter in frozen:
+            parameter.requires_grad_(False)
+        try:
+            fit_full_batch(self, batch, self.FIT_STEPS)
+        finally:
+            for parameter in frozen:
+                parameter.requires_grad_(True)
 
     def fit_all(self, start: dict, tensors, train_ids) -> dict:
         """Fit from `start` on every training unit; what the head learned."""
@@ -198,6 +230,14 @@ class PooledHead(TowardMIS):
     def prior_coordinates(self) -> dict:
         return {"log_weight": self.log_weight, "beta": self.beta / self.BETA_SCALE,
                 "bias": self.bias}
+
+    def fit_start(self, tensors, train_ids) -> dict:
+        start = super().fit_start(tensors, train_ids)
+        if self.anchor:  # a checkpoint pooling at the mean (beta ~ 0) has no gradient left in
+            # beta (d beta / d log_beta = beta): start where a fresh head does (the prior still
+            # pulls toward the checkpoint's beta)
+            start["log_beta"] = start["log_beta"].clamp(min=math.log(0.01))
+        return start
 
     def describe(self) -> dict:
         """What the head learned, for a person to read: the rule and the features it uses."""

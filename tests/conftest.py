@@ -56,3 +56,15 @@ def browser_page():
         page.on("pageerror", lambda e: errors.append(str(e)))
         yield page, errors
         browser.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """GPU tests run where there is a CUDA device and are skipped, with the reason, elsewhere."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; none here (the device tool lends one)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

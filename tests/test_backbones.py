@@ -58,6 +58,7 @@ def test_a_bad_mixture_is_refused(name):
         create_backbone(name, image_size=64)
 
 
+@pytest.mark.slow
 def test_the_dreamsim_ensemble_is_wired_and_embeds_with_random_weights():
     """The MIS paper's feature space (CLIP ViT-B/16, OpenCLIP ViT-B/32, DINO ViT-B/16): the
     packaged config names it; the same networks untrained build and embed offline."""

@@ -36,6 +36,7 @@ def test_perfect_predictor_reaches_the_ceiling_and_shuffled_is_near_zero():
     assert abs(np.mean(shuffled)) < 0.05
 
 
+@pytest.mark.slow
 def test_bootstrap_ci_covers_the_truth_at_about_the_nominal_rate():
     rho = 0.6
     population = 6 / np.pi * np.arcsin(rho / 2)  # Spearman of a bivariate normal

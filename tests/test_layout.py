@@ -60,11 +60,12 @@ def test_packaged_configs_by_name():
     from interpscore.resources import config_file, list_configs
 
     assert {"default", "debug", "heads/setreg", "backbones/efficientnet_lite0"} <= set(list_configs())
-    assert config_file("heads/setreg") == config_file("configs/heads/setreg.yaml")
+    assert config_file("heads/setreg").resolve() == config_file("configs/heads/setreg.yaml").resolve()
     with pytest.raises(InputError, match="packaged: .*heads/twoafc"):
         config_file("heads/nope")
 
 
+@pytest.mark.slow
 def test_a_non_editable_install_runs_from_another_folder(debug_run, tmp_path):
     """Build a wheel, install it (without deps: this environment has them) into a folder of
     its own, and run train, evaluate, score and leaderboard validate from an unrelated folder."""

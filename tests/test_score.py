@@ -42,6 +42,7 @@ def test_units_scored_together_or_alone_get_the_same_scores(scorer):
     assert together.iloc[1]["score"] == pytest.approx(alone.iloc[0]["score"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_sharded_pass_over_two_processes_and_resume(scorer, debug_run, tmp_path):
     base, run, _, _ = debug_run
     args = [sys.executable, "-m", "interpscore.cli", "score", "--checkpoint", str(run / "best.ckpt"),

@@ -99,6 +99,7 @@ def test_round_trip_through_prepare(tiny_release, tmp_path):
     assert len(set(kinds[kinds == "attentive"].index) & valid) >= 0.8 * (kinds == "attentive").sum()
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes(tiny_release, tmp_path):
     again = simulate(tmp_path / "again", SimulationConfig(**TINY), progress=False)
     for name in ("default/responses_main.csv", "default/unit_truth.csv",
@@ -197,6 +198,7 @@ SYNTHETIC = dict(TINY, models=["efficientnet_lite0"], hard={}, units_per_model=8
                  visualization=dict(steps=6, min_steps=6, stop_window=4, units_per_batch=3))
 
 
+@pytest.mark.slow
 def test_a_synthetic_condition_shows_visualisations_with_natural_queries(tmp_path):
     """`synthetic` units of the release get an `optimized` condition: their references are
     feature visualisations written in IMI's store layout, their queries the natural easy ones,

@@ -123,6 +123,7 @@ def test_an_observer_network_is_refused_by_its_weights_under_another_name(tmp_pa
     assert create_backbone("timm:tf_efficientnet_lite2@random", image_size=64).dim > 0
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes(debug_run):
     base, _, _, debug_args = debug_run
     root = base / "ddp"

@@ -222,3 +222,15 @@ def test_gram_cosines_match_explicit_gram_matrices(channels, positions):
     expected = np.array([[float((a * b).sum() / (a.norm() * b.norm())) for b in grams]
                          for a in grams])
     np.testing.assert_allclose(gram_cosines(maps).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_on_the_gpu_the_weakest_visualisation_still_beats_the_pool(toy, pool):
+    """The GPU path (where a device is lent): the same units, optimised on CUDA."""
+    unit = Unit("edges", 0)
+    natural = natural_rankings(toy, pool, [unit], keep=3)
+    (vis,) = visualize_units(toy, [unit], replace(TINY, device="cuda"), natural)
+    pool_images = np.stack([pool[i].permute(1, 2, 0).numpy() for i in range(len(pool))])
+    toy.module.to("cpu")
+    own = layer_means(toy, vis.sides["max"].images, "edges")[:, 0]
+    assert own.min() > layer_means(toy, pool_images, "edges")[:, 0].max()

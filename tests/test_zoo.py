@@ -58,6 +58,7 @@ def test_units_of_every_layer_and_a_broken_model_recorded(reference):
     assert not (out / "work").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_scan_resumes_to_the_same_table(zoo_args, reference, tmp_path):
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "interpscore.cli"] + zoo_args + [
@@ -73,6 +74,7 @@ def test_a_killed_scan_resumes_to_the_same_table(zoo_args, reference, tmp_path):
     pd.testing.assert_frame_equal(_table(out), _table(reference[0]))
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_equal_one(zoo_args, reference, tmp_path):
     out = tmp_path / "torchrun"
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -257,6 +257,26 @@ def test_the_prior_strength_is_the_strongest_within_one_standard_error_of_the_be
     assert chosen([], strong=[]) == pytest.approx(1e-1)
 
 
+def test_toward_a_checkpoint_a_move_must_beat_holding_it():
+    from interpscore.metric.fitting import anchored_choice
+    from interpscore.metric.heads.pooled import HOLD
+
+    hold = np.array([0.50, 0.60, 0.70, 0.55, 0.65])  # holding the checkpoint, per left-out model
+
+    def chosen(gain) -> float:
+        return anchored_choice((1e-2, HOLD), {1e-2: hold + np.asarray(gain, float), HOLD: hold})
+
+    # A mean gain of 0.12 with a paired standard error of 0.060: t = 1.99, past one standard
+    # error (where the one-SE rule moves) but under the one-sided 95 % point of t with 4
+    # degrees of freedom (2.13): the checkpoint is held.
+    assert chosen([0.10, 0.30, -0.05, 0.20, 0.05]) == HOLD
+    # A gain every left-out model shows (mean 0.304, standard error 0.017): the update moves.
+    assert chosen([0.30, 0.35, 0.25, 0.30, 0.32]) == pytest.approx(1e-2)
+    # One scorable left-out model, however good, or none: nothing to test a move by.
+    assert anchored_choice((1e-2, HOLD), {1e-2: np.array([0.9]), HOLD: np.array([0.5])}) == HOLD
+    assert anchored_choice((1e-2, HOLD), {1e-2: np.array([]), HOLD: np.array([])}) == HOLD
+
+
 def test_a_fit_is_deterministic_and_leaves_the_callers_setting_alone():
     # With several threads, the backward pass of a gather with repeated rows sums in a varying
     # order; the fit runs under deterministic algorithms and restores what the caller had.

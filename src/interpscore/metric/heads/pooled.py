@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..fitting import fit_full_batch, left_out_score, one_se_choice, prior_folds, scorable
+from ..fitting import (anchored_choice, fit_full_batch, left_out_score, one_se_choice,
+                       prior_folds, scorable)
 from .common import pooled_similarity, unit_prediction, with_lapse
 from .mis import MISHead
 
@@ -141,8 +142,9 @@ class TowardMIS(nn.Module):
         """Set the prior strength `name` (a buffer) in `start`: the strength the user gave, or
         else the one-standard-error choice over the grid (`fitting.one_se_choice`) from the
         held-out folds' scores: values the folds cannot tell apart are decided toward the
-        simpler head (the anchor, or for a learned space `pooled`), not by noise. Returns the
-        grid's mean scores."""
+        simpler head (the anchor, or for a learned space `pooled`), not by noise; toward a
+        checkpoint a strength that moves away from it must beat holding it
+        (`fitting.anchored_choice`). Returns the grid's mean scores."""
         given = self.given_strengths.get(name)
         grid = (given,) if given is not None else grid
         if len(grid) == 1:
@@ -151,7 +153,8 @@ class TowardMIS(nn.Module):
         values = {value: self.left_out_scores({**start, name: torch.tensor(float(value))},
                                               tensors, train_ids)
                   for value in grid}
-        start[name] = torch.tensor(float(one_se_choice(grid, values)))
+        rule = anchored_choice if self.anchor else one_se_choice
+        start[name] = torch.tensor(float(rule(grid, values)))
         return {value: float(v.mean()) if len(v) else 0.0 for value, v in values.items()}
 
     def left_out_scores(self, state: dict, tensors, train_ids) -> np.ndarray:

@@ -290,6 +290,12 @@ def figure(result: dict, path: str) -> None:
     ax.set_ylabel("within-group Spearman - MIS (new pictures)")
     top = ax.secondary_xaxis("top", functions=(lambda r: r * PRICE_PER_MAIN_TRIAL,
                                                lambda d: d / PRICE_PER_MAIN_TRIAL))
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    for axis, ticks in ((ax.xaxis, [500, 1000, 2000, 5000]), (top.xaxis, [30, 100, 300])):
+        axis.set_major_locator(FixedLocator(ticks))
+        axis.set_minor_locator(NullLocator())  # log minor labels overlap on a short axis
+        axis.set_major_formatter(ScalarFormatter())
     top.set_xlabel("price at IMI's rate (US$)")
     ax.set_title("Simulated populations: what a small study buys", fontsize=10)
     ax.legend(fontsize=8)

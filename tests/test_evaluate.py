@@ -204,3 +204,12 @@ def test_a_file_that_is_not_our_checkpoint(tmp_path):
     (tmp_path / "junk.ckpt").write_bytes(b"junk")
     with pytest.raises(InputError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "junk.ckpt")
+
+
+def test_a_fraction_of_a_ceiling_at_or_below_zero_is_undefined():
+    """Three test units of a small study gave a ceiling of -0.045 and fractions of 22 and -11."""
+    from interpscore.evaluation.agreement import of_ceiling
+
+    assert of_ceiling(0.5, 0.8) == pytest.approx(0.625)
+    assert np.isnan(of_ceiling(0.5, -0.045)) and np.isnan(of_ceiling(0.5, 0.0))
+    assert np.isnan(of_ceiling(0.5, float("nan")))

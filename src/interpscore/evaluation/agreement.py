@@ -125,8 +125,8 @@ def grouped_report(predictions: dict[str, np.ndarray], units: pd.DataFrame, n_bo
         row = {"within": within_group_spearman(predicted, measured, groups),
                "within_ci": _interval(within), "overall": float(spearman(predicted, measured)),
                "overall_ci": _interval(overall)}
-        row["within_of_ceiling"] = row["within"] / ceiling["within"]
-        row["overall_of_ceiling"] = row["overall"] / ceiling["overall"]
+        row["within_of_ceiling"] = of_ceiling(row["within"], ceiling["within"])
+        row["overall_of_ceiling"] = of_ceiling(row["overall"], ceiling["overall"])
         report["predictors"][name] = row
     if reference in predictions:
         for name, row in report["predictors"].items():
@@ -245,6 +245,12 @@ def ceilings(units: pd.DataFrame) -> dict:
     return ceiling
 
 
+def of_ceiling(value: float, ceiling: float) -> float:
+    """A correlation as a fraction of the noise ceiling; undefined (NaN) where the ceiling is not
+    positive (a handful of units: a fraction of a ceiling at or below zero means nothing)."""
+    return float(value) / ceiling if np.isfinite(ceiling) and ceiling > 0 else float("nan")
+
+
 def ceiling_used(ceiling: dict) -> float:
     """The recorded truth where it exists, else the binomial simulation."""
     return ceiling.get("true_vs_measured", ceiling["binomial_simulation"])
@@ -261,7 +267,7 @@ def predictor_report(predicted, units: pd.DataFrame, ceiling: dict, n_boot: int 
     if "true_vs_measured" in ceiling:
         report["spearman_vs_true_accuracy"] = float(
             spearman(predicted, units["true_accuracy"].to_numpy(float)))
-    report["fraction_of_ceiling"] = report["spearman"] / ceiling_used(ceiling)
+    report["fraction_of_ceiling"] = of_ceiling(report["spearman"], ceiling_used(ceiling))
     report["calibration"] = calibration(predicted, measured)
     report["model_level"] = model_level(predicted, measured, units["model"], n_boot, seed)
     report["breakdowns"] = breakdowns(predicted, units)
@@ -284,8 +290,8 @@ def average_reports(reports: list[dict], boots: list[dict], reference: str) -> d
                else float("nan") for key in ("within", "overall")}
         row["within_ci"] = _interval(mean_boot[name, "within"])
         row["overall_ci"] = _interval(mean_boot[name, "overall"])
-        row["within_of_ceiling"] = row["within"] / ceiling_within
-        row["overall_of_ceiling"] = row["overall"] / ceiling_overall
+        row["within_of_ceiling"] = of_ceiling(row["within"], ceiling_within)
+        row["overall_of_ceiling"] = of_ceiling(row["overall"], ceiling_overall)
         if name != reference and reference in names:
             diff = mean_boot[name, "within"] - mean_boot[reference, "within"]
             row[f"within_minus_{reference}"] = row["within"] - float(np.nanmean(

@@ -49,7 +49,7 @@ def evaluate_predictors(predictors: dict[str, Predictor], tensors: TaskTensors, 
                "paired_tests": tests, "measured": measured_level, "n_units": len(ids),
                "notes": [] if "act_sparsity" in units else [
                    "Activation-statistics baselines (sparsity, spatial contrast) need the units' "
-                   "activations, which this dataset does not record (human IMI data)."]}
+                   "activations, which this dataset does not record (IMI's and a browser study's do not)."]}
     return metrics, table
 
 
@@ -134,7 +134,7 @@ def format_learned(learned: dict) -> str:
     if "network_weights" in learned:
         line += ", networks " + ", ".join(f"{k} {w:.2f}"
                                           for k, w in learned["network_weights"].items())
-    line += f", shrink toward MIS {learned['shrink']:g}"
+    line += f", shrink toward {learned.get('anchor', 'MIS')} {learned['shrink']:g}"
     if "learned_share" in learned:
         line += (f", learned space {learned['learned_share']:.2f} of the differences"
                  f" (shrink {learned['shrink_learned']:g})")

@@ -100,11 +100,14 @@ def make_figures(metrics: dict, table: pd.DataFrame, out: Path, predictor: str) 
     return files
 
 
+def num(value, digits=3) -> str:
+    """A number for a table; '-' where it is undefined."""
+    return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
 def benchmark_markdown(benchmark: dict) -> list[str]:
     """The held-out benchmark first: each predictor within model x difficulty groups and
     overall, against the ceiling of the same groups, on observers and images never fitted."""
-    def num(value, digits=3):
-        return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
     def cell(r, key):
         ci = r[f"{key}_ci"]
@@ -154,7 +157,7 @@ def markdown(metrics: dict, figures: list[str]) -> str:
         lines.append(f"| {name} | {m['spearman']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | "
                      f"{m['within_group_spearman']:.3f} | "
                      f"{m['pearson']:.3f} | {m['kendall']:.3f} | {m['mae']:.3f} | "
-                     f"{m['fraction_of_ceiling']:.2f} | {m['calibration']['ece']:.3f} |")
+                     f"{num(m['fraction_of_ceiling'], 2)} | {m['calibration']['ece']:.3f} |")
     lines += ["", "## Noise ceiling", ""]
     lines += [f"- {k}: {v:.3f}" for k, v in metrics["ceiling"].items()]
     lines += ["", "## Paired tests (Spearman difference, bootstrap over units)", ""]

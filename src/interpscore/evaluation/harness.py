@@ -49,7 +49,8 @@ def evaluate_predictors(predictors: dict[str, Predictor], tensors: TaskTensors, 
                "paired_tests": tests, "measured": measured_level, "n_units": len(ids),
                "notes": [] if "act_sparsity" in units else [
                    "Activation-statistics baselines (sparsity, spatial contrast) need the units' "
-                   "activations, which this dataset does not record (IMI's and a browser study's do not)."]}
+                   "activations, which this dataset does not record (neither IMI's nor a "
+                   "browser study's does)."]}
     return metrics, table
 
 

@@ -9,7 +9,7 @@ from .common import add_command
 
 def _choice_arguments(sub) -> None:
     """Which units a study asks about (the same for `study build` and `export-experiment`)."""
-    from ..data.selection import DEFAULT_RULE, SELECTION_RULES
+    from ..data.selection import RECOMMENDED_RULE, SELECTION_RULES
 
     sub.add_argument("--stimuli", required=True, help="a stimulus store (score --save-stimuli, "
                      "or `interpscore stimuli`)")
@@ -19,7 +19,7 @@ def _choice_arguments(sub) -> None:
     sub.add_argument("--select", choices=SELECTION_RULES,
                      help="pick -n units: spread over models and predicted scores, at random, "
                      "the most uncertain, or the most extreme scores (see docs/study.md; "
-                     f"{DEFAULT_RULE} measured best on simulated populations)")
+                     f"{RECOMMENDED_RULE} measured best on simulated populations)")
     sub.add_argument("-n", type=POSITIVE_INT, default=10, help="how many units --select picks")
     sub.add_argument("--seed", type=SEED, default=0, help="seed of the choice and the tasks")
 

@@ -21,7 +21,8 @@ import pandas as pd
 from ..errors import InputError
 
 SELECTION_RULES = ("spread", "random", "uncertain", "extreme")
-DEFAULT_RULE = "uncertain"  # what the README and docs use; measured best (study_budget.json)
+# Not a default (`--select` names a rule): the one that measured best in study_budget.json.
+RECOMMENDED_RULE = "uncertain"
 NEEDS_SCORES = {"spread": ("score",), "uncertain": ("score_low", "score_high"),
                 "extreme": ("score",)}
 

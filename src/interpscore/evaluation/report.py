@@ -108,7 +108,6 @@ def num(value, digits=3) -> str:
 def benchmark_markdown(benchmark: dict) -> list[str]:
     """The held-out benchmark first: each predictor within model x difficulty groups and
     overall, against the ceiling of the same groups, on observers and images never fitted."""
-
     def cell(r, key):
         ci = r[f"{key}_ci"]
         return f"{num(r[key])} [{num(ci[0], 2)}, {num(ci[1], 2)}]" if np.isfinite(r[key]) else "-"

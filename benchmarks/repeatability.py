@@ -6,6 +6,8 @@ observer features, noise levels, every audience's answers). `--unpinned` builds 
 without `simulate.pinned`'s kernel pins, to show what the pins hold still.
 
     python benchmarks/repeatability.py [--out benchmarks/results/repeatability.json]
+    python benchmarks/repeatability.py --full --against RELEASE/simulation.json \
+        --out benchmarks/results/repeatability_full.json
 """
 
 import argparse
@@ -57,6 +59,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="the default release (minutes each)")
     parser.add_argument("--unpinned", action="store_true", help="also build without the pins")
+    parser.add_argument("--against", help="a release's simulation.json (for example the one "
+                        "the README's numbers came from) whose hashes the builds must equal")
     parser.add_argument("--out")
     args = parser.parse_args()
     config = asdict(SimulationConfig()) if args.full else SMALL
@@ -76,6 +80,11 @@ def main():
                 "stages_that_differ": sorted({stage for h in hashes.values() for stage in h
                                               if h[stage] != first[stage]}),
                 "hashes": hashes}
+    if args.against:
+        recorded = json.loads(Path(args.against).read_text())["hashes"]
+        result["against"] = {"release": str(args.against), "identical": all(
+            run["hashes"][name] == recorded for run in result["runs"].values()
+            for name in run["hashes"])}
     emit(result, args.out)
 
 

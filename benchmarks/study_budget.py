@@ -226,7 +226,8 @@ def table(result: dict) -> str:
     """Gain over MIS and over the un-updated checkpoint, by rule and budget (mean over the
     held-out families; random averaged over its draws), with responses and their price."""
     lines = ["| rule | units | responses (mean over families) | price | updated - MIS [95% CI] "
-             "| updated - checkpoint [95% CI] | worst family - checkpoint | updates that moved |",
+             "| updated - checkpoint [95% CI] | worst family - checkpoint (worst draw) "
+             "| updates that moved |",
              "|---|---:|---:|---:|---|---|---:|---:|"]
     for rule in result["rules"]:
         for k in result["budgets"]:
@@ -238,19 +239,30 @@ def table(result: dict) -> str:
                                  for b in result["bought"][key].values()])
             gain = np.mean([r["mean"]["minus_mis"] for r in runs])
             over = np.mean([r["mean"]["minus_checkpoint"] for r in runs])
-            worst = min(f["minus_checkpoint"] for r in runs for f in r["per_family"].values())
+            worst = _worst_family(runs)
             fits = [b["learned"] for key in keys for b in result["bought"][key].values()]
             moved = sum(_moved(f) for f in fits)
             ci = runs[0]["mean"]["minus_mis_ci"] if len(runs) == 1 else None
             ci_start = runs[0]["mean"]["minus_checkpoint_ci"] if len(runs) == 1 else None
             fmt = (lambda c: f" [{c[0]:+.3f}, {c[1]:+.3f}]" if c else f" (mean of {len(runs)} draws)")
             lines.append(f"| {rule} | {k} | {responses:.0f} | ${responses * PRICE_PER_MAIN_TRIAL:.0f} "
-                         f"| {gain:+.3f}{fmt(ci)} | {over:+.3f}{fmt(ci_start)} | {worst:+.3f} "
+                         f"| {gain:+.3f}{fmt(ci)} | {over:+.3f}{fmt(ci_start)} | {worst} "
                          f"| {moved} of {len(fits)} |")
     first = next(iter(result["runs"].values()))
     lines.append(f"\ncheckpoint without update - MIS: {first['mean']['checkpoint_minus_mis']:+.3f}; "
                  f"ceiling (within groups): {first['mean']['ceiling_within']:.3f}")
     return "\n".join(lines)
+
+
+def _worst_family(runs: list) -> str:
+    """The family furthest below the un-updated checkpoint: by the mean of a rule's draws (what
+    the rule does), and where draws differ also by its worst single draw (what one study may
+    meet)."""
+    families = runs[0]["per_family"]
+    by_mean = min(np.mean([r["per_family"][f]["minus_checkpoint"] for r in runs])
+                  for f in families)
+    by_draw = min(r["per_family"][f]["minus_checkpoint"] for r in runs for f in families)
+    return f"{by_mean:+.3f}" + (f" ({by_draw:+.3f})" if len(runs) > 1 else "")
 
 
 def _moved(learned: dict) -> bool:

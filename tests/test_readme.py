@@ -1,0 +1,43 @@
+"""The README's quick starts, run as written in a folder of their own: a score with MIS, a
+metric trained on the quick config, its evaluation (minutes: slow)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from newcomer import first_block  # noqa: E402
+
+
+def test_the_quick_start_block_is_the_three_steps():
+    commands = first_block((ROOT / "README.md").read_text(), "## Quick starts")
+    assert [c.split()[:2] for c in commands if not c.startswith("CKPT=")] == [
+        [".venv/bin/interpscore", "score"], [".venv/bin/python", "train.py"],
+        [".venv/bin/interpscore", "evaluate"]]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_the_readme_quick_starts_run_offline_as_written(tmp_path):
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))  # this environment stands in for the install
+    shutil.copy(ROOT / "train.py", tmp_path)
+    script = "\n".join(first_block((ROOT / "README.md").read_text(), "## Quick starts"))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="offline")
+    done = subprocess.run(["bash", "-ec", script], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=2300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    scores = pd.read_parquet(tmp_path / "runs/scores_mis/scores.parquet")
+    assert len(scores) >= 10 and scores["score"].between(0, 1).all()
+    assert len(list(tmp_path.glob("checkpoints/quick-*/best.ckpt"))) == 1
+    # The evaluation of the checkpoint repeats the headline that training printed at its end.
+    (trained,) = [line for line in done.stdout.splitlines() if line.startswith("trained ")][:1]
+    within = trained.split()[1]
+    report = (tmp_path / "runs/report/report.md").read_text()
+    assert f"| trained | {within} [" in report and "| mis | " in report

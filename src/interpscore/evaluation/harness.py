@@ -150,7 +150,9 @@ def format_summary(metrics: dict) -> str:
         lines += [format_benchmark(metrics["benchmark"]), ""]
     predictors = metrics["predictors"]
     names = {"trained": f"trained {metrics.get('head', '')}".strip(), "mis": "MIS (baseline)"}
-    lines += [f"in-distribution test units: {metrics['n_units']} "
+    units = metrics.get("grouped", {}).get("n_units")  # a unit's difficulties are conditions
+    of_units = f" of {units} units" if units else ""
+    lines += [f"in-distribution test conditions: {metrics['n_units']}{of_units} "
               f"({metrics['data']['source']} data, the training audience)",
               f"{'predictor':22s} {'spearman':>20s} {'within':>7s} {'mae':>7s} {'of ceiling':>10s}"]
     for name in BENCHMARK_PREDICTORS:

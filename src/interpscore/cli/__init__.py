@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import InputError
+from ..kernels import pin_cpu_kernels
 from . import data, leaderboard, scoring, stimuli, study
 from .common import BAD_INPUT, INTERRUPTED, Parser
 
@@ -47,7 +48,10 @@ def _show_progress() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; return its exit code (0 ok, 1 problems found, 2 bad input, 130 Ctrl-C)."""
+    """Run a command; return its exit code (0 ok, 1 problems found, 2 bad input, 130 Ctrl-C).
+    As the `interpscore` command (no `argv`), the CPU kernels are pinned first (`kernels`)."""
+    if argv is None:
+        pin_cpu_kernels()
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]

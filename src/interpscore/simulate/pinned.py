@@ -20,20 +20,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import InputError
+from ..kernels import CPU_KERNELS
 
 PINNED_FLAG = "INTERPSCORE_PINNED_BUILD"
 THREADS = "2"
-AVX512 = ("AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL "
-          "AVX512_SPR AVX512FP16")
 PINNED_ENVIRONMENT = {
     "CUDA_VISIBLE_DEVICES": "",  # the CPU: a GPU computes otherwise
     "OMP_NUM_THREADS": THREADS, "MKL_NUM_THREADS": THREADS,  # torch's intra-op threads
     "OPENBLAS_NUM_THREADS": "1",  # numpy / scipy / scikit-learn
-    "ATEN_CPU_CAPABILITY": "avx2",  # torch's own kernels
-    "ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2",  # convolutions
-    "MKL_CBWR": "AVX2,STRICT",  # matrix products (conditional numerical reproducibility)
-    "OPENBLAS_CORETYPE": "Haswell",  # numpy's and scipy's BLAS
-    "NPY_DISABLE_CPU_FEATURES": AVX512,  # numpy's loops dispatch no wider than AVX2
+    **CPU_KERNELS,  # every library no wider than AVX2
 }
 
 

@@ -3,10 +3,16 @@ computes the same bits (each case in a fresh interpreter: the settings act only 
 loads)."""
 
 import os
+import platform
 import subprocess
 import sys
 
 import pytest
+
+from interpscore.kernels import X86_64
+
+pytestmark = pytest.mark.skipif(platform.machine() not in X86_64,
+                                reason="the caps are x86-64's (elsewhere they are not set)")
 
 OTHER_KERNELS = {"ONEDNN_MAX_CPU_ISA": "SSE41", "DNNL_MAX_CPU_ISA": "SSE41",
                  "ATEN_CPU_CAPABILITY": "default"}
@@ -56,6 +62,10 @@ def test_the_interpscore_command_pins_before_its_work_and_a_loaded_torch_is_left
     late = ("import os, torch; from interpscore.kernels import pin_cpu_kernels; "
             "print(pin_cpu_kernels(), os.environ['ATEN_CPU_CAPABILITY'])")
     assert run(late, extra=OTHER_KERNELS) == "False default"
+    arm = ("import os, platform; platform.machine = lambda: 'aarch64'; "
+           "from interpscore.kernels import pin_cpu_kernels; "
+           "print(pin_cpu_kernels(), os.environ.get('ATEN_CPU_CAPABILITY'))")
+    assert run(arm) == "False None"
 
 
 def test_train_py_pins_when_it_loads():

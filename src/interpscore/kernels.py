@@ -8,7 +8,8 @@ the machine (capping it would slow every CPU run): it moved no printed digit, on
 image embedded alone (a batch of one). Every library reads these variables once, when it first
 loads, so the command-line entry points set them before torch or numpy is imported (a process
 that imported them already keeps the kernels it has). AVX2 is what every x86-64 CPU of the last
-decade has; on an Arm CPU the caps name nothing and change nothing. A GPU is not touched.
+decade has; on another architecture (Arm) they would name nothing, and are not set. A GPU is not
+touched.
 
 This module imports nothing heavy (an import-linter contract keeps it so).
 """
@@ -16,6 +17,7 @@ This module imports nothing heavy (an import-linter contract keeps it so).
 from __future__ import annotations
 
 import os
+import platform
 import sys
 
 AVX512 = ("AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL "
@@ -28,12 +30,14 @@ CPU_KERNELS = {
     "NPY_DISABLE_CPU_FEATURES": AVX512,  # numpy's loops dispatch no wider than AVX2
 }
 HEAVY = ("torch", "numpy")
+X86_64 = ("x86_64", "AMD64")
 
 
 def pin_cpu_kernels(environ=os.environ) -> bool:
-    """Set `CPU_KERNELS` in `environ` (over what was there) unless torch or numpy is loaded
-    already, where it would change nothing in this process; says whether it set them."""
-    if any(name in sys.modules for name in HEAVY):
+    """Set `CPU_KERNELS` in `environ` (over what was there) on an x86-64 CPU, unless torch or
+    numpy is loaded already, where it would change nothing in this process; says whether it set
+    them."""
+    if platform.machine() not in X86_64 or any(name in sys.modules for name in HEAVY):
         return False
     environ.update(CPU_KERNELS)
     return True

@@ -33,11 +33,11 @@ HEAVY = ("torch", "numpy")
 X86_64 = ("x86_64", "AMD64")
 
 
-def pin_cpu_kernels(environ=os.environ) -> bool:
-    """Set `CPU_KERNELS` in `environ` (over what was there) on an x86-64 CPU, unless torch or
+def pin_cpu_kernels() -> bool:
+    """Set `CPU_KERNELS` in this process's environment (over what was there) on an x86-64 CPU, unless torch or
     numpy is loaded already, where it would change nothing in this process; says whether it set
     them."""
     if platform.machine() not in X86_64 or any(name in sys.modules for name in HEAVY):
         return False
-    environ.update(CPU_KERNELS)
+    os.environ.update(CPU_KERNELS)
     return True

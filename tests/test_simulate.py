@@ -222,3 +222,39 @@ def test_a_synthetic_condition_shows_visualisations_with_natural_queries(tmp_pat
                     images=release / "images").units
     assert set(units["mode"]) == {"natural", "optimized"}
     assert (units.groupby("mode")["unit_id"].nunique()["optimized"]) == 3
+
+
+def test_the_simulator_and_the_study_page_read_the_buttons_alike(tiny_release, browser_page,
+                                                                 tmp_path):
+    """The buttons the simulator pressed, pushed through the study's plugin in Chromium, read
+    back as the confidence and choice the simulator wrote."""
+    import shutil
+
+    from interpscore.protocol import IMI
+    from interpscore.resources import package_file
+
+    table = pd.read_csv(tiny_release / DEFAULT / "responses_main.csv")
+    written = table[["button_pressed", "switched_queries", "confidence", "choice"]]
+    written = written.drop_duplicates().sort_values(["button_pressed", "switched_queries"])
+    assert len(written) == 12  # each of 6 buttons with and without switched queries, one reading
+    assets = package_file("study", "assets")
+    shutil.copytree(assets / "vendor", tmp_path / "vendor")
+    shutil.copyfile(assets / "plugin-imi-2afc.js", tmp_path / "plugin-imi-2afc.js")
+    (tmp_path / "page.html").write_text(
+        '<!doctype html><script src="vendor/jspsych.min.js"></script>'
+        '<script src="plugin-imi-2afc.js"></script><div id="study"></div>')
+    page, errors = browser_page
+    page.goto((tmp_path / "page.html").as_uri())
+    pushed = [{"button_pressed": int(b), "switched_queries": bool(s)}
+              for b, s in zip(written["button_pressed"], written["switched_queries"])]
+    read = page.evaluate("""async ([pushed, buttons]) => {
+        const jsPsych = initJsPsych({display_element: "study"});
+        const trials = pushed.map((data) => ({
+          type: jsPsychImi2afc, min_query: "min.png", max_query: "max.png",
+          min_references: ["a.png"], max_references: ["b.png"], buttons: buttons,
+          feedback: false, simulation_options: {data: data}}));
+        await jsPsych.simulate(trials, "data-only");
+        return jsPsych.data.get().values().map((t) => [t.confidence, t.choice]);
+    }""", [pushed, IMI.to_json()["buttons"]])
+    assert not errors
+    assert read == [[int(c), ch] for c, ch in zip(written["confidence"], written["choice"])]

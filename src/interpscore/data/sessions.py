@@ -20,6 +20,7 @@ from pathlib import PurePosixPath
 import pandas as pd
 
 from ..errors import InputError
+from ..protocol import IMI
 
 SESSION_FORMAT = "interpscore-session/1"
 TRIAL_TYPE = "imi-2afc"
@@ -50,13 +51,11 @@ def _answer_problems(i: int, trial: dict) -> list[str]:
     if problems:
         return problems
     button, switched = trial["button_pressed"], trial["switched_queries"]
-    if not 0 <= button <= 5:
-        return [f"trials[{i}].button_pressed: {button} is not 0-5"]
-    # the plugin's rule: buttons 0-2 answer the upper query, which is the min query ('a')
-    # unless the queries were switched; confidence is the button's place in its row
-    choice = "a" if (button < 3) != switched else "b"
+    if not 0 <= button < IMI.n_buttons:
+        return [f"trials[{i}].button_pressed: {button} is not 0-{IMI.n_buttons - 1}"]
+    choice = IMI.choice(button, switched)
     if (trial["choice"], trial["correct"], trial["confidence"]) != \
-            (choice, choice == "b", button % 3 + 1):
+            (choice, choice == "b", IMI.confidence(button)):
         return [f"trials[{i}]: choice, correct and confidence do not follow from "
                 "button_pressed and switched_queries"]
     if not all(isinstance(p, str) for p in trial["min_references"] + trial["max_references"]):

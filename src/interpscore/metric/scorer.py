@@ -22,6 +22,7 @@ import torch
 
 from ..atomic import atomic_file, files_into
 from ..errors import InputError
+from ..protocol import IMI
 from ..resources import DEFAULT_CACHE
 from ..stimuli.options import ScoringOptions
 from .checkpoint import LoadedMetric, load_checkpoint
@@ -196,8 +197,11 @@ class Scorer:
             out: str | Path | None = None, **options) -> "_Job":
         """A scoring request, checked and ready (model built, units chosen, pool open), whose
         activation pass can run in shards saved under OUT/shards/ (`job.compute_shard`)."""
-        return _Job(model, layers, units, images, ScoringOptions.from_kwargs(options),
-                    self.cache_dir, Path(out) if out is not None else None)
+        checked = ScoringOptions.from_kwargs(options)
+        if checked.image_size is None:  # the size the metric was trained at
+            checked.image_size = self.metric.image_size or IMI.image_size
+        return _Job(model, layers, units, images, checked, self.cache_dir,
+                    Path(out) if out is not None else None)
 
     def compute_shard(self, model: str, rank: int, world: int, out: str | Path, layers="auto",
                       units=20, images="default", **options) -> Path:

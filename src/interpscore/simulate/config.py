@@ -6,11 +6,12 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 
 from ..errors import InputError
 from ..options import POSITIVE_INT, SEED, option
+from ..protocol import EMBEDDED, Protocol
 from .families import FAMILIES, HELDOUT_FAMILIES, TRAINING_FAMILIES
 
 # The modules whose code makes a release: a change to any of them (comments and docstrings
@@ -37,17 +38,18 @@ class SimulationConfig:
     # model label -> hard conditions shown besides `easy`
     hard: dict = field(default_factory=lambda: {"efficientnet_lite0": ["hard85", "hard95",
                                                                        "hard99"]})
-    pool_size: int = option(3000, "images of pool A (every unit's stimuli)", POSITIVE_INT)
-    heldout_pool_size: int = 1500  # pool B (disjoint source photos): the test units again
-    image_size: int = option(128, "pixels", POSITIVE_INT)
-    n_refs: int = 9
-    n_batches: int = option(10, "stimulus batches (tasks) per unit", POSITIVE_INT)
+    pool_size: int = option(EMBEDDED.pool_size, "images of pool A (every unit's stimuli)",
+                            POSITIVE_INT)
+    heldout_pool_size: int = EMBEDDED.pool_size // 2  # pool B (disjoint source photos)
+    image_size: int = option(EMBEDDED.image_size, "pixels", POSITIVE_INT)
+    n_refs: int = EMBEDDED.n_refs
+    n_batches: int = option(EMBEDDED.n_batches, "stimulus batches (tasks) per unit", POSITIVE_INT)
     max_refs_per_source: int = 8
     responses_per_unit: int = option(34, "simulated participants per condition (~30 valid "
                                      "after the exclusions)", POSITIVE_INT)
-    trials_per_task: int = 20
-    catch_per_task: int = 4
-    demo_trials: int = 2
+    trials_per_task: int = EMBEDDED.trials_per_task
+    catch_per_task: int = EMBEDDED.catch_per_task
+    demo_trials: int = EMBEDDED.demo_trials
     careless_fraction: float = 0.10
     multi_participation_fraction: float = 0.02
     target_accuracy: float = 0.83  # mean easy accuracy on trained networks, every family
@@ -67,6 +69,15 @@ class SimulationConfig:
                               "simulator": simulator_fingerprint(bool(self.synthetic))},
                              sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+    @property
+    def protocol(self) -> Protocol:
+        """The IMI protocol as this simulation runs it (`EMBEDDED` unless the config says
+        otherwise)."""
+        return replace(EMBEDDED, image_size=self.image_size, pool_size=self.pool_size,
+                       n_refs=self.n_refs, n_batches=self.n_batches,
+                       trials_per_task=self.trials_per_task, catch_per_task=self.catch_per_task,
+                       demo_trials=self.demo_trials)
 
     def check(self) -> None:
         unknown = [f for f in self.training_families + self.heldout_families if f not in FAMILIES]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..data.exclusion import ExclusionCriteria
 from ..data.layouts import batch_dir
 from .config import URL_ROOT, SimulationConfig
 from .observers import p_correct
@@ -17,6 +18,11 @@ from .world import Observers
 
 
 CARELESS_KINDS = ("random", "too_fast", "one_row", "no_instructions")
+# Attentive participants read the instructions for at least a second longer than the exclusions
+# ask; the practice block repeats until passed, but no more than two tries past the attempts the
+# exclusions allow (a careless participant who never passes is then seen to have needed more).
+READING_S = ExclusionCriteria().min_instruction_time_s + 1.0
+EXTRA_PRACTICE_ATTEMPTS = 2
 
 
 def _assign_tasks(items: list, n_tasks: int, per_task_limit: int, rng) -> list[list]:
@@ -68,7 +74,7 @@ class Participant:
             weights = np.exp(rng.normal(0, 0.3, dim))  # this person's cue weights
             e = observers.task_evidence(pool, family, task_rows[mine], weights)
             sigma = observers.sigma[family] * self.noise
-            bias = np.where(switched[mine], -self.bias, self.bias) * sigma
+            bias = np.where(switched[mine], self.bias, -self.bias) * sigma  # + where the max query is upper
             p[mine] = p_correct(e, sigma, self.lapse, bias)
         return p, [self.families[k] for k in chosen]
 
@@ -84,8 +90,9 @@ def simulate_audience(observers: Observers, pool: str, families: list[str], cond
     items = [items[i] for i in rng.permutation(len(items))]
     n_trials = sum(len(reps) for _, reps in items)
     # Enough tasks that each condition's repetitions go to distinct participants.
-    n_tasks = max(int(np.ceil(n_trials / config.trials_per_task)), config.responses_per_unit)
-    tasks = _assign_tasks(items, n_tasks, config.trials_per_task, rng)
+    per_task = config.protocol.trials_per_task
+    n_tasks = max(int(np.ceil(n_trials / per_task)), config.responses_per_unit)
+    tasks = _assign_tasks(items, n_tasks, per_task, rng)
     n_multi = int(round(config.multi_participation_fraction * len(tasks)))
     workers = [f"sim-worker-{k:05d}" for k in range(len(tasks))]
     for k in range(n_multi):  # a few workers take a second task
@@ -103,10 +110,10 @@ def simulate_audience(observers: Observers, pool: str, families: list[str], cond
 def _participant_rows(task_number, worker, trials, person: Participant, observers, pool,
                       task_row, config, rng, image_prefix) -> list[dict]:
     conditions, paths = observers.pools[pool].records, observers.pools[pool].paths
-    careless = person.careless
+    careless, protocol = person.careless, config.protocol
     # Careless kinds: skipped instructions, or clicked through the whole task.
     instructions_s = {"no_instructions": 5.0, "too_fast": 20.0}.get(careless)
-    time_ms = 1000.0 * (instructions_s or max(16.0, rng.normal(60, 20)))
+    time_ms = 1000.0 * (instructions_s or max(READING_S, rng.normal(60, 20)))
     rt_scale, pause_ms = (0.4, 300) if careless == "too_fast" else (4.5, 1500)
     rows = []
     task_id = f"task-{task_number}"
@@ -115,9 +122,9 @@ def _participant_rows(task_number, worker, trials, person: Participant, observer
     def trial(kind, p_max_chosen, switched, family="none", **info):
         nonlocal time_ms
         chose_max = bool(rng.random() < p_max_chosen)
-        upper = chose_max != switched
-        if careless == "one_row":
-            upper, chose_max = True, not switched
+        if careless == "one_row":  # the upper row, whichever query it shows
+            chose_max = protocol.query_row("b", switched) == "upper"
+        choice = "b" if chose_max else "a"
         margin = abs(p_max_chosen - 0.5) * 2 + rng.normal(0, 0.2)
         confidence = int(np.clip(1 + (margin > 0.35) + (margin > 0.75), 1, 3))
         rt = float(rng.lognormal(np.log(rt_scale * 1000 * (1.2 - 0.3 * margin)), 0.35))
@@ -126,33 +133,34 @@ def _participant_rows(task_number, worker, trials, person: Participant, observer
             participant_id=worker, worker_id=worker, task_id=task_id, task_number=task_number,
             response_index=0, trial_index=len(rows), is_demo=kind == "demo",
             catch_trial=kind == "catch", rt=round(rt, 1), time_elapsed=round(time_ms),
-            switched_queries=switched, choice="b" if chose_max else "a", correct=chose_max,
-            confidence=confidence, button_pressed=(3 - confidence) if upper else (2 + confidence),
+            switched_queries=switched, choice=choice, correct=chose_max,
+            confidence=confidence,
+            button_pressed=protocol.button(protocol.query_row(choice, switched), confidence),
             simulated_participant=careless or "attentive", observer_family=family, **info))
 
     attentive = 0.99  # demo and catch trials are easy for anyone who looks
     easy = 0.5 if careless == "random" else attentive
-    for _ in range(5):  # the practice block repeats until passed
+    for _ in range(protocol.max_demo_attempts + EXTRA_PRACTICE_ATTEMPTS):
         passed = True
-        for j in range(config.demo_trials):
-            trial("demo", easy, bool(rng.random() < 0.5), model="demo", layer="demo",
+        for j in range(protocol.demo_trials):
+            trial("demo", easy, bool(rng.random() >= 0.5), model="demo", layer="demo",
                   channel=f"demo_{j}", mode="natural", batch=-1,
                   max_query=f"{URL_ROOT}/demo/trials/trial_{j}/queries/max.png")
             passed &= rows[-1]["correct"]
         if passed:
             break
-    switched = rng.random(len(trials)) < 0.5  # max query in the lower row when switched
+    switched = rng.random(len(trials)) >= 0.5  # the max query in the upper row
     task_rows = np.array([task_row[t] for t in trials])
     if careless is None:
         p_main, families = person.p_max_chosen(observers, pool, task_rows, switched)
     else:
         p_main, families = np.full(len(trials), 0.5), ["careless"] * len(trials)
-    catch_at = set(rng.choice(len(trials) + config.catch_per_task, config.catch_per_task,
+    catch_at = set(rng.choice(len(trials) + protocol.catch_per_task, protocol.catch_per_task,
                               replace=False).tolist())
     k = 0
-    for position in range(len(trials) + config.catch_per_task):
+    for position in range(len(trials) + protocol.catch_per_task):
         if position in catch_at:
-            trial("catch", easy, bool(rng.random() < 0.5), model="catch", layer="catch",
+            trial("catch", easy, bool(rng.random() >= 0.5), model="catch", layer="catch",
                   channel=f"catch_{position}", mode="catch_trial", batch=-1)
             continue
         c, b = trials[k]

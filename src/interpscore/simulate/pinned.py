@@ -57,6 +57,21 @@ def in_pinned_build() -> bool:
     return os.environ.get(PINNED_FLAG) == "1"
 
 
+def check_pins_held() -> None:
+    """In the pinned child on x86-64: fail, naming them, where kernels wider than AVX2 are still
+    dispatched (a library that renamed its switches), rather than build a release that would
+    not repeat on another CPU."""
+    import platform
+
+    from ..kernels import X86_64
+
+    wide = wider_than_avx2() if platform.machine() in X86_64 else []
+    if wide:
+        raise RuntimeError(f"the CPU kernel pins did not take effect for {', '.join(wide)}; "
+                           "this release would not repeat on another CPU: update "
+                           "interpscore.kernels.CPU_KERNELS for this library version")
+
+
 def library_versions() -> dict[str, str]:
     """The versions of what a release's bytes depend on, recorded beside its hashes."""
     from importlib.metadata import PackageNotFoundError, version
@@ -68,3 +83,21 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[name] = "absent"
     return out
+
+
+def wider_than_avx2() -> list[str]:
+    """The kernels this process dispatches wider than AVX2 (numpy's dispatch targets, torch's
+    ATen capability): empty where `CPU_KERNELS` took effect."""
+    import numpy  # noqa: F401
+    import torch
+
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    wide = [f"numpy {name}" for name in __cpu_dispatch__
+            if __cpu_features__.get(name) and (name.startswith("AVX512") or name == "X86_V4")]
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability.startswith("AVX512"):
+        wide.append(f"torch ATen {capability}")
+    return wide

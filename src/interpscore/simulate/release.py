@@ -21,7 +21,8 @@ from .config import (DEFAULT_AUDIENCE, HELDOUT_POOL, SimulationConfig, audiences
                      simulator_fingerprint)
 from .observers import FAMILIES, OBSERVER_NETWORK
 from .participants import simulate_audience
-from .pinned import PINNED_ENVIRONMENT, in_pinned_build, library_versions, run_pinned
+from .pinned import (PINNED_ENVIRONMENT, check_pins_held, in_pinned_build, library_versions,
+                     run_pinned)
 from .world import Observers, pool_stimuli
 
 
@@ -270,6 +271,7 @@ def release_benchmark(simulation: dict | None, data_root, data_dir, fold=None) -
 if __name__ == "__main__":  # the pinned child of `simulate`: OUT CONFIG_JSON [--progress] [--overwrite]
     import sys
 
+    check_pins_held()
     try:
         simulate(sys.argv[1], SimulationConfig(**json.loads(sys.argv[2])),
                  progress="--progress" in sys.argv, overwrite="--overwrite" in sys.argv)

@@ -25,6 +25,7 @@ import pandas as pd
 from ..atomic import atomic_folder, check_output_folder
 from ..data.layouts import QUERY_INDEX, image_name, parse_batch_dir, unit_id
 from ..errors import InputError
+from ..protocol import IMI
 from .store import link_or_copy
 
 
@@ -96,7 +97,8 @@ def plan_tasks(trials: list[tuple[str, Path]], trials_per_task: int, catch_per_t
 
 
 def plan_experiment(stimuli, out, scores=None, units=None, select=None, n: int = 10,
-                    seed: int = 0, trials_per_task: int = 20, catch_per_task: int = 2,
+                    seed: int = 0, trials_per_task: int = IMI.trials_per_task,
+                    catch_per_task: int = IMI.catch_per_task,
                     overwrite: bool = False) -> ExperimentPlan:
     """Check the request (before any work) and plan it: every batch of each chosen unit is one
     main trial."""
@@ -121,7 +123,8 @@ def plan_experiment(stimuli, out, scores=None, units=None, select=None, n: int =
 
 
 def export_experiment(stimuli, out, scores=None, units=None, select=None, n: int = 10,
-                      seed: int = 0, trials_per_task: int = 20, catch_per_task: int = 2,
+                      seed: int = 0, trials_per_task: int = IMI.trials_per_task,
+                      catch_per_task: int = IMI.catch_per_task,
                       overwrite: bool = False) -> Path:
     stimuli, out = Path(stimuli), Path(out)
     plan = plan_experiment(stimuli, out, scores, units, select, n, seed, trials_per_task,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from ..data.layouts import DIFFICULTIES
+from ..protocol import DIFFICULTIES, EMBEDDED, IMI
 from ..errors import InputError
 from ..options import NON_NEGATIVE_INT, POSITIVE_INT, SEED, option
 
@@ -18,10 +18,11 @@ EXPLANATIONS = ("natural", "synthetic")  # synthetic = IMI's "optimized": featur
 class ScoringOptions:
     difficulty: str = option("easy", "how far below the references the queries sit",
                              choices=DIFFICULTIES)
-    n_refs: int = option(9, "references per side", POSITIVE_INT)
-    n_batches: int = option(20, "tasks (batches of references) per unit", POSITIVE_INT)
-    image_size: int = option(224, "pixels", POSITIVE_INT)
-    pool_size: int = option(3000, "size of the default pool", POSITIVE_INT)
+    n_refs: int = option(IMI.n_refs, "references per side", POSITIVE_INT)
+    n_batches: int = option(IMI.n_batches, "tasks (batches of references) per unit", POSITIVE_INT)
+    image_size: int | None = option(
+        None, "pixels (default: the size the metric was trained at)", POSITIVE_INT)
+    pool_size: int = option(EMBEDDED.pool_size, "size of the default pool", POSITIVE_INT)
     max_refs_per_source: int | None = option(
         None, "at most this many references from one source photo (default: any)", POSITIVE_INT)
     seed: int = option(0, "seed of unit sampling and batches", SEED)

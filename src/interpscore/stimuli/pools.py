@@ -15,6 +15,7 @@ import numpy as np
 
 from ..atomic import atomic_file
 from ..errors import InputError
+from ..protocol import EMBEDDED, IMI
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry",
                   "retina", "rocket", "brick", "camera", "cell", "clock", "coins", "grass",
@@ -35,11 +36,12 @@ def read_image(path: str | Path):
 
 
 def resize_and_crop(image, size: int):
-    """IMI preprocessing, scaled: shorter side to size * 256 / 224, then a centre crop of size."""
+    """IMI preprocessing, scaled: shorter side to size * 256 / 224 (`Protocol.resized`), then a
+    centre crop of size."""
     from PIL import Image
 
     image = image.convert("RGB")
-    short = round(size * 256 / 224)
+    short = IMI.resized(size)
     scale = short / min(image.size)
     image = image.resize((max(short, round(image.width * scale)),
                           max(short, round(image.height * scale))), Image.BICUBIC)
@@ -85,7 +87,7 @@ class ArrayPool(ImagePool):
 class FolderPool(ImagePool):
     """Every image below a folder (sorted paths); each file is its own source."""
 
-    def __init__(self, folder: str | Path, size: int = 224):
+    def __init__(self, folder: str | Path, size: int = IMI.image_size):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise InputError(f"{self.folder}: image pool folder does not exist")
@@ -124,7 +126,7 @@ class FolderPool(ImagePool):
 class HFPool(ImagePool):
     """An HF `datasets` image dataset saved with `save_to_disk` (column `image` by default)."""
 
-    def __init__(self, path: str | Path, size: int = 224, column: str = "image",
+    def __init__(self, path: str | Path, size: int = IMI.image_size, column: str = "image",
                  split: str | None = None):
         import datasets
 
@@ -216,8 +218,9 @@ def _dead_leaves(size: int, rng, palette: np.ndarray) -> np.ndarray:
 POOL_PARTS = ("A", "B")  # two pools from disjoint source photos
 
 
-def default_pool(n_images: int = 3000, size: int = 128, seed: int = 0,
-                 photo_fraction: float = 0.5, cache_dir: str | Path | None = None,
+def default_pool(n_images: int = EMBEDDED.pool_size, size: int = EMBEDDED.image_size,
+                 seed: int = 0, photo_fraction: float = 0.5,
+                 cache_dir: str | Path | None = None,
                  part: str | None = None) -> ArrayPool:
     """The offline pool: photo crops (positions, scales, flips, colour jitter) and dead-leaves
     images, deterministic by seed. `part` "A" or "B" uses only every other source photo (A the
@@ -256,7 +259,8 @@ def default_pool(n_images: int = 3000, size: int = 128, seed: int = 0,
     return pool
 
 
-def open_pool(spec: str | Path | None, size: int = 224, n_images: int = 3000, seed: int = 0,
+def open_pool(spec: str | Path | None, size: int = IMI.image_size,
+              n_images: int = EMBEDDED.pool_size, seed: int = 0,
               cache_dir: str | Path | None = None) -> ImagePool:
     """`default` (or None) -> the offline pool; a folder of images, or a saved HF dataset; a
     pool object is used as it is."""

@@ -13,16 +13,15 @@ import numpy as np
 
 from ..data.layouts import QUERY_INDEX
 from ..errors import InputError
+from ..protocol import IMI
 from .activations import UnitRanking, collect_rankings
 from .networks import LoadedModel
 from .units import Unit, unit_seed
 
-# Query percentiles of the hard conditions (the max query at P, the min query at 100 - P).
-DIFFICULTY_PERCENTILES = {"hard85": 85.0, "hard95": 95.0, "hard99": 99.0}
+DIFFICULTY_PERCENTILES = IMI.hard_percentiles
 CONSTANT_RANGE = 1e-8
-# IMI ranked its units on the ImageNet training set and took each side's references and easy
-# queries from its top 200 images.
-IMI_POOL = 1_281_167
+# IMI took each side's references and easy queries from the top 200 of its pool.
+IMI_POOL = IMI.pool_size
 IMI_TOP = 200
 
 
@@ -92,8 +91,8 @@ def _pick_references(index: np.ndarray, sources: np.ndarray, n: int, cap: int | 
     return picked, position + 1
 
 
-def select_exemplars(ranking: UnitRanking, sources: np.ndarray, n_refs: int = 9,
-                     n_batches: int = 20, difficulties=("easy",), max_refs_per_source=None,
+def select_exemplars(ranking: UnitRanking, sources: np.ndarray, n_refs: int = IMI.n_refs,
+                     n_batches: int = IMI.n_batches, difficulties=("easy",), max_refs_per_source=None,
                      seed: int = 0) -> UnitExemplars | None:
     """References in n_batches batches (one image from each of n_refs extremeness bins of
     n_batches), the query at the next ranks (easy) or at the hard percentiles. None when the unit
@@ -137,8 +136,8 @@ def select_exemplars(ranking: UnitRanking, sources: np.ndarray, n_refs: int = 9,
                          flags)
 
 
-def build_exemplars(model: LoadedModel, pool, units: list[Unit], n_refs: int = 9,
-                    n_batches: int = 20, difficulties=("easy",), max_refs_per_source=None,
+def build_exemplars(model: LoadedModel, pool, units: list[Unit], n_refs: int = IMI.n_refs,
+                    n_batches: int = IMI.n_batches, difficulties=("easy",), max_refs_per_source=None,
                     reservoir_size: int = 4096, batch_size: int = 64, seed: int = 0,
                     progress: bool = True) -> tuple[list[UnitExemplars], dict[Unit, str]]:
     """Exemplars of every unit that has them, plus the dropped units with their reasons."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from ..atomic import atomic_folder
 from ..data.layouts import QUERY_INDEX, image_name, parse_batch_dir
 from ..errors import InputError
 from ..options import NON_NEGATIVE_INT, POSITIVE_INT, option
+from ..protocol import IMI
 from ..resources import package_file
 from ..stimuli.export import PlannedTrial, plan_experiment
 from ..stimuli.store import link_or_copy
@@ -136,13 +137,14 @@ def _practice(available: dict[str, list[Path]], studied: list[str], n: int,
 class StudySettings:
     """What a study shows and how it sends its answers; each an option of `study build`."""
 
-    trials_per_task: int = option(40, "main trials per participant (one task)", POSITIVE_INT)
-    catch_per_task: int = option(5, "catch trials per task (a query that is also a reference)",
-                                 NON_NEGATIVE_INT)
-    demo_trials: int = option(5, "practice trials, repeated until all are right",
+    trials_per_task: int = option(IMI.trials_per_task, "main trials per participant (one task)",
+                                  POSITIVE_INT)
+    catch_per_task: int = option(IMI.catch_per_task, "catch trials per task (a query that is "
+                                 "also a reference)", NON_NEGATIVE_INT)
+    demo_trials: int = option(IMI.demo_trials, "practice trials, repeated until all are right",
                               NON_NEGATIVE_INT)
-    max_demo_attempts: int = option(3, "attempts at the practice block before the study ends",
-                                    POSITIVE_INT)
+    max_demo_attempts: int = option(IMI.max_demo_attempts, "attempts at the practice block "
+                                    "before the study ends", POSITIVE_INT)
     enable_buttons_after_ms: int = option(1500, "milliseconds before a trial's buttons work",
                                           NON_NEGATIVE_INT, flag="--enable-buttons-after")
     feedback_main: bool = option(True, "no right/wrong feedback after main trials",
@@ -188,8 +190,11 @@ def build_study(stimuli, out, units=None, scores=None, select=None, n: int = 10,
              for k, task in enumerate(plan.tasks, start=1)]
     study = {
         "format": STUDY_FORMAT, "title": title,
+        # IMI's task as this study runs it: the page's buttons and practice attempts read it
+        "protocol": replace(IMI, trials_per_task=trials_per_task, catch_per_task=catch_per_task,
+                            demo_trials=demo_trials,
+                            max_demo_attempts=max_demo_attempts).to_json(),
         "settings": {"post_url": post_url or None, "local_save": local_save,
-                     "max_demo_attempts": max_demo_attempts,
                      "enable_buttons_after_ms": enable_buttons_after_ms,
                      "feedback_main": bool(feedback_main), "completion_url": completion_url},
         "units": plan.units, "select": select, "seed": seed,

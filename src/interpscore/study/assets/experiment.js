@@ -88,6 +88,7 @@
       min_query: t.min_query, max_query: t.max_query,
       min_references: t.min_references, max_references: t.max_references,
       catch_trial: t.catch_trial, is_demo: phase === "demo",
+      buttons: study.protocol.buttons,
       enable_buttons_after: settings.enable_buttons_after_ms,
       feedback: phase === "demo" || settings.feedback_main,
       progress: progress(i),
@@ -127,11 +128,11 @@
         { timeline: [message("<p>Not every answer was right. Please look again and repeat the " +
                              "practice.</p>", "Repeat the practice")],
           conditional_function: () => !attemptCorrect &&
-            demoAttempt < settings.max_demo_attempts },
+            demoAttempt < study.protocol.max_demo_attempts },
       ],
       loop_function: () => {
         demoPassed = attemptCorrect;
-        return !demoPassed && demoAttempt < settings.max_demo_attempts;
+        return !demoPassed && demoAttempt < study.protocol.max_demo_attempts;
       },
     });
   }

@@ -1,9 +1,10 @@
 /* jsPsych 8 plugin for the IMI 2-AFC task (Zimmermann, Klein & Brendel, NeurIPS 2023).
 
    Nine minimally activating references on the left, nine maximally activating references on the
-   right, the two queries in the centre in random order, and six buttons: three confidence levels
-   for the upper query (buttons 0-2) and three for the lower one (buttons 3-5). The max query is
-   always the correct answer: choice 'a' = the min query, 'b' = the max query. */
+   right, the two queries in the centre in random order, and a row of confidence buttons for
+   each query. What each button means (its row and confidence) is the study's protocol
+   (`interpscore.protocol`, carried in study.json as `buttons`), not a rule of this file. The max
+   query is always the correct answer: choice 'a' = the min query, 'b' = the max query. */
 var jsPsychImi2afc = (function (jspsych) {
   "use strict";
   const P = jspsych.ParameterType;
@@ -16,6 +17,8 @@ var jsPsychImi2afc = (function (jspsych) {
       max_query: { type: P.IMAGE, default: undefined },
       min_references: { type: P.IMAGE, default: undefined, array: true },
       max_references: { type: P.IMAGE, default: undefined, array: true },
+      /** What each button means: [{row: "upper" | "lower", confidence}], by button number. */
+      buttons: { type: P.COMPLEX, default: undefined, array: true },
       catch_trial: { type: P.BOOL, default: false },
       is_demo: { type: P.BOOL, default: false },
       /** Show the queries in random order (recorded as `switched_queries`). */
@@ -54,14 +57,14 @@ var jsPsychImi2afc = (function (jspsych) {
 
   /** What one press of `button` means; the same rule for people and simulated answers. */
   function answerData(trial, button, switched, rt) {
-    const upperRow = button < 3;
+    const upperRow = trial.buttons[button].row === "upper";
     // the upper query is the min query unless the queries were switched
     const choice = upperRow !== switched ? "a" : "b";
     return {
       rt: rt,
       button_pressed: button,
       switched_queries: switched,
-      confidence: (button % 3) + 1,
+      confidence: trial.buttons[button].confidence,
       choice: choice,
       correct: choice === "b",
       min_query: trial.min_query,
@@ -79,18 +82,22 @@ var jsPsychImi2afc = (function (jspsych) {
       `<div class="imi-grid">${images.join("")}</div></div>`;
   }
 
-  function buttonRow(first) {
-    const buttons = [0, 1, 2].map((i) =>
-      `<button class="jspsych-btn imi-answer" data-button="${first + i}">${i + 1}</button>`);
+  function buttonRow(trial, row) {
+    const buttons = trial.buttons.map((b, i) => b.row !== row ? "" :
+      `<button class="jspsych-btn imi-answer" data-button="${i}">${b.confidence}</button>`);
     return `<div class="imi-row">${buttons.join("")}</div>`;
+  }
+
+  function buttonsOf(trial, row) {
+    return trial.buttons.flatMap((b, i) => (b.row === row ? [i] : []));
   }
 
   function layout(trial, upper, lower) {
     const centre = `<div class="imi-centre">` +
       `<img class="imi-query" id="imi-query-upper" src="${imageUrl(upper)}" alt="">` +
-      buttonRow(0) +
-      `<div class="imi-hint">1 = unsure &nbsp;&middot;&nbsp; 3 = sure</div>` +
-      buttonRow(3) +
+      buttonRow(trial, "upper") +
+      `<div class="imi-hint">1 = unsure &nbsp;&middot;&nbsp; ${Math.max(...trial.buttons.map((b) => b.confidence))} = sure</div>` +
+      buttonRow(trial, "lower") +
       `<img class="imi-query" id="imi-query-lower" src="${imageUrl(lower)}" alt="">` +
       `<div class="imi-feedback" id="imi-feedback"></div></div>`;
     return `<div class="imi-prompt">${trial.prompt} ` +
@@ -121,7 +128,7 @@ var jsPsychImi2afc = (function (jspsych) {
         buttons.forEach((b) => (b.disabled = true));
         const data = answerData(trial, button, switched, Math.round(performance.now() - start));
         if (!trial.feedback) return this.jsPsych.finishTrial(data);
-        const chosen = (button < 3) ? "upper" : "lower";
+        const chosen = trial.buttons[button].row;
         display.querySelector(`#imi-query-${chosen}`).classList.add(
           data.correct ? "imi-correct" : "imi-wrong");
         display.querySelector("#imi-feedback").innerHTML =
@@ -165,8 +172,8 @@ var jsPsychImi2afc = (function (jspsych) {
       const switched = given.switched_queries ?? (trial.randomize_queries && Math.random() < 0.5);
       const correct = given.correct ?? (Math.random() < (options.p_correct ?? 0.5));
       // the max query (the correct one) is in the upper row when the queries are switched
-      const button = given.button_pressed ??
-        ((correct === switched ? 0 : 3) + random.randomInt(0, 2));
+      const row = buttonsOf(trial, correct === switched ? "upper" : "lower");
+      const button = given.button_pressed ?? row[random.randomInt(0, row.length - 1)];
       const rt = given.rt ?? Math.round(
         random.sampleExGaussian(1500, 300, 1 / 1000, true) + trial.enable_buttons_after);
       return answerData(trial, button, switched, rt);

@@ -1,7 +1,8 @@
 """`python train.py` end to end: from nothing (simulation, preparation, embeddings, training,
 evaluation) and again with everything cached. Uses fresh data/cache folders. Prints JSON with
 the times, the held-out benchmark's headline, and the simulated release's calibration table
-(tests/test_calibration.py holds the recorded table to the ranges the simulator promises).
+(tests/test_calibration.py, a slow test, builds the release itself and holds its table to the
+ranges the simulator promises).
 
     python benchmarks/train_default.py [--out benchmarks/results/train_default.json]
 """

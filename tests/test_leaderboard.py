@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -69,25 +70,51 @@ def test_committed_entries_validate_and_the_page_is_fresh(tmp_path):
             f"leaderboard/{name} is stale: run `interpscore leaderboard render`")
 
 
-def test_made_entries_validate_and_scores_match_the_harness(tiny_board):
-    from interpscore.metric.checkpoint import load_checkpoint
-    from interpscore.evaluation.harness import evaluate_predictors
-    from interpscore.train.lit import IMIDataModule
+def _debug_units(base, audience=None) -> pd.DataFrame:
+    from interpscore.data.dataset import load_prepared
+    from interpscore.simulate.release import simulated_dataset_dir
 
-    root, _, run = tiny_board
+    simulation = yaml.safe_load((CONFIGS / "debug.yaml").read_text())["data"]["simulation"]
+    dataset = simulated_dataset_dir(simulation, base / "data", *([audience] if audience else []))
+    return load_prepared(dataset)["units"].to_pandas()
+
+
+def _submitted(root, entry, track, units):
+    predicted = pd.read_csv(root / "submissions" / f"{entry}.{track}.csv", dtype={"unit_id": str})
+    merged = units.merge(predicted, on=board.KEYS, validate="1:1")
+    assert len(merged) == len(units)
+    return merged["predicted"].to_numpy(float), merged["his"].to_numpy(float), merged
+
+
+def test_made_entries_validate_and_scores_are_the_statistics_of_their_predictions(tiny_board):
+    """The numbers the leaderboard writes are scipy's and numpy's for the submitted predictions
+    against the track's measured HIS; on simulated data the ceiling is the recorded true
+    accuracy's Spearman with the measured HIS; and the trained entry's Spearman is the one
+    training recorded for its checkpoint on the same test units."""
+    from scipy.stats import pearsonr, spearmanr
+
+    root, base, run = tiny_board
     assert not board.validate_all(root=root)
-    result = json.loads((root / "results" / "trained.json").read_text())["debug-v1"]
-    data = IMIDataModule(**yaml.safe_load((run / "config.yaml").read_text())["data"])
-    data.setup("test")
-    metrics, _ = evaluate_predictors({"trained": load_checkpoint(run / "best.ckpt").head},
-                                     data.tensors, data.split_ids["test"], n_boot=200)
-    harness = metrics["predictors"]["trained"]
-    assert result["spearman"] == pytest.approx(harness["spearman"], abs=1e-4)
-    assert result["mae"] == pytest.approx(harness["mae"], abs=1e-5)
-    assert result["fraction_of_ceiling"] == pytest.approx(harness["fraction_of_ceiling"], abs=1e-3)
-    assert result["n_units"] == harness["n_units"]
-    imi = json.loads((root / "results" / "trained.json").read_text()).get("imi-v1")
-    assert imi is None  # the entry made no prediction for a track whose data is not at hand
+    units = _debug_units(base)
+    test = units[units["split"] == "test"]
+    ceiling = spearmanr(test["true_accuracy"], test["his"])[0]
+    for entry in ("trained", "mis", "constant"):
+        result = json.loads((root / "results" / f"{entry}.json").read_text())["debug-v1"]
+        predicted, measured, _ = _submitted(root, entry, "debug-v1", test)
+        assert result["n_units"] == len(test) > 3
+        assert result["mae"] == pytest.approx(np.abs(predicted - measured).mean(), abs=1e-9)
+        assert result["ceiling"] == pytest.approx(ceiling, abs=1e-9)
+        if entry == "constant":  # a constant ranks nothing: no Spearman (null in the JSON)
+            assert np.ptp(predicted) == 0 and result["spearman"] is None
+            continue
+        expected = spearmanr(predicted, measured)[0]
+        assert result["spearman"] == pytest.approx(expected, abs=1e-9)
+        assert result["pearson"] == pytest.approx(pearsonr(predicted, measured)[0], abs=1e-6)
+        assert result["fraction_of_ceiling"] == pytest.approx(expected / ceiling, abs=1e-9)
+    trained = json.loads((root / "results" / "trained.json").read_text())
+    recorded = json.loads((run / "metrics.json").read_text())["predictors"]["trained"]
+    assert trained["debug-v1"]["spearman"] == pytest.approx(recorded["spearman"], abs=1e-9)
+    assert trained.get("imi-v1") is None  # no prediction for a track whose data is not at hand
 
 
 def test_an_entry_cannot_predict_units_its_checkpoint_saw(tiny_board):
@@ -108,24 +135,32 @@ def test_an_entry_cannot_predict_units_its_checkpoint_saw(tiny_board):
                           checkpoint=run / "best.ckpt", cache_dir=base / "cache")
 
 
+def _within_group_spearman(merged: pd.DataFrame) -> float:
+    """The mean over model x difficulty x mode groups of scipy's Spearman inside each, by the
+    evaluation's rule: groups of fewer than 3 units or with constant measured HIS are left
+    out, a prediction constant inside a group scores 0 there."""
+    from scipy.stats import spearmanr
+
+    values = []
+    for _, group in merged.groupby(["model", "difficulty", "mode"]):
+        if len(group) >= 3 and group["his"].nunique() > 1:
+            values.append(0.0 if group["predicted"].nunique() == 1
+                          else spearmanr(group["predicted"], group["his"])[0])
+    assert values
+    return float(np.mean(values))
+
+
 def test_a_held_out_track_ranks_by_within_group_spearman(tiny_board):
     """Entries predict units they were never fitted on (other observers, other images), and
-    the track's number is the evaluation's within-group Spearman on that dataset."""
-    from interpscore.data.dataset import load_prepared
-    from interpscore.correlation import group_labels, within_group_spearman
-    from interpscore.simulate.release import simulated_dataset_dir
-
+    the track's number is the within-group Spearman on that dataset."""
     root, base, _ = tiny_board
-    simulation = yaml.safe_load((CONFIGS / "debug.yaml").read_text())["data"]["simulation"]
-    units = load_prepared(simulated_dataset_dir(simulation, base / "data", HELD))["units"].to_pandas()
+    units = _debug_units(base, HELD)
     for entry in ("trained", "mis"):
         result = json.loads((root / "results" / f"{entry}.json").read_text())["debug-v2"]
-        predicted = pd.read_csv(root / "submissions" / f"{entry}.debug-v2.csv")
-        merged = units.merge(predicted, on=board.KEYS)
-        assert len(merged) == len(units) == result["n_units"]
+        _, _, merged = _submitted(root, entry, "debug-v2", units)
+        assert result["n_units"] == len(units)
         assert result["measure"] == "within-group Spearman"
-        assert result["spearman"] == pytest.approx(within_group_spearman(
-            merged["predicted"], merged["his"], group_labels(merged)), abs=1e-9)
+        assert result["spearman"] == pytest.approx(_within_group_spearman(merged), abs=1e-9)
     assert "within-group Spearman [95% CI]" in (root / "README.md").read_text()
 
 

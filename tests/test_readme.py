@@ -2,6 +2,7 @@
 metric trained on the quick config, its evaluation (minutes: slow)."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,8 +13,12 @@ import pytest
 
 from conftest import ROOT
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from newcomer import first_block  # noqa: E402
+
+def first_block(readme: str, heading: str) -> list[str]:
+    """The command lines of the first bash block under `heading` (comments dropped)."""
+    section = readme.split(heading, 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
 
 
 def test_the_quick_start_block_is_the_three_steps():

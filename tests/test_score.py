@@ -1,10 +1,14 @@
+import math
 import shutil
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from interpscore.cli import main
 from interpscore.errors import InputError
@@ -79,13 +83,51 @@ def test_scoring_path_does_not_import_lightning(debug_run):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def test_score_a_unit_from_exemplars_you_already_have(scorer, imi_fixtures):
-    trial = imi_fixtures / "screenshots_9_references" / "task_1" / "trials" / "trial_1"
-    result = scorer.score_exemplars(
-        [(trial / "queries" / "max.png", trial / "queries" / "min.png")],
-        [sorted((trial / "references").glob("max_*.png"))],
-        [sorted((trial / "references").glob("min_*.png"))])
-    assert 0 <= result["score"] <= 1 and result["n_tasks"] == 1
+class _HandEmbeddings:
+    """Stands in for the backbone's embedding cache: the images' embeddings, written by hand."""
+
+    def __init__(self, rows):
+        self.rows = np.asarray(rows, dtype=np.float32)
+        self.backbone = SimpleNamespace(stage_dims=(self.rows.shape[1],))
+
+    def embed_images(self, images, progress=True):
+        assert len(images) == len(self.rows)
+        return self.rows
+
+    embed_files = embed_images
+
+
+def test_score_a_unit_from_exemplars_you_already_have_is_mis_by_hand():
+    """`score_exemplars` with the MIS head on embeddings written by hand: per task
+    delta = [s(q+,E+) - s(q+,E-)] - [s(q-,E+) - s(q-,E-)], s the mean cosine similarity of the
+    query to the set's members, P = sigmoid(alpha delta); the unit's score is the mean P."""
+    from interpscore.metric.checkpoint import LoadedMetric
+    from interpscore.metric.heads import MISHead
+    from interpscore.metric.scorer import Scorer
+
+    e0, e1, e2 = np.eye(3)
+    d = 2 ** -0.5
+    rows = [  # per task: q+, q-, E+ (2 images), E- (2 images), in the order they are passed
+        e0, 3 * e1, e0, d * (e0 + e2), e1, e2,  # the 3 of 3 e1: cosines ignore the length
+        e2, e0, e2, e1, e0, e1]
+    # task 1: s(q+,E+) = (1 + 1/sqrt2)/2, s(q+,E-) = 0, s(q-,E+) = 0, s(q-,E-) = (1 + 0)/2
+    # task 2: s(q+,E+) = (1 + 0)/2, s(q+,E-) = 0, s(q-,E+) = 0, s(q-,E-) = (1 + 0)/2
+    deltas = [(1 + d) / 2 - 0 - (0 - 0.5), 0.5 - 0 - (0 - 0.5)]
+    alpha = 2.0
+    p = [1 / (1 + math.exp(-alpha * delta)) for delta in deltas]  # 0.9375..., 0.8808...
+    scorer = Scorer(LoadedMetric(MISHead(3, alpha=alpha).eval(), {"head": "mis"}, {},
+                                 Path("mis"), {}))
+    scorer._cache = _HandEmbeddings(rows)
+    image = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    result = scorer.score_exemplars([(image, image)] * 2, [[image] * 2] * 2, [[image] * 2] * 2)
+    assert result["n_tasks"] == 2
+    assert result["score"] == pytest.approx((p[0] + p[1]) / 2, abs=1e-6)
+    assert p[1] - 1e-6 <= result["score_low"] <= result["score"] <= result["score_high"] <= p[0] + 1e-6
+    # one task alone: its own P, an interval of one value
+    scorer._cache = _HandEmbeddings(rows[:6])
+    alone = scorer.score_exemplars([("max.png", "min.png")], [["a.png", "b.png"]], [["c.png", "d.png"]])
+    assert alone["score"] == pytest.approx(p[0], abs=1e-6) and alone["n_tasks"] == 1
+    assert alone["score_low"] == pytest.approx(p[0], abs=1e-6) == alone["score_high"]
 
 
 def test_export_experiment_is_readable_by_the_prepare_resolver(scorer, tmp_path, capsys):

@@ -83,6 +83,16 @@ def test_constraints_pin_what_a_release_records():
         assert canonicalize_name(name) in pins, f"constraints.txt pins no {name}"
 
 
+
+def test_the_readmes_cpu_command_takes_the_pinned_torch():
+    """A CPU build of another version would be replaced by `-c constraints.txt` afterwards."""
+    readme = (ROOT / "README.md").read_text()
+    (command,) = [line for line in readme.splitlines() if "download.pytorch.org/whl/cpu" in line]
+    pins = constraint_pins()
+    for name in ("torch", "torchvision"):
+        assert f"{name}=={pins[name]} " in command, command
+
+
 # --- pip's own resolver on the project's metadata, offline -------------------------------------
 
 def _fake_distribution(site: Path, name: str, version: str, requires: tuple[str, ...] = ()):

@@ -176,6 +176,56 @@ def test_session_files_are_read_and_bad_ones_named(store, tmp_path):
         read_responses(results)
 
 
+def test_prepare_leaves_out_sessions_of_another_study_and_says_which(store, tmp_path):
+    out = build_study(store, tmp_path / "study", **SMALL)
+    other = _study(build_study(store, tmp_path / "other", seed=1, **SMALL))
+    study = _study(out)
+    results = tmp_path / "results"
+    results.mkdir()
+    own = fake_session(study, task=2, participant="p7")
+    (results / "own.json").write_text(json.dumps(own))
+    foreign = {  # file: what the report must say about it
+        "other_study.json": (fake_session(other, participant="o1"), "study_id: "),
+        "no_such_task.json": ({**fake_session(study, participant="o2"), "task_id": "task_9"},
+                              "task_id: task_9 is not a task of this study"),
+        "task_2_as_task_1.json": ({**fake_session(study, task=2, participant="o3"),
+                                   "task_id": "task_1"}, "is not trial 1 of task_1"),
+    }
+    for name, (session, _) in foreign.items():
+        (results / name).write_text(json.dumps(session))
+    prepared = prepare(results, tmp_path / "prep", images=out, criteria=QUICK)
+    # 4 trials a task, one of them a catch trial: 3 main trials in each left-out session
+    assert prepared.report.rows[0] == {"criterion": "sessions not of this study (left out)",
+                                       "responses": 3, "main_trials": 9}
+    assert prepared.report.rows[1]["responses"] == 1  # all responses: p7's only
+    assert set(prepared.trials["participant_id"]) == {"p7"} and len(prepared.trials) == 3
+    note = next(n for n in prepared.report.notes if n.startswith("Left out 3 session file(s)"))
+    assert study["study_id"] in note
+    for name, (_, why) in foreign.items():
+        assert f"{results / name}: " in note and why in note.split(f"{results / name}: ")[1]
+    assert "own.json" not in note
+    assert "sessions not of this study (left out) | 3 | 9" in \
+        (tmp_path / "prep" / "README.md").read_text()
+    # without the study, no session counts: which ones are its own is not known
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "own.json").write_text(json.dumps(own))
+    for images, where in ((None, "--images (none)"), (store, f"--images {store}")):
+        with pytest.raises(InputError, match=re.escape(where) + ": .*holds sessions of a browser "
+                                             "study.*give its folder"):
+            prepare(alone, tmp_path / "prep2", images=images, criteria=QUICK)
+    assert not (tmp_path / "prep2").exists()
+    # nor are sessions of two studies read as one
+    for read in (read_responses, lambda r: prepare(r, tmp_path / "prep2", criteria=QUICK)):
+        with pytest.raises(InputError, match="holds sessions of 2 studies .*--images STUDY"):
+            read(results)
+    # a folder with none of the study's sessions is refused, naming why
+    (results / "own.json").unlink()
+    with pytest.raises(InputError, match="none of its 3 session files is a session of study "
+                                         f"{study['study_id']}"):
+        prepare(results, tmp_path / "prep3", images=out, criteria=QUICK)
+
+
 # --- the page in a real browser ------------------------------------------------------------------
 
 @pytest.fixture

@@ -1,10 +1,13 @@
-"""The study server: it sends the study's files and nothing else, keeps each finished session
-once and whole, refuses every other request with nothing written, and loses no finished session
-when it is killed mid-study."""
+"""The study server (starlette on uvicorn, started for real on 127.0.0.1 and a free port): it
+sends the study's files and nothing else, keeps each finished session of its own study once and
+whole, refuses every other request with nothing written, logs only POSTs and refusals, and loses
+no finished session when it is killed mid-study."""
 
 import http.client
 import json
+import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,6 +18,7 @@ from pathlib import Path
 import pytest
 from study_helpers import UNITS, fake_session, make_store
 
+from interpscore.cli import main
 from interpscore.data.responses import read_responses
 from interpscore.errors import InputError
 from interpscore.study import StudyServer, build_study
@@ -50,7 +54,7 @@ def _request(server, method, path, body=None, headers=None):
     response = connection.getresponse()
     data = response.read()
     connection.close()
-    return response.status, dict(response.getheaders()), data
+    return response.status, response.headers, data  # headers: looked up in any case
 
 
 def _post(server, session, path="/results"):
@@ -79,7 +83,8 @@ def test_a_session_is_saved_once_and_whole(study, tmp_path):
         assert json.loads((results / name).read_text()) == session
         before = _files(results)
         assert _post(server, session)[0] == 409  # the same session again
-        assert _post(server, {**session, "trials": session["trials"][:2]})[0] == 409
+        retried = _bad_trial(session, rt=1234)  # a retry that differs: the first one is kept
+        assert _post(server, retried)[0] == 409
         assert _files(results) == before
         # the same participant and task in a new session (a reloaded page) is kept too
         assert _post(server, {**session, "session_id": "0b" * 16})[0] == 201
@@ -122,6 +127,96 @@ def test_a_body_that_is_not_a_session_is_refused(study, tmp_path, case):
         assert _files(results) == {}
 
 
+def _practice(study, **changes):
+    """A practice answer to the study's first practice trial, as the page records it."""
+    shown = json.loads((study / "study.json").read_text())["demo"][0]
+    return {"trial_type": "imi-2afc", "trial_index": 1, "phase": "demo", "time_elapsed": 21000,
+            "rt": 900, "button_pressed": 3, "switched_queries": False, "confidence": 1,
+            "choice": "b", "correct": True, "is_demo": True, "demo_attempt": 1,
+            **{k: shown[k] for k in ("min_query", "max_query", "min_references",
+                                     "max_references", "catch_trial", "model", "layer",
+                                     "channel", "batch", "mode", "query_path")}, **changes}
+
+
+def _swapped(session, study):
+    trials = [dict(t) for t in session["trials"]]
+    for key in ("min_query", "max_query", "min_references", "max_references", "model", "layer",
+                "channel", "batch", "query_path"):
+        trials[1][key], trials[2][key] = trials[2][key], trials[1][key]
+    return {**session, "trials": trials}
+
+
+# Sessions in the page's shape that are not this study's: (change, what the refusal names)
+FOREIGN_SESSIONS = {
+    "another study's id": (lambda s, st: _bad(s, study_id="0123456789abcdef"),
+                           "study_id: '0123456789abcdef' is not this study's"),
+    "a task the study lacks": (lambda s, st: _bad(s, task_id="task_2"),
+                               "task_id: task_2 is not a task of this study"),
+    "an image from elsewhere": (
+        lambda s, st: _bad_trial(s, max_query="https://elsewhere.example/x.png"),
+        r"trials\[1\]: is not trial 1 of task_1 \(differs in max_query\)"),
+    "references in another order": (
+        lambda s, st: _bad_trial(s, min_references=s["trials"][1]["min_references"][::-1]),
+        r"trials\[1\]: .*differs in min_references"),
+    "another unit named": (lambda s, st: _bad_trial(s, channel=99),
+                           r"trials\[1\]: .*differs in channel"),
+    "the trials in another order": (_swapped, r"trials\[1\]: is not trial 1 of task_1"),
+    "an answer too many": (lambda s, st: _bad(s, trials=s["trials"] + s["trials"][-1:]),
+                           "trials: 6 main answers, but task_1 has 5 trials"),
+    "completed with answers missing": (lambda s, st: _bad(s, trials=s["trials"][:3]),
+                                       "completed: true, but 2 of the 5 trials of task_1"),
+    "a practice trial the study never showed": (
+        lambda s, st: _bad(s, trials=s["trials"][:1] + [_practice(
+            st, max_query="images/toy/layer1/channel_0/natural_images/batch_1/max_0.png")]
+            + s["trials"][1:]),
+        r"trials\[1\]: is not practice trial 1 of this study \(differs in max_query\)"),
+    "more practice than the study allows": (
+        lambda s, st: _bad(s, trials=s["trials"][:1] + [_practice(st)] * 4 + s["trials"][1:]),
+        "4 practice answers, more than this study's 1 practice trials allow"),
+}
+
+
+@pytest.mark.parametrize("case", FOREIGN_SESSIONS)
+def test_a_session_of_another_study_or_task_is_refused(study, tmp_path, case):
+    change, named = FOREIGN_SESSIONS[case]
+    results = tmp_path / "results"
+    with StudyServer(study, results, port=0) as server:
+        status, _, reply = _post(server, change(_session(study), study))
+        assert status == 400, reply
+        reply = json.loads(reply)
+        assert reply["error"] == "not a session of this study"
+        assert any(re.search(named, p) for p in reply["problems"]), reply["problems"]
+        assert _files(results) == {}
+
+
+def test_a_session_of_the_study_is_kept_with_its_practice(study, tmp_path):
+    """The practice answers of a session that passed, and a session that failed the practice
+    (no main answers, `completed: false`), are this study's."""
+    results = tmp_path / "results"
+    with StudyServer(study, results, port=0) as server:
+        session = _session(study, participant="P3")
+        session["trials"][1:1] = [_practice(study), _practice(study, demo_attempt=2)]
+        assert _post(server, session)[0] == 201
+        failed = {**_session(study, participant="P4"), "completed": False,
+                  "trials": session["trials"][:2]}
+        assert _post(server, failed)[0] == 201
+        assert sorted(_files(results)) == [f"P3_task_1_{'ab' * 16}.json",
+                                           f"P4_task_1_{'ab' * 16}.json"]
+
+
+def test_a_rebuilt_study_takes_its_new_sessions_only(built, study, tmp_path):
+    results = tmp_path / "results"
+    old = _session(study, participant="old")
+    with StudyServer(study, results, port=0) as server:
+        build_study(built, study, trials_per_task=4, catch_per_task=1, demo_trials=1, seed=1,
+                    overwrite=True)
+        new = _session(study, participant="new")
+        assert new["study_id"] != old["study_id"]
+        assert _post(server, old)[0] == 400
+        assert _post(server, new)[0] == 201
+    assert sorted(_files(results)) == [f"new_task_1_{'ab' * 16}.json"]
+
+
 def test_bad_uploads_are_refused_and_nothing_is_written(study, tmp_path):
     results = tmp_path / "results"
     with StudyServer(study, results, port=0, max_body=10_000) as server:
@@ -133,10 +228,14 @@ def test_bad_uploads_are_refused_and_nothing_is_written(study, tmp_path):
         with socket.create_connection(_address(server), timeout=10) as raw:
             raw.sendall(b"POST /results HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
                         b"\r\nContent-Length: 6000000\r\n\r\n{")
-            assert raw.recv(100).startswith(b"HTTP/1.0 413")
+            assert raw.recv(100).startswith(b"HTTP/1.1 413")
         with socket.create_connection(_address(server), timeout=10) as raw:  # no length
             raw.sendall(b"POST /results HTTP/1.1\r\nHost: x\r\n\r\n{}")
-            assert raw.recv(100).startswith(b"HTTP/1.0 411")
+            assert raw.recv(100).startswith(b"HTTP/1.1 411")
+        with socket.create_connection(_address(server), timeout=10) as raw:  # chunked: no length
+            raw.sendall(b"POST /results HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+                        b"\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+            assert raw.recv(100).startswith(b"HTTP/1.1 411")
         for method in ("PUT", "DELETE", "PATCH", "OPTIONS"):
             for path in ("/results", "/study.json"):
                 status, headers, _ = _request(server, method, path, b"{}")
@@ -155,7 +254,7 @@ def test_only_the_study_files_are_served(study, tmp_path):
         assert status == 200 and body == (study / "index.html").read_bytes()
         assert headers["Content-Type"].startswith("text/html")
         status, headers, body = _request(server, "GET", "/vendor/jspsych.min.js")
-        assert status == 200 and headers["Content-Type"] == "text/javascript"
+        assert status == 200 and headers["Content-Type"].startswith("text/javascript")
         status, headers, body = _request(server, "HEAD", "/study.json")
         assert status == 200 and body == b"" and \
             int(headers["Content-Length"]) == (study / "study.json").stat().st_size
@@ -184,10 +283,48 @@ def test_serving_needs_a_study_and_a_free_port(study, tmp_path):
         StudyServer(study, study)
     with pytest.raises(InputError, match="--results .*is a file"):
         StudyServer(study, tmp_path / "secret.txt")
+    with pytest.raises(InputError, match="--host 192.0.2.1: not an address of this machine"):
+        StudyServer(study, tmp_path / "elsewhere", host="192.0.2.1", port=0)
     with StudyServer(study, tmp_path / "results", port=0) as server:
         port = _address(server)[1]
-        with pytest.raises(InputError, match=f"--port {port}: cannot listen there"):
-            StudyServer(study, tmp_path / "results", port=port)
+        with pytest.raises(InputError, match=rf"--port {port}: already in use on 127.0.0.1 "
+                                             r"\(try another port\)"):
+            StudyServer(study, tmp_path / "new" / "results", port=port)
+    assert not (tmp_path / "new").exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_the_command_on_a_busy_port_exits_2_and_makes_nothing(study, tmp_path, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["study", "serve", str(study), "--results", str(tmp_path / "answers"),
+                     "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"error: --port {port}: already in use on 127.0.0.1 (try another port)\n"
+    assert "Traceback" not in err and not (tmp_path / "answers").exists()
+
+
+def test_only_posts_and_refusals_are_logged(study, tmp_path, caplog):
+    image = json.loads((study / "study.json").read_text())["demo"][0]["max_query"]
+    with caplog.at_level(logging.DEBUG):
+        with StudyServer(study, tmp_path / "results", port=0) as server:
+            for path in ["/", "/study.json", "/vendor/jspsych.min.js", "/" + image] * 5:
+                assert _request(server, "GET", path)[0] == 200
+            assert _request(server, "GET", "/missing.png")[0] == 404
+            assert _post(server, _session(study, participant="P5"))[0] == 201
+            assert _post(server, {**_session(study), "study_id": "x"})[0] == 400
+            assert _request(server, "DELETE", "/study.json")[0] == 405
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("interpscore")]
+    assert len(ours) == 4, ours
+    assert ours[0] == "GET /missing.png: 404"
+    assert ours[1].startswith("POST /results from 127.0.0.1: 201 ")
+    assert ours[2].startswith("POST /results from 127.0.0.1: 400 ") and "study_id" in ours[2]
+    assert ours[3] == "DELETE /study.json: 405"
+    served = [r for r in caplog.records if image in r.getMessage() or "jspsych" in
+              r.getMessage()]
+    assert served == []  # no access log of the files a page loads, from uvicorn either
 
 
 def _partial_upload(url: str, session: dict) -> socket.socket:
@@ -232,6 +369,17 @@ def test_a_killed_server_keeps_every_finished_session(study, tmp_path):
     # a server started again on the same RESULTS knows what was saved
     with StudyServer(study, results, port=0) as again:
         assert _post(again, sessions[0])[0] == 409
+
+
+def test_an_upload_that_stops_arriving_is_dropped(study, tmp_path, monkeypatch):
+    monkeypatch.setattr("interpscore.study.serve.BODY_TIMEOUT_S", 0.5)
+    results = tmp_path / "results"
+    with StudyServer(study, results, port=0) as server:
+        cut = _partial_upload(server.url, _session(study))
+        assert cut.recv(100).startswith(b"HTTP/1.1 408")
+        cut.close()
+        assert _post(server, _session(study, participant="P6"))[0] == 201  # still serving
+    assert sorted(_files(results)) == [f"P6_task_1_{'ab' * 16}.json"]
 
 
 def test_a_server_stopped_mid_upload_stops_at_once(study, tmp_path):

@@ -65,7 +65,8 @@ def register(commands) -> None:
                       help="responses_main.csv, a folder or a zip (CSV or result_task_*.pkl), "
                       "or the results folder of `study serve` (session files)")
     prep.add_argument("--images", help="images root (stimulus store, per-task layout, or a "
-                      "study folder); without it, image paths are kept as the table gives them")
+                      "study folder); without it, image paths are kept as the table gives them. "
+                      "Session files need their study folder: only its own sessions count")
     prep.add_argument("--out", required=True, help="output dataset folder")
     prep.add_argument("--allow-missing", action="store_true",
                       help="drop trials whose images are missing instead of failing")

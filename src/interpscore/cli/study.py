@@ -67,13 +67,14 @@ def register(commands) -> None:
     b.add_argument("--overwrite", action="store_true", help=overwrite_help("study"))
     add_options(b, StudySettings)
     s = add_command(actions, "serve", serve, "serve a study and keep each finished session "
-                    "(one file each, written whole)")
+                    "of it (one file each, written whole; other studies' sessions are refused)")
     s.add_argument("study", help="a folder of `study build`")
     s.add_argument("--results", required=True,
                    help="folder for the sessions (never served; `prepare --responses` reads it)")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to bind (0.0.0.0 to let other machines in)")
-    s.add_argument("--port", type=NON_NEGATIVE_INT, default=8000, help="port (0: any free one)")
+    s.add_argument("--port", type=NON_NEGATIVE_INT, default=8000,
+                   help="port (0: any free one); a busy port is refused before anything is made")
 
     ex = add_command(commands, "export-experiment", export,
                      "a ready 2-AFC experiment (IMI per-task image folders) for chosen units")

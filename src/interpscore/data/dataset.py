@@ -22,7 +22,8 @@ from ..options import FRACTION, SEED, option
 from .exclusion import ExclusionCriteria, ExclusionReport, apply_exclusions
 from .layouts import (ImageIndex, MissingImages, describe_trial, missing_files, resolve_trial,
                       split_difficulty, unit_id)
-from .responses import read_responses
+from .responses import read_answers
+from .sessions import read_study
 
 log = logging.getLogger(__name__)  # progress lines; the CLI shows them
 
@@ -342,12 +343,24 @@ def prepare(responses: str | Path, out: str | Path, images: str | Path | None = 
                          "(the unzipped image_data)")
     check_fractions(val_fraction, test_fraction)
     check_output_folder(out, overwrite)
+    study = read_study(images) if images is not None else None  # sessions are checked against it
     log.info("prepare: reading %s", responses)
-    table = read_responses(responses)
+    table, sessions, left_out = read_answers(responses, study)
+    if sessions and study is None:
+        raise InputError(f"--images {images or '(none)'}: --responses {responses} holds sessions "
+                         "of a browser study, and only that study's own sessions count; give "
+                         "its folder (the one `study build` wrote) as --images")
     source = "human"
     if "source" in table:
         source = str(table["source"].dropna().iloc[0]) if table["source"].notna().any() else source
     valid, report = apply_exclusions(table, criteria)
+    if left_out:  # counted nowhere else: no participant of this study sent them
+        report.rows.insert(0, dict(criterion="sessions not of this study (left out)",
+                                   responses=len(left_out),
+                                   main_trials=sum(o.main_trials for o in left_out)))
+        report.notes.append(f"Left out {len(left_out)} session file(s) that are not sessions of "
+                            f"study {study['study_id']} (--images): " + "; ".join(
+                                f"{o.file}: {', '.join(o.problems[:2])}" for o in left_out))
     if valid.empty:
         raise InputError(f"{responses}: no valid main trials are left after the exclusions:\n"
                          f"{report.table()}")

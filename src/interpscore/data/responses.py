@@ -21,12 +21,13 @@ import pickle
 import re
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .sessions import is_session_file, sessions_table
+from .sessions import LeftOut, is_session_file, sessions_table
 
 # Columns every trial table must carry (participant may be `participant_id` or `worker_id`).
 REQUIRED_COLUMNS = ("task_id", "model", "layer", "channel", "mode", "correct")
@@ -39,22 +40,38 @@ _TRUE = {"true", "t", "1", "1.0", "yes", "y"}
 _FALSE = {"false", "f", "0", "0.0", "no", "n", "", "nan", "none"}
 
 
-def read_responses(path: str | Path) -> pd.DataFrame:
-    """Read responses from a CSV, a folder or a zip; return the normalised trial table."""
+class Answers(NamedTuple):
+    """What `read_answers` found: the trial table, whether it came from study sessions, and
+    the session files left out as not the study's (`sessions.not_of_study`)."""
+
+    table: pd.DataFrame
+    sessions: bool
+    left_out: list[LeftOut]
+
+
+def read_responses(path: str | Path, study: dict | None = None) -> pd.DataFrame:
+    """Read responses from a CSV, a folder or a zip; return the normalised trial table (study
+    sessions not of STUDY, a study.json, left out; `read_answers` says which)."""
+    return read_answers(path, study).table
+
+
+def read_answers(path: str | Path, study: dict | None = None) -> Answers:
+    """`read_responses`, and which study session files were left out and why."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_dir():
-        table = _read_from_folder(path)
+        found = _read_from_folder(path, study)
     elif zipfile.is_zipfile(path):
-        table = _read_from_zip(path)
+        found = _read_from_zip(path, study)
     elif path.suffix.lower() in (".zip",):
         raise InputError(f"{path}: not a readable zip file (truncated download? check its md5)")
     elif path.suffix.lower() == ".json":
-        table = sessions_table({str(path): path.read_bytes()}, path)
+        found = sessions_table({str(path): path.read_bytes()}, path, study)
     else:
-        table = _read_csv(path, path.read_bytes())
-    return normalise_table(table, path)
+        found = _read_csv(path, path.read_bytes())
+    table, left_out = found if isinstance(found, tuple) else (found, None)
+    return Answers(normalise_table(table, path), left_out is not None, left_out or [])
 
 
 def _read_csv(path: Path | str, data: bytes) -> pd.DataFrame:
@@ -89,19 +106,21 @@ def _choose_source(names: list[str], where) -> tuple[str, object]:
                      f"entries seen: {_few(names)}")
 
 
-def _read_from_folder(folder: Path) -> pd.DataFrame:
+def _read_from_folder(folder: Path, study: dict | None):
+    """The trial table, or for session files (table, left out)."""
     names = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
     kind, found = _choose_source(names, folder)
     if kind == "csv":
         return _read_csv(folder / found, (folder / found).read_bytes())
     if kind == "sessions":
-        return sessions_table({str(folder / n): (folder / n).read_bytes() for n in found}, folder)
+        return sessions_table({str(folder / n): (folder / n).read_bytes() for n in found}, folder,
+                              study)
     pkls, structure = found
     return parse_raw_results({n: (folder / n).read_bytes() for n in pkls},
                              (folder / structure).read_bytes(), folder / structure)
 
 
-def _read_from_zip(path: Path) -> pd.DataFrame:
+def _read_from_zip(path: Path, study: dict | None):
     try:
         with zipfile.ZipFile(path) as archive:
             names = [n for n in archive.namelist() if not n.endswith("/")]
@@ -109,7 +128,8 @@ def _read_from_zip(path: Path) -> pd.DataFrame:
             if kind == "csv":
                 return _read_csv(f"{path}!{found}", archive.read(found))
             if kind == "sessions":
-                return sessions_table({f"{path}!{n}": archive.read(n) for n in found}, path)
+                return sessions_table({f"{path}!{n}": archive.read(n) for n in found}, path,
+                                      study)
             pkls, structure = found
             return parse_raw_results({n: archive.read(n) for n in pkls},
                                      archive.read(structure), f"{path}!{structure}")

@@ -1,43 +1,57 @@
-"""Serve a built study on this machine and keep every finished session.
+"""Serve a built study on this machine and keep every finished session (starlette on uvicorn).
 
 - GET/HEAD: the files of STUDY, and nothing else: no `..`, no hidden files, no symlink out of
   STUDY, never a file of RESULTS (which may sit inside STUDY).
-- POST /results: one session as JSON, the shape `data.sessions.session_problems` accepts. It is
-  written as RESULTS/<participant>_<task>_<session>.json through a temporary sibling and a
-  rename, so a server killed mid-study loses no finished session and leaves no half file (the
-  temporary names start with '.', which readers skip). Refused, with nothing written: a body
-  over `max_body` bytes (413), no length (411), not JSON or not a session (400), a session
-  already saved (409). Other methods get 405.
+- POST /results: one session of THIS study as JSON: the shape `data.sessions.session_problems`
+  accepts, and one of the study's sessions by `data.sessions.not_of_study` (its study id, one of
+  its tasks, that task's trials), the rule `prepare` reads sessions by. It is written as
+  RESULTS/<participant>_<task>_<session>.json through a temporary sibling and a rename, so a
+  server killed mid-study loses no finished session and leaves no half file (the temporary
+  names start with '.', which readers skip). Refused, with nothing written: a body over
+  `max_body` bytes (413), no length (411), not JSON, not a session or not this study's (400),
+  a session already saved (409), a body that stops arriving (408). Other methods get 405.
 
 Binds to 127.0.0.1 unless told otherwise: the server is for a study run on this machine or
-behind a proxy the researcher sets up, not a public web server.
+behind a proxy the researcher sets up. Logged (logger `interpscore.study.serve`): each POST and
+each refused request, not every image a page loads.
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
 import logging
 import mimetypes
+import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
 
 from ..atomic import check_output_folder, write_text
-from ..data.sessions import session_file_name, session_problems
+from ..data.sessions import not_of_study, read_study, session_file_name, session_problems
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 5 * 1024 * 1024  # a 45-trial session is about 100 kB
+BODY_TIMEOUT_S = 60  # a client that stops sending frees its connection
 RESULTS_PATH = "/results"
+ALLOW = "GET, HEAD, POST"
 _TYPES = {".js": "text/javascript", ".json": "application/json", ".css": "text/css",
           ".html": "text/html; charset=utf-8", ".png": "image/png"}
+_HEADERS = {"X-Content-Type-Options": "nosniff"}
 
 
 def study_file(study: Path, results: Path, url_path: str) -> Path | None:
-    """The file of STUDY (resolved) that a request path names, or None where none may be sent."""
-    parts = [p for p in unquote(urlsplit(url_path).path).split("/") if p]
+    """The file of STUDY (resolved) that a decoded request path names, or None where none may
+    be sent. The path is decoded once, by the server: it is never unquoted again here."""
+    parts = [p for p in url_path.split("/") if p]
     if any(p.startswith(".") or "\\" in p or "\x00" in p for p in parts):
         return None  # `..`, `.`, hidden files, Windows separators
     target = study.joinpath(*parts) if parts else study / "index.html"
@@ -50,95 +64,149 @@ def study_file(study: Path, results: Path, url_path: str) -> Path | None:
     return target if target.is_file() else None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    server_version = "interpscore-study"
-    timeout = 60  # a client that stops sending frees its thread
+def _reply(code: int, payload: dict, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(payload, code, headers={**_HEADERS, **(headers or {})})
 
-    def log_message(self, format, *args):  # the library logs; it does not print
-        log.info("%s %s", self.address_string(), format % args)
 
-    def _reply(self, code: int, payload: dict, headers: dict | None = None) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(code)
-        for key, value in {"Content-Type": "application/json", "X-Content-Type-Options":
-                           "nosniff", **(headers or {})}.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+class _Study:
+    """study.json, read again when a rebuilt study replaces it (its page names the new id)."""
 
-    def _send_file(self) -> None:
-        target = study_file(self.server.study, self.server.results, self.path)
+    def __init__(self, folder: Path):
+        self.folder, self._seen, self._study = folder, None, None
+
+    def get(self) -> dict:
+        stat = (self.folder / "study.json").stat()
+        if self._seen != (stat.st_mtime_ns, stat.st_size):
+            self._study = read_study(self.folder, option="STUDY")
+            self._seen = (stat.st_mtime_ns, stat.st_size)
+        return self._study
+
+
+def study_app(study: Path, results: Path, max_body: int = MAX_BODY) -> Starlette:
+    """The ASGI application: STUDY's files, and sessions of STUDY into RESULTS (both resolved)."""
+    known = _Study(study)
+
+    async def send_file(request: Request) -> Response:
+        target = study_file(study, results, request.scope["path"])
         if target is None:
-            return self._reply(404, {"error": "not found"})
-        data = target.read_bytes()
-        self.send_response(200)
+            log.warning("%s %s: 404", request.method, request.scope["path"][:200])
+            return _reply(404, {"error": "not found"})
         kind = _TYPES.get(target.suffix.lower()) or mimetypes.guess_type(target.name)[0]
-        self.send_header("Content-Type", kind or "application/octet-stream")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-cache")  # a rebuilt study is seen at once
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        return FileResponse(target, media_type=kind or "application/octet-stream",
+                            headers={**_HEADERS, "Cache-Control": "no-cache"})  # rebuilds show
 
-    do_GET = do_HEAD = _send_file
+    async def read_body(request: Request, length: int) -> bytes | None:
+        chunks = []
+        async for chunk in request.stream():
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        return body if len(body) == length else None
 
-    def _refuse(self) -> None:
-        self._reply(405, {"error": f"{self.command} is not allowed"},
-                    {"Allow": "GET, HEAD, POST"})
-
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse
-
-    def do_POST(self) -> None:
-        if urlsplit(self.path).path != RESULTS_PATH:
-            return self._reply(404, {"error": f"sessions are posted to {RESULTS_PATH}"})
-        length = self.headers.get("Content-Length", "")
+    async def save(request: Request) -> Response:
+        length = request.headers.get("content-length", "")
         if not length.isdigit():
-            self.close_connection = True
-            return self._reply(411, {"error": "a Content-Length is required"})
-        if int(length) > self.server.max_body:
-            self.close_connection = True  # the body is never read
-            return self._reply(413, {"error": f"a session is at most {self.server.max_body} "
-                                              "bytes"})
-        body = self.rfile.read(int(length))
-        if len(body) < int(length):
-            return  # the client went away mid-upload: nothing to keep
+            return _reply(411, {"error": "a Content-Length is required"}, {"Connection": "close"})
+        if int(length) > max_body:  # the body is never read
+            return _reply(413, {"error": f"a session is at most {max_body} bytes"},
+                          {"Connection": "close"})
+        try:
+            body = await asyncio.wait_for(read_body(request, int(length)), BODY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return _reply(408, {"error": "the session stopped arriving"}, {"Connection": "close"})
+        except ClientDisconnect:
+            body = None
+        if body is None:
+            return Response(status_code=400)  # the client went away mid-upload: nothing to keep
         try:
             session = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            return self._reply(400, {"error": "the body is not JSON"})
+            return _reply(400, {"error": "the body is not JSON"})
         problems = session_problems(session)
         if problems:
-            return self._reply(400, {"error": "not a session of the study page",
-                                     "problems": problems[:10]})
+            return _reply(400, {"error": "not a session of the study page",
+                                "problems": problems[:10]})
+        problems = not_of_study(session, known.get())
+        if problems:
+            return _reply(400, {"error": "not a session of this study", "problems": problems[:10]})
         name = session_file_name(session)
-        target = self.server.results / name
-        with self.server.lock:  # one check-then-write at a time
-            if target.exists():
-                return self._reply(409, {"error": "this session is saved already"})
-            write_text(target, body.decode("utf-8"))
-        log.info("saved %s", target)
-        self._reply(201, {"saved": name})
+        target = results / name
+        # No await between the check and the write: on the one event loop no other upload
+        # runs between them, so a session is written once.
+        if target.exists():
+            return _reply(409, {"error": "this session is saved already"})
+        write_text(target, body.decode("utf-8"))
+        return _reply(201, {"saved": name})
+
+    async def endpoint(request: Request) -> Response:
+        method = request.method
+        if method in ("GET", "HEAD"):
+            return await send_file(request)
+        if method != "POST":
+            log.warning("%s %s: 405", method[:20], request.scope["path"][:200])
+            return _reply(405, {"error": f"{method} is not allowed"}, {"Allow": ALLOW})
+        if request.scope["path"] != RESULTS_PATH:
+            reply = _reply(404, {"error": f"sessions are posted to {RESULTS_PATH}"})
+        else:
+            try:
+                reply = await save(request)
+            except Exception:  # e.g. a full disk: logged here, the page gets a 500 and keeps a copy
+                log.exception("POST %s failed", RESULTS_PATH)
+                return _reply(500, {"error": "the session could not be saved"})
+        _log_post(request, reply)
+        return reply
+
+    return Starlette(routes=[Route("/{path:path}", _EveryMethod(endpoint))])
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a stalled client never keeps the process alive
+class _EveryMethod:
+    """An endpoint that answers every method itself (a plain function route takes only GET),
+    so that a refused method gets the same JSON 405 on every path."""
 
-    def __init__(self, address, study: Path, results: Path, max_body: int):
-        self.study, self.results, self.max_body = study, results, max_body
-        self.lock = threading.Lock()
-        super().__init__(address, _Handler)
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
 
-    def handle_error(self, request, client_address):  # e.g. a full disk: logged, not printed
-        log.exception("request from %s failed", client_address[0])
+    async def __call__(self, scope, receive, send) -> None:
+        response = await self.endpoint(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+def _log_post(request: Request, reply: Response) -> None:
+    detail = reply.body.decode(errors="replace")[:300] if reply.body else ""
+    level = logging.INFO if reply.status_code == 201 else logging.WARNING
+    client = request.client.host if request.client else "?"
+    log.log(level, "POST %s from %s: %d %s", request.scope["path"][:200], client,
+            reply.status_code, detail)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket on HOST:PORT, or InputError saying which option to change."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as err:
+        raise InputError(f"--host {host}: not an address of this machine ({err.strerror}); "
+                         "give an IP address such as 127.0.0.1") from err
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart needs no wait
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRNOTAVAIL:
+            raise InputError(f"--host {host}: not an address of this machine ({err.strerror}); "
+                             "give one of its addresses, e.g. 127.0.0.1") from err
+        problem = f"already in use on {host}" if err.errno == errno.EADDRINUSE else \
+            f"cannot listen on {host}: {err.strerror}"
+        raise InputError(f"--port {port}: {problem} (try another port)") from err
+    sock.set_inheritable(True)
+    return sock
 
 
 class StudyServer:
     """A study server bound to HOST:PORT (port 0: any free port); `start()` runs it in a
-    thread (tests), `serve_forever()` in this one; `stop()` ends either."""
+    thread (tests), `serve_forever()` in this one; `stop()` ends either. Everything is checked,
+    and the port bound, before RESULTS is made."""
 
     def __init__(self, study, results, host: str = "127.0.0.1", port: int = 8000,
                  max_body: int = MAX_BODY):
@@ -146,39 +214,43 @@ class StudyServer:
         if not (study / "study.json").is_file() or not (study / "index.html").is_file():
             raise InputError(f"{study}: not a built study (no study.json and index.html); "
                              "make one with `interpscore study build`")
+        read_study(study, option="STUDY")  # readable, before anyone is sent to it
         study = study.resolve()
         if study.is_relative_to(results.resolve()):
             raise InputError(f"--results {results}: must not be the study folder or a folder "
                              "above it (the study's files would never be served)")
         check_output_folder(results, overwrite=True, option="--results")  # a folder, writable
-        results.mkdir(parents=True, exist_ok=True)
+        self._socket = _bind(host, port)
         try:
-            self._server = _Server((host, port), study, results.resolve(), max_body)
-        except OSError as err:
-            raise InputError(f"--host {host} --port {port}: cannot listen there "
-                             f"({err.strerror}); choose another port") from err
+            results.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            self._socket.close()
+            raise
+        config = uvicorn.Config(study_app(study, results.resolve(), max_body), http="h11",
+                                loop="asyncio", lifespan="off", log_config=None,
+                                access_log=False, server_header=False,
+                                timeout_graceful_shutdown=1)  # a stalled upload ends a stop
+        self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/"
+        host, port = self._socket.getsockname()[:2]
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
     def serve_forever(self) -> None:
-        self._server.serve_forever()
+        self._server.run(sockets=[self._socket])
 
     def start(self) -> StudyServer:
-        # a short poll, so that stop() returns quickly
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        if self._thread:  # shutdown() waits for a serve_forever() that runs
-            self._server.shutdown()
+        self._server.should_exit = True
+        if self._thread:
             self._thread.join()
-        self._server.server_close()
+        self._socket.close()
 
     def __enter__(self) -> StudyServer:
         return self.start()

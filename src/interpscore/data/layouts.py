@@ -26,7 +26,8 @@ from urllib.parse import urlparse
 
 from ..errors import InputError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+# The files PIL reads that count as images, for trial folders and pool folders alike.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 QUERY_INDEX = 9  # in the stimulus store and flat trial folders, `_9` is the query
 DIFFICULTIES = ("easy", "hard85", "hard95", "hard99")
 _DIFFICULTY_SUFFIX = re.compile(r"^(?P<base>.+)_(?P<difficulty>hard\d+)$")

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from ..atomic import atomic_file, files_into
+from ..correlation import percentile_interval
 from ..errors import InputError
 from ..resources import DEFAULT_CACHE
 from ..stimuli.options import ScoringOptions
@@ -31,8 +32,8 @@ def task_interval(p_tasks: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tup
     """95 % bootstrap interval of a unit's score over its tasks (stimulus-sampling uncertainty)."""
     rng = np.random.default_rng(seed)
     means = p_tasks[rng.integers(0, len(p_tasks), (n_boot, len(p_tasks)))].mean(1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
+    low, high = percentile_interval(means)
+    return low, high
 
 
 def save_table(frame: pd.DataFrame, out: Path, stem: str) -> None:

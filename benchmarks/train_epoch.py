@@ -23,6 +23,7 @@ import time
 import pandas as pd
 import torch
 
+from interpscore.data.layouts import Task
 from interpscore.metric.heads import create_head, nll
 from interpscore.metric.tasks import ConditionDataset, TaskTensors, summarise_tasks
 
@@ -41,9 +42,9 @@ def imi_sized(conditions=2500, tasks_per_condition=20, refs=9, images=170_000,
     embeddings = torch.randn(images, sum(stage_dims), generator=g)
     pick = lambda *shape: torch.randint(0, images, shape, generator=g)  # noqa: E731
     start = time.perf_counter()
-    summaries = summarise_tasks(embeddings, pick(n_tasks), pick(n_tasks),
-                                pick(n_tasks, refs).tolist(), pick(n_tasks, refs).tolist(),
-                                stage_dims)
+    tasks = [Task(*t) for t in zip(pick(n_tasks).tolist(), pick(n_tasks).tolist(),
+                                   pick(n_tasks, refs).tolist(), pick(n_tasks, refs).tolist())]
+    summaries = summarise_tasks(embeddings, tasks, stage_dims)
     imi_sized.summary_seconds = time.perf_counter() - start
     n = torch.full((n_tasks,), trials / n_tasks)
     return TaskTensors(**summaries, n=n, k=(n * 0.8).round(),

@@ -8,6 +8,7 @@ import torch
 
 from interpscore.metric.heads import (AttentionHead, DimensionPooledHead, LowRankPooledHead,
                                       PooledHead, StageMISHead, mis_delta, pooled_similarity)
+from interpscore.data.layouts import Task
 from interpscore.metric.tasks import TaskTensors, gather, pad_rows, summarise_tasks
 
 
@@ -43,8 +44,9 @@ def _world(rule: str, n_tasks=600, n_refs=6, dim=8, seed=0, cue=None, gain=8.0, 
     if rotated:
         turn = torch.randn(dim, dim, generator=torch.Generator().manual_seed(99))
         emb = emb @ torch.linalg.qr(turn)[0]
-    summaries = summarise_tasks(emb, q_max, q_min, refs_max.tolist(), refs_min.tolist(),
-                                (dim // 2, dim // 2))
+    tasks = [Task(*t) for t in zip(q_max.tolist(), q_min.tolist(), refs_max.tolist(),
+                                   refs_min.tolist())]
+    summaries = summarise_tasks(emb, tasks, (dim // 2, dim // 2))
     per_condition = [list(range(i, i + 4)) for i in range(0, n_tasks, 4)]  # 4 tasks a unit
     his = [k[t].sum() / n[t].sum() for t in per_condition]
     conditions = pd.DataFrame({"unit_id": [f"u{i}" for i in range(len(his))], "his": his,

@@ -120,3 +120,19 @@ def test_images_root_without_images(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(Exception, match="no images"):
         ImageIndex(tmp_path / "empty")
+
+
+def test_trial_folders_and_pools_take_the_same_image_files(tmp_path):
+    """One list of image suffixes: an image the pool reads is one a trial folder may hold."""
+    from PIL import Image
+
+    from interpscore.stimuli.pools import FolderPool
+
+    for name in ("a.png", "b.JPG", "c.jpeg", "d.webp", "e.bmp", "f.tif", "g.tiff"):
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not an image")
+    expected = ["a.png", "b.JPG", "c.jpeg", "d.webp", "e.bmp", "f.tif", "g.tiff"]
+    assert ImageIndex(tmp_path).files == expected
+    pool = FolderPool(tmp_path, size=8)
+    assert [p.name for p in pool.paths] == expected
+    assert tuple(pool[6].shape) == (3, 8, 8)  # the TIFF decodes

@@ -248,3 +248,17 @@ def test_cli_lists_layers_of_interest(capsys):
     rows = {line.split()[0]: line.split()[1:] for line in out[1:]}
     assert "layer1.0.conv1" in rows and "conv1.0" not in rows  # never the first conv
     assert all(int(units) > 0 and 0 <= float(depth) <= 1 for units, depth in rows.values())
+
+
+def test_a_units_tasks_pair_each_batchs_queries_with_that_batchs_references():
+    from interpscore.data.layouts import Task
+    from interpscore.stimuli.selection import UnitExemplars
+    from interpscore.stimuli.units import Unit
+
+    ex = UnitExemplars(Unit("layer1", 0), refs_max=[[1, 2], [3, 4]], refs_min=[[9, 8], [7, 6]],
+                       queries={"easy": [(10, 20), (11, 21)], "hard85": [(30, 40), (31, 41)]})
+    assert ex.tasks("easy") == [Task(10, 20, [1, 2], [9, 8]), Task(11, 21, [3, 4], [7, 6])]
+    assert ex.tasks("hard85")[1] == Task(31, 41, [3, 4], [7, 6])
+    second = ex.tasks("easy")[1]
+    assert second.images() == (11, 21, 3, 4, 7, 6)
+    assert second.map(lambda i: i * 10) == Task(110, 210, [30, 40], [70, 60])

@@ -94,13 +94,15 @@ def _known_tensors(alpha_true: float, n: int = 2000) -> TaskTensors:
     """Two tasks with orthogonal max/min references: MIS delta = 2, and 1 + 1/sqrt(2)."""
     import pandas as pd
 
+    from interpscore.data.layouts import Task
     from interpscore.metric.tasks import summarise_tasks
 
     e = torch.eye(3)
     embeddings = torch.stack([e[0], e[1], (e[0] + e[2]) / 2 ** 0.5])
     # task 0: q+ = E+ = e0, q- = E- = e1;  task 1: q+ = (e0 + e2)/sqrt2, cos(q+, E+) = 1/sqrt2
     p = torch.sigmoid(alpha_true * torch.tensor([2.0, 1 + 2 ** -0.5]))
-    summaries = summarise_tasks(embeddings, [0, 2], [1, 1], [[0, 0], [0, 0]], [[1, 1], [1, 1]])
+    summaries = summarise_tasks(embeddings, [Task(0, 1, [0, 0], [1, 1]),
+                                             Task(2, 1, [0, 0], [1, 1])])
     return TaskTensors(**summaries, n=torch.tensor([n, n], dtype=torch.float32), k=(p * n).round(),
                        condition_tasks=torch.tensor([[0, 1]]),
                        conditions=pd.DataFrame({"unit_id": ["u"], "his": [float(p.mean())]}))

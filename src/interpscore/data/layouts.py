@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, NamedTuple
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 from ..errors import InputError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+# The files PIL reads that count as images, for trial folders and pool folders alike.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 QUERY_INDEX = 9  # in the stimulus store and flat trial folders, `_9` is the query
 _DIFFICULTY_SUFFIX = re.compile(r"^(?P<base>.+)_(?P<difficulty>hard\d+)$")
 _STORE_BATCH = re.compile(
@@ -83,12 +84,24 @@ _AMBIGUOUS = object()
 _NUMBERED = re.compile(r"^(min|max)_(\d+)$")
 
 
-@dataclass
-class TrialImages:
-    query_max: str
-    query_min: str
-    refs_max: list[str]
-    refs_min: list[str]
+class Task(NamedTuple):
+    """One 2-AFC task: the max and the min query and the two reference lists, its images as
+    whatever names them where it is used (pool indices, embedding rows, paths); the fields are
+    the trial table's columns. Defined here, in the lowest stage, so every stage shares it."""
+
+    query_max: Any
+    query_min: Any
+    refs_max: list
+    refs_min: list
+
+    def images(self) -> tuple:
+        """Every image of the task, queries first, in `map`'s order."""
+        return (self.query_max, self.query_min, *self.refs_max, *self.refs_min)
+
+    def map(self, f) -> "Task":
+        """The same task with every image renamed by `f` (e.g. pool index -> embedding row)."""
+        return Task(f(self.query_max), f(self.query_min), [f(i) for i in self.refs_max],
+                    [f(i) for i in self.refs_min])
 
 
 class MissingImages(InputError):
@@ -175,7 +188,7 @@ def n_references_of(task_dir: Path) -> int | None:
     return None
 
 
-def _trial_folder_images(index: ImageIndex, trial_dir: str) -> TrialImages | None:
+def _trial_folder_images(index: ImageIndex, trial_dir: str) -> Task | None:
     """Per-task trial folder: `queries/` + `references/`, or flat with `_9` as the query."""
     queries = index.in_folder(f"{trial_dir}/queries")
     if queries:
@@ -184,7 +197,7 @@ def _trial_folder_images(index: ImageIndex, trial_dir: str) -> TrialImages | Non
         refs = index.numbered(f"{trial_dir}/references")
         if qmax is None or qmin is None or not refs["max"] or not refs["min"]:
             return None
-        return TrialImages(qmax, qmin, [refs["max"][i] for i in sorted(refs["max"])],
+        return Task(qmax, qmin, [refs["max"][i] for i in sorted(refs["max"])],
                            [refs["min"][i] for i in sorted(refs["min"])])
     files = index.numbered(trial_dir)
     if QUERY_INDEX not in files["max"] or QUERY_INDEX not in files["min"]:
@@ -197,7 +210,7 @@ def _trial_folder_images(index: ImageIndex, trial_dir: str) -> TrialImages | Non
         if not ids or any(i not in files[side] or i == QUERY_INDEX for i in ids):
             return None
         refs[side] = [files[side][i] for i in ids]
-    return TrialImages(files["max"][QUERY_INDEX], files["min"][QUERY_INDEX], refs["max"],
+    return Task(files["max"][QUERY_INDEX], files["min"][QUERY_INDEX], refs["max"],
                        refs["min"])
 
 
@@ -208,7 +221,7 @@ def _trial_dir_of(query_url: str) -> str:
     return "/".join(parts[:cut])
 
 
-def resolve_trial(index: ImageIndex, row: dict) -> TrialImages | None:
+def resolve_trial(index: ImageIndex, row: dict) -> Task | None:
     """Images of one trial table row, or None when they cannot all be found: a trial whose row
     lists its references counts as found only with every one of them (never 7 of 9)."""
     found = _resolve_trial(index, row)
@@ -238,7 +251,7 @@ def _trial_of(path: str) -> str:
     return str(PurePosixPath(path).parent.parent)
 
 
-def _resolve_trial(index: ImageIndex, row: dict) -> TrialImages | None:
+def _resolve_trial(index: ImageIndex, row: dict) -> Task | None:
     # 1. The experiment's own URLs (per-task layout), with the reference lists where given.
     if isinstance(row.get("max_query"), str) and row["max_query"]:
         refs_max = [index.find_file(u) for u in row.get("max_references") or []]
@@ -246,7 +259,7 @@ def _resolve_trial(index: ImageIndex, row: dict) -> TrialImages | None:
         qmax, qmin = index.find_file(row["max_query"]), index.find_file(row.get("min_query", ""))
         if refs_max and refs_min and None not in (qmax, qmin, *refs_max, *refs_min) and \
                 len({_trial_of(p) for p in (qmax, qmin, *refs_max, *refs_min)}) == 1:
-            return TrialImages(qmax, qmin, refs_max, refs_min)
+            return Task(qmax, qmin, refs_max, refs_min)
         trial_dir = index.find_dir(_trial_dir_of(row["max_query"]))
         found = trial_dir and _trial_folder_images(index, trial_dir)
         if found:
@@ -265,7 +278,7 @@ def _resolve_trial(index: ImageIndex, row: dict) -> TrialImages | None:
     optimized = index.numbered(str(PurePosixPath(found_dir).parent.parent / "optimized_images"))
     if not optimized["max"] or not optimized["min"]:
         return None
-    return TrialImages(natural.query_max, natural.query_min,
+    return Task(natural.query_max, natural.query_min,
                        [optimized["max"][i] for i in sorted(optimized["max"])],
                        [optimized["min"][i] for i in sorted(optimized["min"])])
 

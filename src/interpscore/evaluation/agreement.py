@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau
 
-from ..correlation import group_labels, rows_corr, spearman, within_group_spearman
+from ..correlation import (MIN_GROUP, group_labels, mean_of_groups, percentile_interval,
+                           ranked_spearman, ranks, rows_corr, spearman, within_group_spearman)
 from ..data.dataset import split_half_reliability
 from ..errors import InputError
 
@@ -35,12 +36,6 @@ def unit_draws(unit_ids, n_boot: int, seed: int) -> list[np.ndarray]:
     return [np.concatenate([rows_of[u] for u in draw]) for draw in draws]
 
 
-def _interval(values) -> list[float]:
-    values = np.asarray(values, float)
-    values = values[np.isfinite(values)]
-    return [float(x) for x in np.percentile(values, [2.5, 97.5])] if len(values) else [np.nan] * 2
-
-
 def unit_metrics(predicted, measured, n_boot: int = 1000, seed: int = 0, name: str = "",
                  unit_ids=None) -> dict:
     """Spearman, Pearson, Kendall, MAE over units, each with a bootstrap 95 % CI that
@@ -56,35 +51,8 @@ def unit_metrics(predicted, measured, n_boot: int = 1000, seed: int = 0, name: s
         if metric == "kendall":  # slow, and its CI says nothing the Spearman CI does not
             continue
         boot = [fn(predicted[d][None], measured[d][None])[0] for d in draws]
-        out[f"{metric}_ci"] = _interval(boot)
+        out[f"{metric}_ci"] = percentile_interval(boot)
     return out
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Average ranks of a 1-D array (ties share their mean rank), as scipy's rankdata but
-    without its per-call overhead: the bootstrap calls this tens of thousands of times."""
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    tie_group = np.cumsum(np.r_[True, xs[1:] != xs[:-1]]) - 1
-    counts = np.bincount(tie_group)
-    average = np.cumsum(counts) - (counts - 1) / 2
-    ranks = np.empty(len(x))
-    ranks[order] = average[tie_group]
-    return ranks
-
-
-def _mean_corr(a_ranks: list, b_ranks: list) -> float:
-    """The mean of the correlations of matching rank vectors (a = predicted, b = measured),
-    by `correlation.group_spearman`'s rule: a constant measurement is left out, a constant
-    prediction scores 0."""
-    values = []
-    for a, b in zip(a_ranks, b_ranks):
-        a, b = a - a.mean(), b - b.mean()
-        if not b.any():
-            continue
-        norm = np.sqrt(a.dot(a) * b.dot(b))
-        values.append(a.dot(b) / norm if norm > 0 else 0.0)
-    return float(np.mean(values)) if values else float("nan")
 
 
 def grouped_report(predictions: dict[str, np.ndarray], units: pd.DataFrame, n_boot: int = 1000,
@@ -114,17 +82,20 @@ def grouped_report(predictions: dict[str, np.ndarray], units: pd.DataFrame, n_bo
     for d in draws:
         d = d[np.argsort(codes[d], kind="stable")]
         cuts = np.flatnonzero(np.diff(codes[d])) + 1
-        cells.append([rows for rows in np.split(d, cuts) if len(rows) >= 3])
-    measured_ranks = [[_ranks(measured[rows]) for rows in draw] for draw in cells]
+        cells.append([rows for rows in np.split(d, cuts) if len(rows) >= MIN_GROUP])
+    measured_ranks = [[ranks(measured[rows]) for rows in draw] for draw in cells]
     for name, predicted in predictions.items():
         predicted = np.asarray(predicted, float)
-        within = [_mean_corr([_ranks(predicted[rows]) for rows in draw], ranks)
-                  for draw, ranks in zip(cells, measured_ranks)]
-        overall = [_mean_corr([_ranks(predicted[d])], [_ranks(measured[d])]) for d in draws]
+        within = [mean_of_groups(ranked_spearman(ranks(predicted[rows]), m)
+                                 for rows, m in zip(draw, draw_ranks))
+                  for draw, draw_ranks in zip(cells, measured_ranks)]
+        # The draws by the groups' rule too: a draw where the prediction is constant scores 0.
+        overall = [ranked_spearman(ranks(predicted[d]), ranks(measured[d])) for d in draws]
         boots[name] = {"within": np.array(within), "overall": np.array(overall)}
         row = {"within": within_group_spearman(predicted, measured, groups),
-               "within_ci": _interval(within), "overall": float(spearman(predicted, measured)),
-               "overall_ci": _interval(overall)}
+               "within_ci": percentile_interval(within),
+               "overall": float(spearman(predicted, measured)),
+               "overall_ci": percentile_interval(overall)}
         row["within_of_ceiling"] = of_ceiling(row["within"], ceiling["within"])
         row["overall_of_ceiling"] = of_ceiling(row["overall"], ceiling["overall"])
         report["predictors"][name] = row
@@ -135,7 +106,7 @@ def grouped_report(predictions: dict[str, np.ndarray], units: pd.DataFrame, n_bo
             diff = boots[name]["within"] - boots[reference]["within"]
             ok = diff[np.isfinite(diff)]
             row[f"within_minus_{reference}"] = row["within"] - report["predictors"][reference]["within"]
-            row[f"within_minus_{reference}_ci"] = _interval(ok)
+            row[f"within_minus_{reference}_ci"] = percentile_interval(ok)
     return report, boots
 
 
@@ -163,8 +134,7 @@ def paired_bootstrap(pred_a, pred_b, measured, n_boot: int = 1000, seed: int = 0
                      for d in draws])
     diff = diff[np.isfinite(diff)]
     point = float(spearman(pred_a, measured) - spearman(pred_b, measured))
-    low, high = np.percentile(diff, [2.5, 97.5])
-    return {"spearman_difference": point, "ci": [float(low), float(high)],
+    return {"spearman_difference": point, "ci": percentile_interval(diff),
             "p_value": float((np.sum(diff <= 0) + 1) / (len(diff) + 1))}
 
 
@@ -201,13 +171,13 @@ def model_level(predicted, measured, models, n_boot: int = 1000, seed: int = 0) 
         for key, column in (("predicted", "p"), ("measured", "m")):
             values = group[column].to_numpy()
             row[key] = float(values.mean())
-            row[f"{key}_ci"] = [float(x) for x in np.percentile(values[samples].mean(1), [2.5, 97.5])]
-        if len(group) >= 3:
+            row[f"{key}_ci"] = percentile_interval(values[samples].mean(1))
+        if len(group) >= MIN_GROUP:
             row["spearman_within"] = float(spearman(group["p"].to_numpy(), group["m"].to_numpy()))
         rows[model] = row
     out = {"models": rows}
     means = np.array([r["predicted"] for r in rows.values()])
-    if len(rows) >= 3 and np.ptp(means) > 1e-9:  # equal means (a constant) have no ranking
+    if len(rows) >= MIN_GROUP and np.ptp(means) > 1e-9:  # equal means (a constant) have no ranking
         out["spearman_of_model_means"] = float(spearman(
             means, np.array([r["measured"] for r in rows.values()])))
     return out
@@ -222,11 +192,11 @@ def breakdowns(predicted, units: pd.DataFrame) -> dict:
             str(value): {"n_units": int(len(g)), "measured": float(g["his"].mean()),
                          "predicted": float(g["predicted"].mean()),
                          "spearman": float(spearman(g["predicted"].to_numpy(), g["his"].to_numpy()))
-                         if len(g) >= 3 else None}
+                         if len(g) >= MIN_GROUP else None}
             for value, g in frame.groupby(column, sort=True)}
     depth = frame["layer_depth"].to_numpy(float)
     ok = np.isfinite(depth)
-    if ok.sum() >= 3:
+    if ok.sum() >= MIN_GROUP:
         out["layer_depth"] = {
             "spearman_depth_vs_measured": float(spearman(depth[ok], frame["his"].to_numpy()[ok])),
             "spearman_depth_vs_predicted": float(spearman(depth[ok], frame["predicted"].to_numpy()[ok])),
@@ -288,14 +258,14 @@ def average_reports(reports: list[dict], boots: list[dict], reference: str) -> d
         rows = [r["predictors"][name] for r in reports]
         row = {key: float(np.nanmean([r[key] for r in rows])) if any(np.isfinite(r[key]) for r in rows)
                else float("nan") for key in ("within", "overall")}
-        row["within_ci"] = _interval(mean_boot[name, "within"])
-        row["overall_ci"] = _interval(mean_boot[name, "overall"])
+        row["within_ci"] = percentile_interval(mean_boot[name, "within"])
+        row["overall_ci"] = percentile_interval(mean_boot[name, "overall"])
         row["within_of_ceiling"] = of_ceiling(row["within"], ceiling_within)
         row["overall_of_ceiling"] = of_ceiling(row["overall"], ceiling_overall)
         if name != reference and reference in names:
             diff = mean_boot[name, "within"] - mean_boot[reference, "within"]
             row[f"within_minus_{reference}"] = row["within"] - float(np.nanmean(
                 [r["predictors"][reference]["within"] for r in reports]))
-            row[f"within_minus_{reference}_ci"] = _interval(diff)
+            row[f"within_minus_{reference}_ci"] = percentile_interval(diff)
         out["predictors"][name] = row
     return out

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..correlation import MIN_GROUP
 from ..data.dataset import CONDITION_KEYS
 from .agreement import average_reports, grouped_report
 from .predict import predict_conditions
@@ -42,7 +43,7 @@ def heldout_benchmark(predictors: dict, datasets: dict[str, Path], headline: lis
     ids = {name: np.flatnonzero(t.conditions["split"] == split).tolist() for name, t in loaded.items()}
     # The headline's bootstrap pairs draws across datasets by unit: measure the headline
     # datasets on the conditions they all have (exclusions may cost one of them a unit).
-    chosen = [name for name in headline if name in loaded and len(ids[name]) >= 3]
+    chosen = [name for name in headline if name in loaded and len(ids[name]) >= MIN_GROUP]
     if chosen:
         keys = [set(map(tuple, loaded[n].conditions.iloc[ids[n]][CONDITION_KEYS].to_numpy()))
                 for n in chosen]
@@ -52,7 +53,7 @@ def heldout_benchmark(predictors: dict, datasets: dict[str, Path], headline: lis
             ids[name] = [i for i in ids[name] if tuple(rows[i]) in common]
     reports, boots = {}, {}
     for name, tensors in loaded.items():
-        if len(ids[name]) < 3:
+        if len(ids[name]) < MIN_GROUP:
             continue
         reports[name], boots[name] = measure_dataset(predictors, tensors, ids[name], n_boot,
                                                      seed, reference)

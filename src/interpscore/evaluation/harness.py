@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from ..correlation import MIN_GROUP
 from ..errors import InputError
 from ..metric.tasks import TaskTensors
 from ..resources import DEFAULT_BACKBONE, DEFAULT_BACKBONE_IMAGE_SIZE, DEFAULT_CACHE
@@ -26,7 +27,7 @@ def evaluate_predictors(predictors: dict[str, Predictor], tensors: TaskTensors, 
     """Every measure for every predictor on the conditions `ids`. Returns (metrics, per-unit
     predictions). `reference` (default: the first predictor) is tested against the others."""
     ids = list(ids)
-    if len(ids) < 3:
+    if len(ids) < MIN_GROUP:
         raise InputError(f"only {len(ids)} units to evaluate: too few for correlations")
     units = tensors.conditions.iloc[ids].reset_index(drop=True)
     measured = units["his"].to_numpy(float)
@@ -251,7 +252,7 @@ def run_evaluation(checkpoint, data_dir=None, split: str = "test", backbone: str
                                                             images_dir, cache_dir)
     units = tensors.conditions
     ids, dropped = drop_seen(metric, units, split_ids(units, split, data_dir))
-    if len(ids) < 3:
+    if len(ids) < MIN_GROUP:
         raise InputError(f"{checkpoint}: it was trained or selected on {dropped} of the "
                          f"'{split}' units, leaving {len(ids)}: evaluate on units it has not seen")
     train = np.flatnonzero(units["split"] == "train").tolist()

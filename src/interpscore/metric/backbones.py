@@ -160,20 +160,19 @@ def create_backbone(name: str, image_size: int | None = None, stages: int = 4
             raise InputError(f"backbone {name!r}: a mixture names distinct backbones, "
                              "joined by '+'")
         return Mixture(name, [create_backbone(n, image_size, stages) for n in names])
+    from ..stimuli.model_spec import OPEN_CLIP, parse_model_spec
     from ..stimuli.networks import (OBSERVER_NETWORKS, load_model, reserved_fingerprints,
                                     weight_fingerprint)
 
-    base = name.split("@")[0]
-    if base in OBSERVER_NETWORKS or name.removeprefix("timm:").split("@")[0] in OBSERVER_NETWORKS:
+    spec = parse_model_spec(name, "backbone")
+    if spec.name in OBSERVER_NETWORKS:
         raise InputError(f"backbone {name!r} is not offered: {OBSERVER_REASON}")
-    if name.startswith("open_clip:"):
+    if spec.library == OPEN_CLIP:
         model = load_model(name)
         stages = 0
         image_size = None  # its positional embeddings fix the input size
-    elif base in OFFLINE_BACKBONES:
-        model = load_model(name, image_size=image_size)
-    elif name.startswith("timm:"):
-        model = load_model(name[len("timm:"):], image_size=image_size)
+    elif spec.prefixed or spec.name in OFFLINE_BACKBONES:  # hub models by `timm:`
+        model = load_model(spec.unprefixed, image_size=image_size)
     else:
         raise InputError(f"unknown backbone {name!r}; valid: {', '.join(list_backbones())}")
     # By weights too: the observers' network under another name or from a weight file.

@@ -21,6 +21,8 @@ import pandas as pd
 import torch
 
 from ..atomic import atomic_file, files_into
+from ..correlation import percentile_interval
+from ..data.layouts import Task
 from ..errors import InputError
 from ..protocol import IMI
 from ..resources import DEFAULT_CACHE
@@ -32,8 +34,8 @@ def task_interval(p_tasks: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tup
     """95 % bootstrap interval of a unit's score over its tasks (stimulus-sampling uncertainty)."""
     rng = np.random.default_rng(seed)
     means = p_tasks[rng.integers(0, len(p_tasks), (n_boot, len(p_tasks)))].mean(1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
+    low, high = percentile_interval(means)
+    return low, high
 
 
 def save_table(frame: pd.DataFrame, out: Path, stem: str) -> None:
@@ -133,9 +135,9 @@ class Scorer:
         return self._cache
 
     # -- scoring from exemplars ------------------------------------------------------------
-    def _score_tasks(self, embeddings: torch.Tensor, tasks: list[list[tuple]], seed: int
+    def _score_tasks(self, embeddings: torch.Tensor, tasks: list[list[Task]], seed: int
                      ) -> list[dict]:
-        """tasks[u] = [(q_max, q_min, refs_max, refs_min) as embedding row indices, ...]."""
+        """tasks[u] = unit u's tasks, their images as embedding row indices."""
         from ..stimuli.networks import default_device
         from .heads import unit_prediction
         from .tasks import TaskTensors, gather, pad_rows, summarise_tasks
@@ -143,9 +145,7 @@ class Scorer:
         device = default_device()  # task summaries and the head run on the GPU where there is one
         head = self.metric.head.to(device)
         flat = [task for unit_tasks in tasks for task in unit_tasks]
-        summaries = summarise_tasks(embeddings.to(device), [t[0] for t in flat],
-                                    [t[1] for t in flat], [t[2] for t in flat], [t[3] for t in flat],
-                                    self.cache.backbone.stage_dims)
+        summaries = summarise_tasks(embeddings.to(device), flat, self.cache.backbone.stage_dims)
         starts = np.cumsum([0] + [len(t) for t in tasks])
         tensors = TaskTensors(**summaries, n=torch.zeros(len(flat)), k=torch.zeros(len(flat)),
                               condition_tasks=pad_rows([list(range(a, b)) for a, b in
@@ -177,19 +177,16 @@ class Scorer:
         if not (len(queries) == len(refs_max) == len(refs_min)) or not queries:
             raise InputError("score_exemplars needs one (max, min) query pair and two reference "
                              "lists per task, and at least one task")
-        items = [im for (q_max, q_min), rmax, rmin in zip(queries, refs_max, refs_min)
-                 for im in (q_max, q_min, *rmax, *rmin)]
+        given = [Task(q_max, q_min, rmax, rmin)
+                 for (q_max, q_min), rmax, rmin in zip(queries, refs_max, refs_min)]
+        items = [im for task in given for im in task.images()]
         if all(isinstance(im, (str, Path)) for im in items):
             embeddings = self.cache.embed_files([Path(p) for p in items], progress=False)
         else:
             tensors = [im if isinstance(im, torch.Tensor) else read_image(im) for im in items]
             embeddings = self.cache.embed_images(tensors, progress=False)
-        tasks, row = [], 0
-        for rmax, rmin in zip(refs_max, refs_min):
-            r_max = list(range(row + 2, row + 2 + len(rmax)))
-            r_min = list(range(row + 2 + len(rmax), row + 2 + len(rmax) + len(rmin)))
-            tasks.append((row, row + 1, r_max, r_min))
-            row += 2 + len(rmax) + len(rmin)
+        rows = iter(range(len(items)))  # each image is embedded where it stands in `items`
+        tasks = [task.map(lambda _: next(rows)) for task in given]
         return self._score_tasks(torch.from_numpy(embeddings), [tasks], seed)[0]
 
     # -- scoring units of a model -----------------------------------------------------------
@@ -256,14 +253,12 @@ class Scorer:
         from ..stimuli.units import layer_channels
 
         o = job.options
-        used = sorted({i for ex in exemplars for b in range(o.n_batches) for i in
-                       (*ex.refs_max[b], *ex.refs_min[b], *ex.queries[o.difficulty][b])})
+        by_pool = [ex.tasks(o.difficulty) for ex in exemplars]
+        used = sorted({i for unit_tasks in by_pool for task in unit_tasks for i in task.images()})
         row_of = {image: r for r, image in enumerate(used)}
         embeddings = torch.from_numpy(self.cache.embed_images([job.pool[i] for i in used],
                                                               progress=o.progress))
-        tasks = [[(row_of[q_max], row_of[q_min], [row_of[i] for i in ex.refs_max[b]],
-                   [row_of[i] for i in ex.refs_min[b]])
-                  for b, (q_max, q_min) in enumerate(ex.queries[o.difficulty])] for ex in exemplars]
+        tasks = [[task.map(row_of.__getitem__) for task in unit_tasks] for unit_tasks in by_pool]
         # In chunks of units (a task holds its references' embeddings while it is summarised),
         # so memory stays bounded for a whole model; the seed offset keeps each unit's
         # interval what it is in one call.
@@ -303,12 +298,12 @@ class Scorer:
         embeddings = torch.from_numpy(self.cache.embed_images(images, progress=o.progress))
         row_of = {image: len(made) * 2 * o.n_refs + r for r, image in enumerate(queries)}
         tasks = []
-        for u, ex in enumerate(exemplars):
+        for u, ex in enumerate(exemplars):  # the natural queries, the visualisations as references
             first = u * 2 * o.n_refs
             refs_max = list(range(first, first + o.n_refs))
             refs_min = list(range(first + o.n_refs, first + 2 * o.n_refs))
-            tasks.append([(row_of[q_max], row_of[q_min], refs_max, refs_min)
-                          for q_max, q_min in ex.queries[o.difficulty]])
+            tasks.append([Task(row_of[t.query_max], row_of[t.query_min], refs_max, refs_min)
+                          for t in ex.tasks(o.difficulty)])
         scored = self._score_tasks(embeddings, tasks, o.seed)
         natural = frame.set_index(["layer", "channel"])
         rows = [{**natural.loc[(v.unit.layer, v.unit.channel)].to_dict(), "layer": v.unit.layer,

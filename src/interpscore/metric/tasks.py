@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from ..data.dataset import CONDITION_KEYS
+from ..data.layouts import Task
 
 
 @dataclass
@@ -52,25 +53,25 @@ def pad_rows(rows: list[list[int]]) -> torch.Tensor:
     return torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
-def summarise_tasks(embeddings: torch.Tensor, q_max, q_min, refs_max: list, refs_min: list,
-                    stage_dims: tuple = ()):
-    """Task summaries from an embedding matrix and per-task image indices: the queries, each
-    reference set's mean and spread, and every query's similarity to every reference, stage by
-    stage (`ref_sims` (T, 2 queries [max, min], 2 sets [max, min], R, S), `ref_mask` (T, 2, R)),
-    so heads can read each reference, not only the set means, at a cost linear in images; and
+def summarise_tasks(embeddings: torch.Tensor, tasks: list[Task], stage_dims: tuple = ()):
+    """Task summaries from an embedding matrix and tasks whose images are its row indices: the
+    queries, each reference set's mean and spread, and every query's similarity to every
+    reference, stage by stage (`ref_sims` (T, 2 queries [max, min], 2 sets [max, min], R, S),
+    `ref_mask` (T, 2, R)), so heads can read each reference, not only the set means, at a cost linear in images; and
     the normalised embedding table with each task's rows in it (`query_index`, `ref_index`) for
     heads that weigh every dimension of every reference."""
     emb = torch.nn.functional.normalize(embeddings.float(), dim=1)
     stage_dims = list(stage_dims) or [emb.shape[1]]
     device = emb.device
-    query_index = torch.stack([torch.as_tensor(q_max), torch.as_tensor(q_min)], 1).long()
+    query_index = torch.tensor([[t.query_max, t.query_min] for t in tasks], dtype=torch.long)
     query_index = query_index.to(device)
     out = {"q_max": emb[query_index[:, 0]], "q_min": emb[query_index[:, 1]], "embeddings": emb,
            "query_index": query_index}
     queries = torch.stack([out["q_max"], out["q_min"]], 1).split(stage_dims, -1)  # (T, 2, D_s)
     sims, indices = [], []
-    width = max(max(len(r) for r in refs_max), max(len(r) for r in refs_min))
-    for side, refs in (("max", refs_max), ("min", refs_min)):
+    refs_of = {"max": [t.refs_max for t in tasks], "min": [t.refs_min for t in tasks]}
+    width = max(len(r) for refs in refs_of.values() for r in refs)
+    for side, refs in refs_of.items():
         index = pad_rows([list(r) + [-1] * (width - len(r)) for r in refs]).to(device)
         mask = (index >= 0).float().unsqueeze(-1)
         members = emb[index.clamp(min=0)] * mask
@@ -105,9 +106,9 @@ def build_task_tensors(trials: pd.DataFrame, conditions: pd.DataFrame, embed_pat
                            _refs_min=trials["refs_min"].map(tuple))
     task_keys = CONDITION_KEYS + ["query_max", "query_min", "_refs_max", "_refs_min"]
     tasks = (trials.groupby(task_keys, sort=True)["correct"].agg(["size", "sum"]).reset_index())
-    paths = sorted(set(tasks["query_max"]) | set(tasks["query_min"])
-                   | {p for refs in tasks["_refs_max"] for p in refs}
-                   | {p for refs in tasks["_refs_min"] for p in refs})
+    by_path = [Task(*row) for row in zip(tasks["query_max"], tasks["query_min"],
+                                          tasks["_refs_max"], tasks["_refs_min"])]
+    paths = sorted({p for task in by_path for p in task.images()})
     matrix, row = distinct_rows(np.asarray(embed_paths(paths), dtype=np.float32))
     where = {p: int(r) for p, r in zip(paths, row)}
     embeddings = torch.from_numpy(matrix)
@@ -120,10 +121,8 @@ def build_task_tensors(trials: pd.DataFrame, conditions: pd.DataFrame, embed_pat
     if any(not ts for ts in per_condition):
         missing = [c for c, ts in zip(conditions["unit_id"], per_condition) if not ts][:5]
         raise ValueError(f"conditions without any task: {missing}")
-    summaries = summarise_tasks(
-        embeddings, [where[p] for p in tasks["query_max"]], [where[p] for p in tasks["query_min"]],
-        [[where[p] for p in refs] for refs in tasks["_refs_max"]],
-        [[where[p] for p in refs] for refs in tasks["_refs_min"]], stage_dims)
+    summaries = summarise_tasks(embeddings, [t.map(where.__getitem__) for t in by_path],
+                                stage_dims)
     return TaskTensors(
         **summaries,
         n=torch.tensor(tasks["size"].to_numpy(), dtype=torch.float32),

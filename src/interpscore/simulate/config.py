@@ -18,7 +18,8 @@ from .families import FAMILIES, HELDOUT_FAMILIES, TRAINING_FAMILIES
 # aside) gives new data, so it changes every release's key and fails the recorded calibration.
 SIMULATOR_MODULES = ("simulate/config.py", "simulate/families.py", "simulate/observers.py",
                      "simulate/world.py", "simulate/participants.py", "simulate/release.py",
-                     "stimuli/pools.py", "stimuli/networks.py", "stimuli/units.py",
+                     "stimuli/pools.py", "stimuli/networks.py", "stimuli/model_spec.py",
+                     "stimuli/units.py",
                      "stimuli/activations.py", "stimuli/selection.py", "stimuli/store.py",
                      "data/layouts.py", "data/dataset.py")
 # ... and of the synthetic condition, for the configs that ask for it
@@ -105,7 +106,9 @@ def audiences(config: SimulationConfig) -> dict[str, tuple[str, list[str]]]:
 
 
 def is_pretrained(spec: str) -> bool:
-    return "@" not in spec
+    from ..stimuli.model_spec import parse_model_spec
+
+    return parse_model_spec(spec).pretrained
 
 
 

@@ -114,7 +114,7 @@ def stage_hashes(pools: dict, stimuli: dict, observers: Observers) -> dict[str, 
     for name, pool in pools.items():
         out[f"pool {name}"] = digest(pool.images)
     for name, s in stimuli.items():
-        tasks = [[*key, int(t[0]), int(t[1]), *map(int, t[2]), *map(int, t[3])]
+        tasks = [[*key, *map(int, t.images())]
                  for key, t in sorted(s.tasks.items())]
         out[f"exemplars {name}"] = digest(s.conditions[["unit_id", "difficulty"]], tasks)
     for name, spaces in observers.spaces.items():

@@ -60,8 +60,9 @@ def add_optimized_conditions(model, spec, pool, exemplars, config, images, rows,
         rows.append({**rows[easy], "mode": "optimized"})
         refs = {side: [where[(ex.unit, side, i)] for i in range(len(made[label][ex.unit][side]))]
                 for side in ("max", "min")}
-        for b, (q_max, q_min) in enumerate(ex.queries["easy"]):
-            tasks[(c, b)] = (q_max, q_min, [i for i, _ in refs["max"]], [i for i, _ in refs["min"]])
+        for b, task in enumerate(ex.tasks("easy")):  # the natural queries, visualised references
+            tasks[(c, b)] = task._replace(refs_max=[i for i, _ in refs["max"]],
+                                          refs_min=[i for i, _ in refs["min"]])
             natural_paths = paths[(easy, b)]
             paths[(c, b)] = {"query_max": natural_paths["query_max"],
                              "query_min": natural_paths["query_min"],

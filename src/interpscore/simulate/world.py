@@ -24,7 +24,7 @@ class PoolStimuli:
 
     pool: object
     conditions: pd.DataFrame
-    tasks: dict  # (condition index, batch) -> (q_max, q_min, refs_max, refs_min)
+    tasks: dict  # (condition index, batch) -> its Task in pool indices
     paths: dict  # (condition index, batch) -> relative image paths in the store
     stats: list
 
@@ -54,7 +54,7 @@ def pool_stimuli(pool, models, units_of, config, images: Path, progress: bool,
         for ex in exemplars:
             stats.append(dict(model=model.label, layer=ex.unit.layer, channel=ex.unit.channel,
                               **ex.stats))
-            for difficulty, queries in ex.queries.items():
+            for difficulty in ex.queries:
                 c = len(rows)
                 rows.append(dict(
                     spec=spec, model=model.label, model_label=condition_label(model.label, difficulty),
@@ -62,8 +62,8 @@ def pool_stimuli(pool, models, units_of, config, images: Path, progress: bool,
                     unit_id=unit_id(model.label, ex.unit.layer, ex.unit.channel),
                     difficulty=difficulty, layer_depth=depths[ex.unit], pretrained=is_pretrained(spec),
                     ties=ex.flags["ties_cover_max_refs"] or ex.flags["ties_cover_min_refs"]))
-                for b, (q_max, q_min) in enumerate(queries):
-                    tasks[(c, b)] = (q_max, q_min, ex.refs_max[b], ex.refs_min[b])
+                for b, task in enumerate(ex.tasks(difficulty)):
+                    tasks[(c, b)] = task
                     paths[(c, b)] = store[(ex.unit, difficulty, b)]
         if config.synthetic.get(model.label):
             from .synthetic import add_optimized_conditions
@@ -76,10 +76,9 @@ def pool_stimuli(pool, models, units_of, config, images: Path, progress: bool,
 def _task_arrays(stimuli: PoolStimuli, where: dict):
     """Per task (in a fixed order) the rows of its images in a feature table."""
     keys = sorted(stimuli.tasks)
-    t = [stimuli.tasks[k] for k in keys]
-    return keys, (np.array([where[x[0]] for x in t]), np.array([where[x[1]] for x in t]),
-                  np.array([[where[i] for i in x[2]] for x in t]),
-                  np.array([[where[i] for i in x[3]] for x in t]))
+    t = [stimuli.tasks[k].map(where.__getitem__) for k in keys]
+    return keys, (np.array([x.query_max for x in t]), np.array([x.query_min for x in t]),
+                  np.array([x.refs_max for x in t]), np.array([x.refs_min for x in t]))
 
 
 # --- the observers' evidence and calibration --------------------------------------------------------
@@ -91,8 +90,7 @@ class Observers:
     def __init__(self, pools: dict[str, PoolStimuli], config: SimulationConfig):
         self.config = config
         self._features = {}
-        used = {name: np.array(sorted({i for t in s.tasks.values()
-                                       for i in (t[0], t[1], *t[2], *t[3])}))
+        used = {name: np.array(sorted({i for t in s.tasks.values() for i in t.images()}))
                 for name, s in pools.items()}
         spaces = feature_spaces([(pools[name].pool, used[name]) for name in pools])
         self.spaces = dict(zip(pools, spaces))

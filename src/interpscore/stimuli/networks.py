@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from .model_spec import OPEN_CLIP, PRETRAINED, RANDOM, ModelSpec, parse_model_spec
 
 # IMI model labels -> (library, architecture) for layer names and depth.
 IMI_ARCHITECTURES = {
@@ -200,12 +201,13 @@ def load_model(spec: str, image_size: int | None = None) -> LoadedModel:
     import torch
 
     label = model_label(spec)
-    if spec.startswith("open_clip:"):
-        return _load_open_clip(spec, label)
+    parsed = parse_model_spec(spec)
+    if parsed.library == OPEN_CLIP:
+        return _load_open_clip(spec, parsed, label)
     import timm
 
-    name, _, weights = spec.partition("@")
-    random_init = weights == "random"
+    name, weights = parsed.name, parsed.weights
+    random_init = weights == RANDOM
     kwargs = {}
     if image_size and "vit" in name:
         kwargs["img_size"] = image_size
@@ -217,13 +219,12 @@ def load_model(spec: str, image_size: int | None = None) -> LoadedModel:
             load_lite_weights(model, name)
     else:
         check_model_spec(spec)
-        pretrained = not random_init
-        if weights and not random_init:
+        if weights not in (PRETRAINED, RANDOM):
             kwargs["pretrained_cfg_overlay"] = dict(file=weights)
         try:
             with torch.random.fork_rng():
                 torch.manual_seed(0)  # an untrained model is the same network every time
-                model = timm.create_model(name, pretrained=pretrained, **kwargs)
+                model = timm.create_model(name, pretrained=parsed.pretrained, **kwargs)
         except Exception as err:  # hub unreachable, missing file: say what is needed
             raise InputError(f"{spec}: pretrained weights could not be loaded ({err}); they "
                              "need network access (unset HF_HUB_OFFLINE) or a local file: "
@@ -236,16 +237,15 @@ def load_model(spec: str, image_size: int | None = None) -> LoadedModel:
 
 def check_model_spec(spec: str, option: str = "--model") -> None:
     """A model spec names a model that can be built, checked without building it."""
-    if spec.startswith("open_clip:"):
-        if len(spec.split(":", 2)) != 3:
-            raise InputError(f"{option} {spec}: open_clip models are written open_clip:NAME:TAG")
+    parsed = parse_model_spec(spec, option)
+    if parsed.library == OPEN_CLIP:
         return
     import timm
 
-    name, _, weights = spec.partition("@")
+    name, weights = parsed.name, parsed.weights
     architecture = timm.models.split_model_name_tag(name)[0]  # `vit_b16.dino`: the tag is weights
     if name in LITE_PACKAGES or architecture in timm.list_models():
-        if weights not in ("", "random") and not Path(weights).is_file():
+        if weights not in (PRETRAINED, RANDOM) and not Path(weights).is_file():
             raise InputError(f"{option} {spec}: no weight file {weights}; write NAME, "
                              "NAME@random or NAME@/path/to/weights")
         return
@@ -255,20 +255,17 @@ def check_model_spec(spec: str, option: str = "--model") -> None:
                      f"{', '.join(LITE_PACKAGES)}, NAME@random, or open_clip:NAME:TAG")
 
 
-def _load_open_clip(spec: str, label: str) -> LoadedModel:
+def _load_open_clip(spec: str, parsed: ModelSpec, label: str) -> LoadedModel:
     import open_clip
-
-    parts = spec.split(":", 2)
-    if len(parts) != 3:
-        raise InputError(f"{spec}: open_clip models are written open_clip:NAME:TAG")
-    _, name, tag = parts
     import torch
+
+    name, tag = parsed.name, parsed.weights
 
     try:
         with torch.random.fork_rng():
             torch.manual_seed(0)  # an untrained model is the same network every time
             model, _, _ = open_clip.create_model_and_transforms(
-                name, pretrained=None if tag == "random" else tag)
+                name, pretrained=tag if parsed.pretrained else None)
     except Exception as err:
         raise InputError(f"{spec}: could not be loaded ({err}); pretrained tags need network "
                          "access, or pass a local file as the tag") from err

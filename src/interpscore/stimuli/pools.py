@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_file
+from ..data.layouts import IMAGE_SUFFIXES
 from ..errors import InputError
 from ..protocol import EMBEDDED, IMI
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry",
                   "retina", "rocket", "brick", "camera", "cell", "clock", "coins", "grass",
                   "gravel", "moon", "page", "text")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def read_image(path: str | Path):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..data.layouts import QUERY_INDEX
+from ..data.layouts import QUERY_INDEX, Task
 from ..errors import InputError
 from ..protocol import IMI
 from .activations import UnitRanking, collect_rankings
@@ -67,6 +67,11 @@ class UnitExemplars:
     flags: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)  # UnitRanking.activation_stats
 
+    def tasks(self, difficulty: str) -> list[Task]:
+        """The unit's tasks at one difficulty, in pool indices: per batch its two queries and
+        that batch's references (the only place a task is made from exemplars)."""
+        return [Task(q_max, q_min, self.refs_max[b], self.refs_min[b])
+                for b, (q_max, q_min) in enumerate(self.queries[difficulty])]
 
 
 def _pick_references(index: np.ndarray, sources: np.ndarray, n: int, cap: int | None

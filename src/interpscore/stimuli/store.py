@@ -39,16 +39,16 @@ def write_store(root: str | Path, model_label: str, exemplars: list[UnitExemplar
 
     trials = {}
     for ex in tqdm(exemplars, desc=f"stimuli {model_label}", disable=not progress):
-        for difficulty, queries in ex.queries.items():
-            for b, (q_max, q_min) in enumerate(queries):
+        for difficulty in ex.queries:
+            for b, task in enumerate(ex.tasks(difficulty)):
                 folder = batch_dir(model_label, ex.unit.layer, ex.unit.channel, b, difficulty)
                 paths = {"refs_max": [], "refs_min": []}
-                for side, refs in (("max", ex.refs_max[b]), ("min", ex.refs_min[b])):
+                for side, refs in (("max", task.refs_max), ("min", task.refs_min)):
                     for i, image in enumerate(refs):
                         rel = f"{folder}/{image_name(side, i)}"
                         link_or_copy(pool_file(image), root / rel)
                         paths[f"refs_{side}"].append(rel)
-                for side, image in (("max", q_max), ("min", q_min)):
+                for side, image in (("max", task.query_max), ("min", task.query_min)):
                     rel = f"{folder}/{image_name(side, QUERY_INDEX)}"
                     link_or_copy(pool_file(image), root / rel)
                     paths[f"query_{side}"] = rel

@@ -8,7 +8,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from ..correlation import spearman
+from ..correlation import MIN_GROUP, spearman
 from ..evaluation.predict import predict_conditions
 from ..metric.fitting import left_out_score, model_folds
 from ..metric.tasks import ConditionDataset, TaskTensors
@@ -39,7 +39,7 @@ def leave_one_model_out(tensors: TaskTensors, hparams: dict, epochs: int, batch_
         folds[model] = {"n_units": len(held_out), "spearman": left_out_score(predicted, held),
                         "measured": float(held["his"].mean()), "predicted": float(predicted.mean())}
     out = {"folds": folds, "epochs": epochs, "spearman_of_model_means": None}
-    if len(folds) >= 3:
+    if len(folds) >= MIN_GROUP:
         out["spearman_of_model_means"] = float(spearman(
             np.array([f["predicted"] for f in folds.values()]),
             np.array([f["measured"] for f in folds.values()])))

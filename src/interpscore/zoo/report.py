@@ -18,7 +18,9 @@ NOTE = ("Scores are a metric's predictions of human interpretability (HIS), not 
 
 def architecture(spec: str) -> str:
     """The architecture a spec names: `resnet50@random` -> `resnet50`."""
-    return spec.split("@")[0].split(":")[-2 if spec.startswith("open_clip:") else 0]
+    from ..stimuli.model_spec import parse_model_spec
+
+    return parse_model_spec(spec).name
 
 
 def family(spec: str) -> str:

@@ -396,7 +396,9 @@ def test_ctrl_c_during_score_leaves_no_partial_output(places, tmp_path, monkeypa
     assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
 
 
-def test_every_option_has_help_that_shows_its_default():
+def test_every_option_has_help_that_shows_its_default_once():
+    """Every option has help; its default is shown once, where it has one (not for a switch,
+    a required option or a None default), and choices are listed."""
     import argparse
 
     def parsers(parser, name="interpscore"):
@@ -409,16 +411,24 @@ def test_every_option_has_help_that_shows_its_default():
 
     missing = []
     for name, parser in parsers(build_parser()):
-        text = parser.format_help()
+        text = " ".join(parser.format_help().split())
+        assert "(default: None)" not in text and "(default: any) (default" not in text, name
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction) or action.dest == "help":
                 continue
             if not action.help:
                 missing.append(f"{name} {action.option_strings or action.dest}")
-            elif action.default not in (None, False, argparse.SUPPRESS) and action.required is False:
-                assert f"(default: {action.default})" in " ".join(text.split()), (name, action.dest)
+            elif action.choices:
+                assert "{" + ",".join(action.choices) + "}" in text, (name, action.dest)
+            help_text = parser._get_formatter()._get_help_string(action)
+            assert help_text.count("(default:") <= 1, (name, action.dest, help_text)
+            if action.required and action.option_strings:
+                assert "(default:" not in help_text and help_text.endswith("(required)"), (
+                    name, action.dest, help_text)
+            elif (action.default not in (None, argparse.SUPPRESS) and action.nargs != 0
+                    and isinstance(action.default, (int, float, str))):
+                assert f"(default: {action.default})" in help_text, (name, action.dest)
     assert missing == []
-
 
 # --- real data: only what the analysis uses is checked ------------------------------------------
 

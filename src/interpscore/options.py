@@ -1,6 +1,8 @@
-"""Options are declared once, in the dataclasses that hold them; the command line is built
-from those declarations (`add_options`), so a flag's name, default, check and help text live in
-one place. Light: no torch, nothing heavy, so `interpscore --help` stays fast.
+"""Options are declared once, in the dataclasses that hold them: the field's name, default,
+check (a jsonargparse type: a restricted number type, or choices) and help text (`option`).
+The command line is jsonargparse's, built from those declarations (`add_fields`), as
+LightningCLI's is for `train`. Light: no torch, nothing heavy, so `interpscore --help` stays
+fast.
 
     @dataclass
     class ExclusionCriteria:
@@ -10,8 +12,10 @@ one place. Light: no torch, nothing heavy, so `interpscore --help` stays fast.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+
+from jsonargparse.typing import (ClosedUnitInterval, NonNegativeFloat, NonNegativeInt,
+                                 PositiveInt, restricted_number_type)
 
 # Help texts that several commands share.
 MODEL_HELP = ("timm name (pretrained: needs the hub or NAME@/path/weights), NAME@random, "
@@ -24,84 +28,62 @@ def overwrite_help(what: str) -> str:
     return f"replace the {what} files in an --out that already holds files (others are kept)"
 
 
-def number(kind, low=None, high=None, low_open=False, high_open=False):
-    """An argparse type: a number of `kind` within the given bounds."""
-    def parse(text):
-        try:
-            value = kind(text)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not a{'n integer' if kind is int else ' number'}")
-        if (low is not None and (value <= low if low_open else value < low)) or \
-                (high is not None and (value >= high if high_open else value > high)):
-            left = "(" if low_open else "["
-            right = ")" if high_open else "]"
-            raise argparse.ArgumentTypeError(
-                f"{text} is out of range; give a value in {left}{low if low is not None else '-inf'}"
-                f", {high if high is not None else 'inf'}{right}")
-        return value
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
+# The checks: jsonargparse's types, called on the text typed (argparse's own `type` call, so
+# that its error names the option; see cli.common.Parser).
+POSITIVE_INT, NON_NEGATIVE_INT = PositiveInt, NonNegativeInt
+NON_NEGATIVE, PROBABILITY = NonNegativeFloat, ClosedUnitInterval
+FRACTION = restricted_number_type("Fraction", float, [(">=", 0), ("<", 1)], join="and")
+SEED = restricted_number_type("Seed", int, [(">=", 0), ("<=", 2**32 - 1)], join="and")  # numpy's
 
 
-def numbers(text: str) -> tuple[float, ...]:
-    """An argparse type: comma-separated numbers (`0.1,0.3,1`)."""
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers")
+def numbers(text) -> tuple[float, ...]:
+    """Comma-separated numbers (`0.1,0.3,1`); jsonargparse checks the default (a tuple) too."""
+    items = text.split(",") if isinstance(text, str) else text
+    return tuple(float(x) for x in items if str(x).strip())
 
 
-POSITIVE_INT = number(int, 1)
-NON_NEGATIVE_INT = number(int, 0)
-NON_NEGATIVE = number(float, 0)
-FRACTION = number(float, 0, 1, high_open=True)
-PROBABILITY = number(float, 0, 1)
-SEED = number(int, 0, 2**32 - 1)  # numpy's seeds
+# What to give instead, for each check: the second half of a bad value's error.
+EXPECTS = {POSITIVE_INT: "a whole number of 1 or more",
+           NON_NEGATIVE_INT: "a whole number of 0 or more", NON_NEGATIVE: "a number of 0 or more", PROBABILITY: "a number in [0, 1]",
+           FRACTION: "a number in [0, 1)", SEED: f"a whole number in [0, {2**32 - 1}]",
+           numbers: "comma-separated numbers, e.g. 0.1,0.3,1", int: "a whole number",
+           float: "a number"}
 
 
-def option(default, help: str, parse=None, *, flag: str | None = None, choices=None,
+def option(default, help: str, check=None, *, flag: str | None = None, choices=None,
            negate: bool = False, factory=None):
-    """A dataclass field that is also a command-line option: its default, help text, parser
-    (`parse`, e.g. POSITIVE_INT), flag (default: `--field-name`), choices; `negate` makes a
-    True default a `--flag` that sets it False. `help=""` keeps a field off the command line."""
-    metadata = {"help": help, "parse": parse, "flag": flag, "choices": choices, "negate": negate}
+    """A dataclass field that is also a command-line option: its default, help text, check
+    (e.g. POSITIVE_INT), flag (default: `--field-name`) and choices; `negate` makes a True
+    default a `--flag` that sets it False. `help=""` keeps a field off the command line."""
+    metadata = {"help": help, "check": check, "flag": flag, "choices": choices, "negate": negate}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def cli_fields(cls, only=None, skip=()):
-    """The fields of `cls` that are options, in declaration order."""
+def _fields(cls, only, skip):
     return [f for f in dataclasses.fields(cls) if f.metadata.get("help")
             and (only is None or f.name in only) and f.name not in skip]
 
 
-def flag_of(field) -> str:
-    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
-
-
-def add_options(parser, cls, only=None, skip=(), defaults: dict | None = None) -> None:
-    """One argparse option per option field of `cls` (see `option`); `defaults` overrides a
+def add_fields(parser, cls, only=None, skip=(), defaults: dict | None = None) -> None:
+    """One option of `parser` per option field of `cls` (see `option`); `defaults` overrides a
     field's default for this parser only."""
-    for f in cli_fields(cls, only, skip):
+    for f in _fields(cls, only, skip):
         meta = f.metadata
         default = (defaults or {}).get(f.name, f.default if f.default is not dataclasses.MISSING
                                        else f.default_factory())
-        flag = flag_of(f)
-        if meta["negate"] or f.type in (bool, "bool"):  # a switch: no default worth showing
-            parser.add_argument(flag, dest=f.name, help=meta["help"], default=argparse.SUPPRESS,
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        if meta["negate"] or f.type in (bool, "bool"):  # a switch
+            parser.add_argument(flag, dest=f.name, help=meta["help"], default=default,
                                 action="store_false" if meta["negate"] else "store_true")
-        else:
-            parser.add_argument(flag, dest=f.name, default=default, type=meta["parse"],
-                                choices=meta["choices"], help=meta["help"],
-                                metavar=flag.lstrip("-").replace("-", "_").upper(),
-                                nargs="+" if isinstance(default, list) else None)
-        # (a tuple default is one comma-separated value, parsed by `parse`, e.g. `numbers`)
+        else:  # a list is typed as several values: `--models a b`
+            given = {"type": meta["check"], "choices": meta["choices"],
+                     "nargs": "+" if isinstance(default, list) else None}
+            parser.add_argument(flag, dest=f.name, default=default, help=meta["help"],
+                                **{k: v for k, v in given.items() if v is not None})
 
 
-def options_from(args, cls, only=None, skip=(), **fixed):
-    """`cls` built from the parsed options `add_options` declared (plus `fixed` values)."""
-    values = {f.name: getattr(args, f.name) for f in cli_fields(cls, only, skip)
-              if hasattr(args, f.name)}  # a switch not given keeps the field's default
-    return cls(**values, **fixed)
+def from_namespace(namespace, cls, only=None, skip=(), **fixed):
+    """`cls` made of the values of the options `add_fields` declared (plus `fixed` values)."""
+    return cls(**{f.name: namespace[f.name] for f in _fields(cls, only, skip)}, **fixed)

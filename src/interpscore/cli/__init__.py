@@ -7,11 +7,12 @@ Subcommands import their heavy modules lazily, so `--help` is fast.
 from __future__ import annotations
 
 import sys
+from argparse import ArgumentError
 
 from ..errors import InputError
 from ..kernels import pin_cpu_kernels
 from . import data, leaderboard, scoring, stimuli, study
-from .common import BAD_INPUT, INTERRUPTED, Parser
+from .common import BAD_INPUT, INTERRUPTED, Parser, command_of, explain
 
 GROUPS = (data, stimuli, scoring, study, leaderboard)
 
@@ -21,12 +22,12 @@ def build_parser() -> Parser:
         prog="interpscore", description="Predict per-unit human interpretability (IMI 2-AFC).")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subcommands(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:
         group.register(commands)
     # `train` hands all its arguments to LightningCLI (see main); listed here for --help.
-    commands.add_parser("train", help="train a metric (LightningCLI: `interpscore train --help`)",
-                        add_help=False)
+    commands.add_subcommand("train", Parser(add_help=False), help="train a metric (LightningCLI: "
+                            "`interpscore train --help`)")
     return parser
 
 
@@ -62,9 +63,17 @@ def main(argv: list[str] | None = None) -> int:
 
             train_main(argv[1:])
             return 0
-        args = build_parser().parse_args(argv)
-        return args.run(args)
-    except SystemExit as exit_:  # argparse and LightningCLI exit on bad arguments and --help
+        parser = build_parser()
+        try:
+            values = parser.parse_args(argv)
+        except ArgumentError as err:
+            if debug:
+                raise
+            print(f"error: {explain(parser, argv, err)}", file=sys.stderr)
+            return BAD_INPUT
+        run, values = command_of(parser, values)
+        return run(values)
+    except SystemExit as exit_:  # --help, and LightningCLI on bad arguments
         return exit_.code if isinstance(exit_.code, int) else BAD_INPUT
     except InputError as err:
         if debug:

@@ -4,9 +4,11 @@ take. Subcommands import their heavy modules lazily, so `--help` is fast."""
 from __future__ import annotations
 
 import argparse
-import sys
+
+from jsonargparse import ArgumentParser, DefaultHelpFormatter
 
 from ..errors import InputError
+from ..options import EXPECTS
 
 # The one rule of every command: arguments and inputs are checked before any work; outputs are
 # built beside their destination and renamed into place; nothing the command did not write is
@@ -15,22 +17,121 @@ from ..errors import InputError
 BAD_INPUT, INTERRUPTED = 2, 130
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse with every default shown in --help and its errors in the package's one form."""
+class HelpFormatter(DefaultHelpFormatter):
+    """Each option's help once, with its default once: none for a switch, a required option,
+    or a None default (whose meaning, where it has one, the help text says)."""
+
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        if action.required and action.option_strings:
+            return f"{text} (required)"
+        if (not action.option_strings or action.nargs == 0 or action.help is argparse.SUPPRESS
+                or action.default in (None, argparse.SUPPRESS)):
+            return text
+        default = action.default
+        if isinstance(default, (list, tuple)):  # as it is typed: `--models a b`, `--alphas 0.5`
+            default = (" " if isinstance(default, list) else ",").join(f"{x:g}" if isinstance(
+                x, float) else str(x) for x in default)
+        return f"{text} (default: {str(default).replace('%', '%%')})"
+
+
+class Parser(ArgumentParser):
+    """jsonargparse, raising its errors (`main` words them, see `explain`), every value checked
+    by argparse's own call of the option's type: its error names the option, jsonargparse's
+    type-hint check does not (its ArgumentError has no argument_name)."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
-        super().__init__(*args, **kwargs)
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, exit_on_error=False, **kwargs)
 
-    def error(self, message):
-        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
-        sys.exit(BAD_INPUT)
+    def add_argument(self, *args, **kwargs):
+        if "type" in kwargs and "action" not in kwargs:
+            kwargs["action"] = "store"
+        return super().add_argument(*args, **kwargs)
 
 
-def add_command(commands, name: str, run, help: str):
-    sub = commands.add_parser(name, help=help, description=help)
-    sub.set_defaults(run=run)
+def add_command(commands, name: str, run, help: str) -> Parser:
+    """A command of a `commands` group (`Parser.add_subcommands`) that `run(values)` carries out."""
+    sub = Parser(description=help)
+    commands.add_subcommand(name, sub, help=help)
+    sub.prog = sub.prog.replace(" [options]", "")  # jsonargparse's usage marker, not a command
+    sub.run = run
     return sub
+
+
+def add_group(commands, name: str, help: str):
+    """A command with commands of its own (`study build`), each added with `add_command`."""
+    group = Parser(description=help)
+    commands.add_subcommand(name, group, help=help)
+    group.prog = group.prog.replace(" [options]", "")
+    return group.add_subcommands(dest="action", required=True, metavar="ACTION")
+
+
+def _commands_of(parser):
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
+def command_of(parser, values):
+    """The command the parsed `values` ask for, and its own values, however deep it lies."""
+    while (commands := _commands_of(parser)) is not None:
+        name = values[commands.dest]
+        parser, values = commands.choices[name], values[name]
+    return parser.run, values
+
+
+def _cause_naming_an_option(err):
+    while err is not None:
+        if getattr(err, "argument_name", None):
+            return err
+        err = err.__cause__
+    return None
+
+
+def _value_after(flag: str, argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+    return ""
+
+
+def explain(parser, argv: list[str], err: Exception) -> str:
+    """A parse error in the package's one form, `<option>: <problem and what to do>`, found
+    from the parser's declarations and the arguments, not from the wording of `err`."""
+    rest, path = list(argv), [parser.prog]
+    while (commands := _commands_of(parser)) is not None:
+        if not rest or rest[0] not in commands.choices:
+            given = f"{rest[0]}: no such command" if rest else "a command is missing"
+            return (f"{given}; give one of {', '.join(commands.choices)} "
+                    f"(see `{' '.join(path)} --help`)")
+        path.append(rest.pop(0))
+        parser = commands.choices[path[-1]]
+    see = f"(see `{' '.join(path)} --help`)"
+    named = _cause_naming_an_option(err)
+    if named is not None:
+        flag = named.argument_name.split("/")[0]
+        action = next(a for a in parser._actions if flag in a.option_strings)
+        expects = (f"one of {', '.join(map(str, action.choices))}" if action.choices
+                   else EXPECTS.get(action.type, "a valid value"))
+        return f"{flag} {_value_after(flag, rest)}: give {expects} {see}"
+    known = {s for a in parser._actions for s in a.option_strings}
+    for arg in rest:
+        if arg.startswith("-") and arg.split("=")[0] not in known and not _is_number(arg):
+            return f"{arg}: not an option of `{' '.join(path)}` {see}"
+    given = {a.split("=")[0] for a in rest}
+    for action in parser._actions:
+        if action.required and action.option_strings and not set(action.option_strings) & given:
+            return f"{action.option_strings[0]}: required {see}"
+    return f"{err} {see}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def layers_arg(text: str):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..atomic import check_output_folder
-from ..options import add_options, options_from, overwrite_help
+from ..options import add_fields, from_namespace, overwrite_help
 from .common import add_command
 
 SIMULATE_OPTIONS = ("seed", "models", "units_per_model", "pool_size", "image_size", "n_batches",
@@ -25,8 +25,8 @@ def prepare(args) -> int:
     from ..data.exclusion import ExclusionCriteria
 
     result = prepare(args.responses, args.out, images=args.images,
-                     criteria=options_from(args, ExclusionCriteria),
-                     allow_missing=args.allow_missing, splits=options_from(args, SplitOptions),
+                     criteria=from_namespace(args, ExclusionCriteria),
+                     allow_missing=args.allow_missing, splits=from_namespace(args, SplitOptions),
                      overwrite=args.overwrite)
     print(result.report.table())
     print(f"\nsource: {result.source}; {len(result.trials)} valid trials, "
@@ -38,7 +38,7 @@ def simulate(args) -> int:
     from ..simulate.config import SimulationConfig
     from ..simulate.release import simulate
 
-    out = simulate(args.out, options_from(args, SimulationConfig, only=SIMULATE_OPTIONS),
+    out = simulate(args.out, from_namespace(args, SimulationConfig, only=SIMULATE_OPTIONS),
                    overwrite=args.overwrite)
     print(f"simulated IMI release (source: simulated) -> {out}\nnext: interpscore prepare "
           f"--responses {out}/audiences/default/responses_main.csv --images {out}/images "
@@ -71,11 +71,11 @@ def register(commands) -> None:
     prep.add_argument("--allow-missing", action="store_true",
                       help="drop trials whose images are missing instead of failing")
     prep.add_argument("--overwrite", action="store_true", help=overwrite_help("dataset"))
-    add_options(prep, SplitOptions)
-    add_options(prep, ExclusionCriteria)
+    add_fields(prep, SplitOptions)
+    add_fields(prep, ExclusionCriteria)
 
     sim = add_command(commands, "simulate", simulate,
                       "generate the simulated IMI release (offline)")
     sim.add_argument("--out", required=True, help="release folder")
     sim.add_argument("--overwrite", action="store_true", help=overwrite_help("release"))
-    add_options(sim, SimulationConfig, only=SIMULATE_OPTIONS)
+    add_fields(sim, SimulationConfig, only=SIMULATE_OPTIONS)

@@ -7,6 +7,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..options import POSITIVE_INT
 from ..resources import DEFAULT_BACKBONE, DEFAULT_CACHE, DEFAULT_DATA_ROOT, DEFAULT_LEADERBOARD
+from .common import add_command, add_group
 
 
 def track_datasets(root, data_root, imi_data) -> dict[str, dict | None]:
@@ -121,14 +122,12 @@ def render(args) -> int:
 def register(commands) -> None:
     from ..evaluation.names import BASELINES
 
-    lb = commands.add_parser("leaderboard", help="validate, score, submit and render entries")
-    actions = lb.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = add_group(commands, "leaderboard", "validate, score, submit and render entries")
 
     def board_command(name, run, help):
-        sub = actions.add_parser(name, help=help, description=help)
+        sub = add_command(actions, name, run, help)
         sub.add_argument("--root", type=Path, default=Path(DEFAULT_LEADERBOARD),
                          help="leaderboard folder (tracks.yaml, submissions/, results/)")
-        sub.set_defaults(run=run)
         return sub
 
     val = board_command("validate", validate, "check entries (the self-check "

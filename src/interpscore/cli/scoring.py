@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..atomic import check_output_folder
 from ..errors import InputError
-from ..options import IMAGES_HELP, MODEL_HELP, POSITIVE_INT, add_options, options_from, overwrite_help
+from ..options import (IMAGES_HELP, MODEL_HELP, POSITIVE_INT, add_fields, from_namespace,
+                       overwrite_help)
 from ..resources import DEFAULT_CACHE
 from .common import add_command, layers_arg, shard_arg
 
@@ -64,7 +65,7 @@ def score(args) -> int:
     # A folder holding only shards/ is a run to resume (or a sharded run's other ranks).
     check_output_folder(args.out, args.overwrite, resumable=("shards",))
     scorer = load(args.checkpoint, cache_dir=args.cache_dir)
-    options = vars(options_from(args, ScoringOptions))
+    options = vars(from_namespace(args, ScoringOptions))
     request = dict(layers=layers_arg(args.layers), units=args.units, images=args.images, **options)
     if shard is not None:
         scorer.compute_shard(args.model, *shard, out=args.out, **request)
@@ -93,7 +94,7 @@ def zoo(args) -> int:
     units = scan(args.checkpoint, models, args.out, images=args.images, layers=args.layers,
                  units=args.units, pool_shards=args.pool_shards, shard=shard,
                  overwrite=args.overwrite, cache_dir=args.cache_dir, metadata=args.metadata,
-                 **vars(options_from(args, ScoringOptions)))
+                 **vars(from_namespace(args, ScoringOptions)))
     if units is None:
         print(f"this process's models are done -> {args.out}/models/; the scan is merged when "
               "every model is (rerun the same command without --shard to merge)")
@@ -136,7 +137,7 @@ def register(commands) -> None:
     sc.add_argument("--layers", default="auto", help="auto or L1,L2,...")
     sc.add_argument("--units", default="20", help="N (IMI sampling), N/layer (N of each layer), "
                     "all, or layer:channel,...")
-    add_options(sc, ScoringOptions)
+    add_fields(sc, ScoringOptions)
     sc.add_argument("--shard", help="RANK/WORLD: compute only this part of the activation pass")
     sc.add_argument("--save-stimuli", action="store_true", help="also write the exemplars")
     sc.add_argument("--cache-dir", default=DEFAULT_CACHE, help="embedding and pool cache")
@@ -158,7 +159,7 @@ def register(commands) -> None:
     zo.add_argument("--units", default="all", help="all, or N/layer (a seeded sample per layer)")
     zo.add_argument("--metadata", help="CSV with columns model, top1, params (params are "
                     "computed where absent)")
-    add_options(zo, ScoringOptions)
+    add_fields(zo, ScoringOptions)
     zo.add_argument("--pool-shards", type=POSITIVE_INT, default=4,
                     help="parts of each model's activation pass saved as they finish (resume)")
     zo.add_argument("--shard", help="RANK/WORLD: only models RANK, RANK+WORLD, ... (array jobs; "

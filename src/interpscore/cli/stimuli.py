@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..atomic import check_output_folder
-from ..options import (IMAGES_HELP, MODEL_HELP, POSITIVE_INT, add_options, options_from,
+from ..options import (IMAGES_HELP, MODEL_HELP, POSITIVE_INT, add_fields, from_namespace,
                        overwrite_help)
 from ..protocol import EMBEDDED, IMI
 from .common import add_command, layers_arg
@@ -62,7 +62,7 @@ def visualize(args) -> int:
     from ..stimuli.visualize import (VisualizationOptions, check_options, natural_rankings,
                                      visualize_units)
 
-    options = options_from(args, VisualizationOptions)
+    options = from_namespace(args, VisualizationOptions)
     check_options(options)
     check_units_spec(args.units)
     model = load_model(args.model, image_size=options.size)
@@ -102,7 +102,7 @@ def register(commands) -> None:
     stim.add_argument("--units", default="20", help="N (IMI sampling), all, or layer:channel,...")
     stim.add_argument("--difficulties", default="easy", help="e.g. easy,hard85,hard95,hard99")
     # no metric here to take a size from: IMI's
-    add_options(stim, ScoringOptions, only=STIMULI_OPTIONS, defaults={"image_size": IMI.image_size})
+    add_fields(stim, ScoringOptions, only=STIMULI_OPTIONS, defaults={"image_size": IMI.image_size})
 
     vis = add_command(commands, "visualize", visualize, "feature visualisations (IMI's synthetic "
                       "references) for units of a model, into a stimulus store")
@@ -116,4 +116,4 @@ def register(commands) -> None:
     vis.add_argument("--out", required=True, help="stimulus store folder (may hold natural stimuli)")
     vis.add_argument("--overwrite", action="store_true",
                      help="replace visualisations of these units that the store already holds")
-    add_options(vis, VisualizationOptions)
+    add_fields(vis, VisualizationOptions)

@@ -3,8 +3,9 @@ folders, for a study run elsewhere)."""
 
 from __future__ import annotations
 
-from ..options import NON_NEGATIVE_INT, POSITIVE_INT, SEED, add_options, options_from, overwrite_help
-from .common import add_command
+from ..options import (NON_NEGATIVE_INT, POSITIVE_INT, SEED, add_fields, from_namespace,
+                       overwrite_help)
+from .common import add_command, add_group
 
 
 def _choice_arguments(sub) -> None:
@@ -30,7 +31,7 @@ def build(args) -> int:
 
     out = build_study(args.stimuli, args.out, units=args.units, scores=args.scores,
                       select=args.select, n=args.n, seed=args.seed, overwrite=args.overwrite,
-                      **vars(options_from(args, StudySettings)))
+                      **vars(from_namespace(args, StudySettings)))
     print(f"study -> {out}\nnext: interpscore study serve {out} --results DIR (or put the "
           "folder on any static host)")
     return 0
@@ -58,14 +59,13 @@ def export(args) -> int:
 def register(commands) -> None:
     from ..study.build import StudySettings
 
-    group = commands.add_parser("study", help="a browser 2-AFC study: build it, serve it")
-    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = add_group(commands, "study", "a browser 2-AFC study: build it, serve it")
     b = add_command(actions, "build", build, "a self-contained jsPsych study of chosen units "
                     "(runs offline, from any static host)")
     _choice_arguments(b)
     b.add_argument("--out", required=True, help="study folder")
     b.add_argument("--overwrite", action="store_true", help=overwrite_help("study"))
-    add_options(b, StudySettings)
+    add_fields(b, StudySettings)
     s = add_command(actions, "serve", serve, "serve a study and keep each finished session "
                     "of it (one file each, written whole; other studies' sessions are refused)")
     s.add_argument("study", help="a folder of `study build`")

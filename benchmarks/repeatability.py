@@ -28,14 +28,38 @@ from common import emit  # noqa: E402
 SMALL = dict(models=["efficientnet_lite0", "resnet18@random"], units_per_model=16,
              hard={"efficientnet_lite0": ["hard85"]}, pool_size=400, heldout_pool_size=300,
              image_size=64, n_batches=3, responses_per_unit=20)
+# Each one asks the libraries for other kernels (CPU dispatch levels, thread counts); the
+# pinned build caps them all at AVX2 (`interpscore.kernels.CPU_KERNELS`), the unpinned one
+# (`--unpinned`) takes what it is asked for. A level the CPU lacks is skipped (`cpu_supports`).
 ENVIRONMENTS = {
     "as is": {},
     "one thread": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+    "ATen default": {"ATEN_CPU_CAPABILITY": "default"},
+    "ATen avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+    "ATen avx512": {"ATEN_CPU_CAPABILITY": "avx512"},
+    "oneDNN SSE4.1": {"ONEDNN_MAX_CPU_ISA": "SSE41", "DNNL_MAX_CPU_ISA": "SSE41"},
+    "oneDNN AVX-512": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "DNNL_MAX_CPU_ISA": "AVX512_CORE"},
     "other kernels": {"ONEDNN_MAX_CPU_ISA": "SSE41", "DNNL_MAX_CPU_ISA": "SSE41",
                       "ATEN_CPU_CAPABILITY": "default", "OPENBLAS_CORETYPE": "Sandybridge",
-                      "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "NPY_DISABLE_CPU_FEATURES": "AVX2 FMA3",
+                      "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+                      "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR",
                       "OMP_NUM_THREADS": "3"},
 }
+NEEDS = {"ATen avx2": "avx2", "ATen avx512": "avx512f", "oneDNN AVX-512": "avx512f"}
+
+
+def cpu() -> dict:
+    """This machine's processor: its name and the SIMD flags that decide the kernels."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                 if line.startswith("model name")), "unknown")
+    return {"model": name, "simd": sorted(f for f in flags if f.startswith(("avx", "fma", "sse")))}
+
+
+def cpu_supports(environment: str, flags: list[str]) -> bool:
+    return NEEDS.get(environment, "sse4_1") in flags
 
 
 def build(out: Path, config: dict, extra: dict, pinned: bool) -> tuple[dict, float]:
@@ -64,13 +88,16 @@ def main():
     parser.add_argument("--out")
     args = parser.parse_args()
     config = asdict(SimulationConfig()) if args.full else SMALL
+    machine = cpu()
+    environments = {name: extra for name, extra in ENVIRONMENTS.items()
+                    if cpu_supports(name, machine["simd"])}
     result = {"benchmark": "repeatability", "config": "default" if args.full else SMALL,
-              "environments": ENVIRONMENTS, "runs": {}}
+              "cpu": machine, "environments": environments, "runs": {}}
     with tempfile.TemporaryDirectory() as scratch:
         for pinned in (True, False) if args.unpinned else (True,):
             label = "pinned" if pinned else "unpinned"
             hashes = {}
-            for name, extra in ENVIRONMENTS.items():
+            for name, extra in environments.items():
                 out = Path(scratch) / f"{label}-{name.replace(' ', '_')}"
                 hashes[name], seconds = build(out, config, extra, pinned)
                 print(f"{label} / {name}: {seconds:.0f} s", file=sys.stderr)

@@ -459,3 +459,15 @@ def test_a_trial_missing_two_of_its_nine_references_is_dropped_only_when_allowed
     assert "layer1.0.conv1" not in set(result.trials["layer"])
     assert set(result.trials["layer"]) == {"layer3.2.conv2", "inception4a"}
     assert all(len(refs) == 9 for refs in result.trials["refs_max"])
+
+
+def test_help_loads_no_network_stack():
+    """`--help` of every command group answers without importing torch or Lightning (seconds)."""
+    code = ("import sys; from interpscore.cli import main\n"
+            "for argv in (['--help'], ['score', '--help'], ['visualize', '--help'],\n"
+            "             ['study', 'build', '--help'], ['simulate', '--help']):\n"
+            "    try: main(argv)\n"
+            "    except SystemExit: pass\n"
+            "print('LOADED', sorted({'torch', 'lightning', 'timm'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "LOADED []" in done.stdout, done.stdout[-500:] + done.stderr[-2000:]

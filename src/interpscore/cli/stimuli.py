@@ -86,7 +86,7 @@ def visualize(args) -> int:
 
 def register(commands) -> None:
     from ..stimuli.options import ScoringOptions
-    from ..stimuli.visualize import VisualizationOptions
+    from ..stimuli.options import VisualizationOptions
 
     lay = add_command(commands, "layers", layers, "list a model's layers of interest")
     lay.add_argument("model", help=MODEL_HELP)

@@ -220,7 +220,7 @@ class StudyServer:
             raise InputError(f"--results {results}: must not be the study folder or a folder "
                              "above it (the study's files would never be served)")
         check_output_folder(results, overwrite=True, option="--results")  # a folder, writable
-        self._socket = _bind(host, port)
+        self._socket = _bind(str(host), int(port))  # an option type may subclass int
         try:
             results.mkdir(parents=True, exist_ok=True)
         except OSError:

@@ -40,3 +40,98 @@ def test_every_option_of_the_short_help_is_one_of_the_full_list(capsys):
         if flag.rstrip(",;.)") in ("--trainer.X", "--model.X", "--data.X"):
             continue
         assert flag in full, flag
+
+
+# --- 1. the loop on a small study -----------------------------------------------------------
+
+LOOSE = ["--min-catch-accuracy", "0", "--min-instruction-time", "0", "--min-presses-per-row",
+         "0", "--min-total-time", "0", "--max-demo-attempts", "100",
+         "--keep-multi-participation"]
+
+
+@pytest.fixture(scope="module")
+def lite0_store(tmp_path_factory):
+    from study_helpers import make_store
+
+    units = [f"toy/layer{i % 3}/{i}" for i in range(24)]
+    return make_store(tmp_path_factory.mktemp("store24") / "stimuli", units=units, batches=1)
+
+
+@pytest.mark.parametrize("n, expected", [
+    # prepare keeps round(0.15 n) test units of one model: 6 -> 1, 16 -> 2, 17 -> 3
+    (6, "a study of 6 units leaves 1 test unit, too few to evaluate (correlations need 3)"),
+    (50, "-n 50: there are only 24 candidate units"),
+    (20, None)])
+def test_study_build_says_when_a_study_is_too_small(lite0_store, tmp_path, capsys, n, expected):
+    args = ["study", "build", "--stimuli", str(lite0_store), "--select", "random", "-n", str(n),
+            "--out", str(tmp_path / "study"), "--demo-trials", "1"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    if expected is None:
+        assert "warning" not in err
+    else:
+        assert f"warning: {expected}" in err
+    if n == 6:
+        assert "-n 17 or more leaves 3 test units" in err
+
+
+@pytest.fixture(scope="module")
+def six_units(debug_run, tmp_path_factory):
+    """A dataset of 6 units of one model from the debug release's answers, prepared as a
+    study's would be: its split leaves 1 test unit."""
+    import pandas as pd
+
+    base, *_ = debug_run
+    (release,) = (base / "data").glob("simulated-*/release")
+    table = pd.read_csv(release / "audiences" / "default" / "responses_main.csv")
+    main_rows = ~table["model"].isin(["catch", "demo"])
+    lite0 = main_rows & (table["model"] == "efficientnet_lite0")
+    keep_units = table[lite0].groupby(["layer", "channel"]).size().index[:6]
+    keep = ~main_rows | lite0 & table.set_index(["layer", "channel"]).index.isin(keep_units)
+    folder = tmp_path_factory.mktemp("six")
+    table[keep].to_csv(folder / "responses_main.csv", index=False)
+    return folder, release / "images"
+
+
+def test_a_small_update_trains_says_why_it_is_not_evaluated_and_failures_leave_no_checkpoint(
+        debug_run, six_units, tmp_path, capsys, monkeypatch):
+    import interpscore.train.cli as train_cli
+
+    base, run, _, args = debug_run
+    folder, images = six_units
+    prepared = tmp_path / "prepared"
+    assert main(["prepare", "--responses", str(folder / "responses_main.csv"), "--images",
+                 str(images), "--out", str(prepared), *LOOSE]) == 0
+    assert "warning: " in capsys.readouterr().out  # 6 units: 1 test unit
+    root = tmp_path / "ckpt"
+    update = [*args[:-1], str(root), "--data.data_dir", str(prepared), "--model.init_from",
+              str(run / "best.ckpt"), "--run_name", "updated"]
+    assert main(["train", *update]) == 0
+    captured = capsys.readouterr()
+    assert "warning: --data.data_dir" in captured.err  # before the training
+    (best,) = root.glob("updated-*/best.ckpt")
+    out = captured.out
+    assert f"checkpoint: {best}" in out
+    assert f"from {run / 'best.ckpt'}: " in out and ("held at it" in out or "moved" in out)
+    assert "not evaluated: " in out and "leaves 1 test unit" in out
+    # evaluate on it says what is wrong with the data, not with the checkpoint
+    assert main(["evaluate", "--checkpoint", str(best), "--data", str(prepared), "--out",
+                 str(tmp_path / "report")]) == 2
+    assert "'test' split holds 1 unit condition(s), too few" in capsys.readouterr().err
+    # --evaluate false prints the path too
+    assert main(["train", *update, "--evaluate", "false"]) == 0
+    assert "checkpoint: " in capsys.readouterr().out
+    before = sorted(root.glob("updated-*/best.ckpt"))
+    assert len(before) == 2
+
+    def fail(*_args):
+        raise RuntimeError("failed late")
+
+    monkeypatch.setattr(train_cli, "_finish", fail)
+    with pytest.raises(RuntimeError):
+        main(["train", *update])
+    assert sorted(root.glob("updated-*/best.ckpt")) == before  # no checkpoint of the failed run
+    assert not list(root.glob(".*"))
+    (failed,) = (root / "failed").iterdir()
+    assert failed.name.startswith("updated-") and not list(failed.rglob("*.ckpt"))
+    assert "the run failed: its logs are in" in capsys.readouterr().err

@@ -252,9 +252,13 @@ def run_evaluation(checkpoint, data_dir=None, split: str = "test", backbone: str
                                                             images_dir, cache_dir)
     units = tensors.conditions
     ids, dropped = drop_seen(metric, units, split_ids(units, split, data_dir))
-    if len(ids) < MIN_GROUP:
+    if len(ids) < MIN_GROUP and dropped:
         raise InputError(f"{checkpoint}: it was trained or selected on {dropped} of the "
                          f"'{split}' units, leaving {len(ids)}: evaluate on units it has not seen")
+    if len(ids) < MIN_GROUP:
+        raise InputError(f"--data {data_dir}: its '{split}' split holds {len(ids)} unit "
+                         f"condition(s), too few to evaluate (correlations need {MIN_GROUP}); "
+                         "give a dataset with more units")
     train = np.flatnonzero(units["split"] == "train").tolist()
     log.info("evaluate: %d conditions, %d bootstrap draws of units", len(ids), n_boot)
     metrics, table = evaluate(metric.head, tensors, ids, train, n_boot, benchmark,

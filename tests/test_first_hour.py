@@ -135,3 +135,50 @@ def test_a_small_update_trains_says_why_it_is_not_evaluated_and_failures_leave_n
     (failed,) = (root / "failed").iterdir()
     assert failed.name.startswith("updated-") and not list(failed.rglob("*.ckpt"))
     assert "the run failed: its logs are in" in capsys.readouterr().err
+
+
+# --- 5. small screens -------------------------------------------------------------------------
+
+def _trial_with_feedback(page, url):
+    """Consent, instructions, one practice answer; returns where the upper query was before
+    the answer, to compare with where it is after."""
+    from interpscore.study.build import INSTRUCTION_PAGES
+
+    page.goto(url + "?PROLIFIC_PID=small&task=1")
+    page.get_by_role("button", name="I agree").click()
+    for _ in INSTRUCTION_PAGES:
+        page.click("#jspsych-instructions-next")
+    before = page.locator("#imi-query-upper").bounding_box()
+    page.click('[data-button="2"]')
+    page.locator("#imi-continue").wait_for()
+    return before
+
+
+def test_the_trial_fits_a_phone_and_a_short_screen(browser_page, tmp_path):
+    from study_helpers import UNITS, make_store
+
+    from interpscore.study import StudyServer, build_study
+
+    study = build_study(make_store(tmp_path / "store"), tmp_path / "study", units=UNITS[:3],
+                        demo_trials=2, enable_buttons_after_ms=0)
+    server = StudyServer(study, tmp_path / "results", port=0).start()
+    page, errors = browser_page
+    try:
+        for width, height in ((390, 844), (1024, 600), (1280, 800)):
+            page.set_viewport_size({"width": width, "height": height})
+            before = _trial_with_feedback(page, server.url)
+            # nothing scrolls sideways
+            assert page.evaluate("document.scrollingElement.scrollWidth <= innerWidth"), width
+            box = page.locator(".imi-trial").bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= width, (width, box)
+            # the feedback's space was kept: the trial did not move when it appeared
+            after = page.locator("#imi-query-upper").bounding_box()
+            assert abs(after["y"] - before["y"]) < 1, (width, before, after)
+            if width >= 1024:  # Continue is in view without scrolling
+                box = page.locator("#imi-continue").bounding_box()
+                assert 0 <= box["y"] and box["y"] + box["height"] <= height, (width, box)
+            if width == 390:  # the thumbnails are not shrunk to a stamp
+                assert page.locator(".imi-reference").first.bounding_box()["width"] >= 50
+    finally:
+        server.stop()
+    assert errors == []

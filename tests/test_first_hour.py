@@ -182,3 +182,11 @@ def test_the_trial_fits_a_phone_and_a_short_screen(browser_page, tmp_path):
     finally:
         server.stop()
     assert errors == []
+
+
+# --- 3. messages ------------------------------------------------------------------------------
+
+def test_evaluate_mis_says_what_to_pass(tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", "mis", "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert "pass --data DIR" in err and "MIS is fitted on a dataset" in err

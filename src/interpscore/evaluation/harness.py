@@ -222,7 +222,9 @@ def checkpoint_tensors(checkpoint, data_dir=None, backbone: str | None = None, i
                          f"not {backbone!r}; a head only works with the backbone it was trained on")
     data_dir = data_dir or metric.data_hparams.get("data_dir")
     if not data_dir:
-        raise InputError(f"{checkpoint}: it records no dataset; pass --data DIR")
+        raise InputError(f"{checkpoint}: it records no dataset (MIS is fitted on a dataset's "
+                         "training units); pass --data DIR, a prepared dataset such as "
+                         "data/simulated-*/prepared/default (`python train.py` builds it)")
     encoder = create_backbone(metric.backbone, metric.image_size)
     tensors = load_task_tensors(data_dir, encoder, cache_dir, images_dir)
     if tensors.dim != metric.hparams["embedding_dim"]:

@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     inherited = RUN_DIR_ENV in os.environ  # set for us when we are a DDP child rank
     # `interpscore train ...` passes its own argv on purpose; Lightning would warn about it.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    # The closed-form heads (and the training-free MIS) are fitted without an optimizer, on
+    # purpose (`InterpScoreModule.configure_optimizers`).
+    warnings.filterwarnings("ignore", message=".*configure_optimizers.*returned `None`")
     cli = None
     try:
         cli = _parse_or_explain(lambda: InterpScoreCLI(

@@ -190,3 +190,30 @@ def test_evaluate_mis_says_what_to_pass(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", "mis", "--out", str(tmp_path / "report")]) == 2
     err = capsys.readouterr().err
     assert "pass --data DIR" in err and "MIS is fitted on a dataset" in err
+
+
+# --- 4. the report's verdict ------------------------------------------------------------------
+
+@pytest.mark.parametrize("ci, word", [((-0.004, 0.03), "ties"), ((0.01, 0.05), "leads"),
+                                      ((-0.05, -0.01), "trails")])
+def test_every_summary_opens_with_a_verdict(ci, word):
+    from interpscore.evaluation.benchmark import verdict
+
+    trained = {"within_minus_mis": 0.016, "within_minus_mis_ci": list(ci)}
+    headline = {"benchmark": {"headline": {"predictors": {"trained": trained}}}}
+    assert verdict(headline).startswith(
+        f"verdict: trained {word} MIS within groups on held-out observers and pictures: +0.016 "
+        f"[{ci[0]:+.2f}, {ci[1]:+.2f}]")
+    assert "on the test units" in verdict({"grouped": {"predictors": {"trained": trained}}})
+
+
+def test_the_summary_and_report_of_a_run_open_with_the_verdict(debug_run, tmp_path):
+    from interpscore.evaluation.harness import format_summary
+    from interpscore.evaluation.report import markdown
+
+    _, _, metrics, _ = debug_run
+    assert format_summary(metrics).startswith("verdict: trained ")
+    text = markdown(metrics, [])
+    assert text.splitlines()[2].startswith("verdict: trained ")
+    assert not [line for line in text.splitlines() if line.startswith("#") and "`" in line]
+    assert "Terms: within-group = " in text

@@ -144,9 +144,9 @@ def format_learned(learned: dict) -> str:
 
 
 def format_summary(metrics: dict) -> str:
-    from .benchmark import format_benchmark
+    from .benchmark import format_benchmark, verdict
 
-    lines = []
+    lines = [verdict(metrics)] if verdict(metrics) else []
     if "benchmark" in metrics:
         lines += [format_benchmark(metrics["benchmark"]), ""]
     predictors = metrics["predictors"]

@@ -100,6 +100,17 @@ def make_figures(metrics: dict, table: pd.DataFrame, out: Path, predictor: str) 
     return files
 
 
+# The report's terms, defined once where a reader meets them.
+TERMS = ("Terms: within-group = the Spearman correlation inside each model x difficulty group, "
+         "averaged (how well units of one network are ranked); of ceiling = that value over the "
+         "noise ceiling of the same groups (the agreement of the data with itself); mis = the "
+         "mean-similarity baseline (MIS); stage_mis = MIS with per-stage weights fitted on the "
+         "training units; model_identity = each model's mean training HIS (ranks models, "
+         "nothing inside them); layer_depth = relative depth of the unit's layer; observer "
+         "families (spectral-nearest, prelogits-gcm, ...) = the simulator's rules of answering, "
+         "named by the features they read and how they pool the references.")
+
+
 def num(value, digits=3) -> str:
     """A number for a table; '-' where it is undefined."""
     return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
@@ -118,7 +129,7 @@ def benchmark_markdown(benchmark: dict) -> list[str]:
         sections.append((f"Headline: held-out families on the held-out pool "
                          f"({', '.join(benchmark['headline']['datasets'])}), mean over families",
                          benchmark["headline"]))
-    sections += [(f"`{name}`", report) for name, report in benchmark["datasets"].items()]
+    sections += [(name, report) for name, report in benchmark["datasets"].items()]
     for title, report in sections:
         c = report["ceiling"]
         lines += [f"### {title}", "", f"Ceiling (same groups): within {num(c['within'])}, "
@@ -137,17 +148,24 @@ def benchmark_markdown(benchmark: dict) -> list[str]:
 
 def markdown(metrics: dict, figures: list[str]) -> str:
     source = metrics.get("data", {}).get("source", "unknown")
+    from .benchmark import verdict
+
     lines = [f"# Evaluation report ({source} data)", ""]
+    if verdict(metrics):
+        lines += [verdict(metrics), "", TERMS, ""]
     if "benchmark" in metrics:
         lines += benchmark_markdown(metrics["benchmark"])
         lines += ["## In-distribution test units (the audience the head was trained on)", ""]
     for mode, report in metrics.get("by_mode", {}).items():
         lines += benchmark_markdown({"note": f"Test units whose references are {mode} "
-                                     "(`natural` exemplars or `optimized`: feature "
+                                     "(natural: exemplars; optimized: feature "
                                      "visualisations), within model x difficulty groups.",
                                      "datasets": {mode: report}})[2:]
     lines += [
-             f"Units: {metrics['n_units']} ({metrics.get('split', '?')} split). "
+             f"Test conditions: {metrics['n_units']}"
+             + (f" of {metrics['grouped']['n_units']} units" if "grouped" in metrics else "")
+             + f" ({metrics.get('split', '?')} split; a unit shown at several difficulties "
+             "is one condition each). "
              f"Noise ceiling used: {metrics['ceiling_used']:.3f}.", "",
              "| predictor | Spearman [95% CI] | within-group | Pearson | Kendall | MAE | of ceiling "
              "| ECE |", "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -159,7 +177,8 @@ def markdown(metrics: dict, figures: list[str]) -> str:
                      f"{num(m['fraction_of_ceiling'], 2)} | {m['calibration']['ece']:.3f} |")
     lines += ["", "## Noise ceiling", ""]
     lines += [f"- {k}: {v:.3f}" for k, v in metrics["ceiling"].items()]
-    lines += ["", "## Paired tests (Spearman difference, bootstrap over units)", ""]
+    lines += ["", "## Paired tests (overall Spearman difference on the in-distribution test "
+              "units, bootstrap over units; not the headline's within-group comparison)", ""]
     lines += [f"- {k}: {t['spearman_difference']:+.3f} [{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}], "
               f"p = {t['p_value']:.3f}" for k, t in metrics["paired_tests"].items()]
     first = next(iter(metrics["predictors"]))

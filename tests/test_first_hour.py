@@ -197,7 +197,7 @@ def test_evaluate_mis_says_what_to_pass(tmp_path, capsys):
 @pytest.mark.parametrize("ci, word", [((-0.004, 0.03), "ties"), ((0.01, 0.05), "leads"),
                                       ((-0.05, -0.01), "trails")])
 def test_every_summary_opens_with_a_verdict(ci, word):
-    from interpscore.evaluation.benchmark import verdict
+    from interpscore.evaluation.report import verdict
 
     trained = {"within_minus_mis": 0.016, "within_minus_mis_ci": list(ci)}
     headline = {"benchmark": {"headline": {"predictors": {"trained": trained}}}}

@@ -66,25 +66,6 @@ def heldout_benchmark(predictors: dict, datasets: dict[str, Path], headline: lis
     return out
 
 
-def verdict(metrics: dict) -> str:
-    """One line: does the trained head beat MIS within model x difficulty groups (the ranking
-    of units inside each model and difficulty), on the held-out benchmark's headline where
-    there is one, else on the test units; from the CI of the difference."""
-    if "benchmark" in metrics and metrics["benchmark"].get("headline"):
-        report, where = metrics["benchmark"]["headline"], "on held-out observers and pictures"
-    elif "grouped" in metrics:
-        report, where = metrics["grouped"], "on the test units"
-    else:
-        return ""
-    r = report["predictors"].get("trained")
-    if r is None or r.get("within_minus_mis") is None or not np.isfinite(r["within_minus_mis"]):
-        return ""
-    low, high = r["within_minus_mis_ci"]
-    word = "leads" if low > 0 else "trails" if high < 0 else "ties"
-    return (f"verdict: trained {word} MIS within groups {where}: {r['within_minus_mis']:+.3f} "
-            f"[{low:+.2f}, {high:+.2f}] (within-group Spearman, trained - MIS, 95% CI over units)")
-
-
 def format_benchmark(benchmark: dict, title: str = "held-out families on the held-out pool") -> str:
     """A table of the headline, for the terminal and the report."""
     head = benchmark.get("headline")

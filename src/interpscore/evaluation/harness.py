@@ -144,7 +144,8 @@ def format_learned(learned: dict) -> str:
 
 
 def format_summary(metrics: dict) -> str:
-    from .benchmark import format_benchmark, verdict
+    from .benchmark import format_benchmark
+    from .report import verdict
 
     lines = [verdict(metrics)] if verdict(metrics) else []
     if "benchmark" in metrics:

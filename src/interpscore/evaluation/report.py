@@ -111,6 +111,25 @@ TERMS = ("Terms: within-group = the Spearman correlation inside each model x dif
          "named by the features they read and how they pool the references.")
 
 
+def verdict(metrics: dict) -> str:
+    """One line: does the trained head beat MIS within model x difficulty groups (the ranking
+    of units inside each model and difficulty), on the held-out benchmark's headline where
+    there is one, else on the test units; from the CI of the difference."""
+    if "benchmark" in metrics and metrics["benchmark"].get("headline"):
+        report, where = metrics["benchmark"]["headline"], "on held-out observers and pictures"
+    elif "grouped" in metrics:
+        report, where = metrics["grouped"], "on the test units"
+    else:
+        return ""
+    r = report["predictors"].get("trained")
+    if r is None or r.get("within_minus_mis") is None or not np.isfinite(r["within_minus_mis"]):
+        return ""
+    low, high = r["within_minus_mis_ci"]
+    word = "leads" if low > 0 else "trails" if high < 0 else "ties"
+    return (f"verdict: trained {word} MIS within groups {where}: {r['within_minus_mis']:+.3f} "
+            f"[{low:+.2f}, {high:+.2f}] (within-group Spearman, trained - MIS, 95% CI over units)")
+
+
 def num(value, digits=3) -> str:
     """A number for a table; '-' where it is undefined."""
     return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
@@ -148,8 +167,6 @@ def benchmark_markdown(benchmark: dict) -> list[str]:
 
 def markdown(metrics: dict, figures: list[str]) -> str:
     source = metrics.get("data", {}).get("source", "unknown")
-    from .benchmark import verdict
-
     lines = [f"# Evaluation report ({source} data)", ""]
     if verdict(metrics):
         lines += [verdict(metrics), "", TERMS, ""]

@@ -34,10 +34,10 @@ def run(work: Path) -> tuple[float, dict, str]:
 
 
 def summary(printed: str) -> list[str]:
-    """The summary `python train.py` prints: from the benchmark's table to what the head
+    """The summary `python train.py` prints: from its verdict line to what the head
     learned (the progress lines around it name files and runs)."""
     lines = printed.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("held-out families"))
+    start = next(i for i, line in enumerate(lines) if line.startswith("verdict:"))
     end = next(i for i, line in enumerate(lines) if line.startswith("learned:"))
     return lines[start:end + 1]
 

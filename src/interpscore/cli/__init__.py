@@ -26,8 +26,8 @@ def build_parser() -> Parser:
     for group in GROUPS:
         group.register(commands)
     # `train` hands all its arguments to LightningCLI (see main); listed here for --help.
-    commands.add_subcommand("train", Parser(add_help=False), help="train a metric (LightningCLI: "
-                            "`interpscore train --help`)")
+    commands.add_subcommand("train", Parser(add_help=False), help="train a metric (`interpscore train --help`; "
+                            "every Lightning option: --help-all)")
     return parser
 
 
@@ -59,9 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     _show_progress()
     try:
         if argv[:1] == ["train"]:  # LightningCLI parses its own arguments
+            if {"-h", "--help"} & set(argv[1:]):  # the options a user changes, no Lightning
+                from .train_help import short_help
+
+                print(short_help("python train.py" if sys.argv[0].endswith("train.py")
+                                 else "interpscore train"))
+                return 0
             from ..train.cli import main as train_main
 
-            train_main(argv[1:])
+            rest = ["--help" if a == "--help-all" else a for a in argv[1:]]
+            train_main(rest)
             return 0
         parser = build_parser()
         try:

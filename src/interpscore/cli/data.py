@@ -23,6 +23,7 @@ def download_imi(args) -> int:
 def prepare(args) -> int:
     from ..data.dataset import SplitOptions, prepare
     from ..data.exclusion import ExclusionCriteria
+    from ..data.split_size import too_few_test_units
 
     result = prepare(args.responses, args.out, images=args.images,
                      criteria=from_namespace(args, ExclusionCriteria),
@@ -31,6 +32,11 @@ def prepare(args) -> int:
     print(result.report.table())
     print(f"\nsource: {result.source}; {len(result.trials)} valid trials, "
           f"{result.units['unit_id'].nunique()} units -> {result.out}")
+    problem = too_few_test_units(int((result.units["split"] == "test").sum()))
+    if problem:
+        print(f"warning: {result.out}: its split {problem}; `train.py --model.init_from` can "
+              "update a metric with it but not measure it (answer more units, or raise "
+              "--test-fraction)")
     return 0
 
 

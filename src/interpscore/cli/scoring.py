@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from ..atomic import check_output_folder
@@ -72,8 +73,10 @@ def score(args) -> int:
         print(f"shard {shard[0]}/{shard[1]} done -> {args.out}/shards/ (run without --shard "
               "to merge)")
         return 0
-    frame = scorer.score_units(args.model, out=args.out, save_stimuli=args.save_stimuli,
-                               **request)
+    with warnings.catch_warnings():  # one line for them all, below, not one per image
+        warnings.filterwarnings("ignore", message="skipping an unreadable image")
+        frame = scorer.score_units(args.model, out=args.out, save_stimuli=args.save_stimuli,
+                                   **request)
     skipped = frame.attrs["skipped_images"]
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s) of the pool, e.g. "
@@ -82,6 +85,8 @@ def score(args) -> int:
         print(f"\nby {name}:\n{table.to_string(index=False, float_format='%.3f')}")
     print(f"\n{int((frame['status'] == 'ok').sum())} of {len(frame)} units scored -> "
           f"{args.out}/scores.parquet (and .csv)")
+    for reason, count in frame.loc[frame["status"] != "ok", "status"].value_counts().items():
+        print(f"not scored: {count} unit(s): {reason}")  # the column `status` says it per unit
     return 0
 
 

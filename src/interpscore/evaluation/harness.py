@@ -145,8 +145,9 @@ def format_learned(learned: dict) -> str:
 
 def format_summary(metrics: dict) -> str:
     from .benchmark import format_benchmark
+    from .report import verdict
 
-    lines = []
+    lines = [verdict(metrics)] if verdict(metrics) else []
     if "benchmark" in metrics:
         lines += [format_benchmark(metrics["benchmark"]), ""]
     predictors = metrics["predictors"]
@@ -222,7 +223,9 @@ def checkpoint_tensors(checkpoint, data_dir=None, backbone: str | None = None, i
                          f"not {backbone!r}; a head only works with the backbone it was trained on")
     data_dir = data_dir or metric.data_hparams.get("data_dir")
     if not data_dir:
-        raise InputError(f"{checkpoint}: it records no dataset; pass --data DIR")
+        raise InputError(f"{checkpoint}: it records no dataset (MIS is fitted on a dataset's "
+                         "training units); pass --data DIR, a prepared dataset such as "
+                         "data/simulated-*/prepared/default (`python train.py` builds it)")
     encoder = create_backbone(metric.backbone, metric.image_size)
     tensors = load_task_tensors(data_dir, encoder, cache_dir, images_dir)
     if tensors.dim != metric.hparams["embedding_dim"]:
@@ -252,9 +255,13 @@ def run_evaluation(checkpoint, data_dir=None, split: str = "test", backbone: str
                                                             images_dir, cache_dir)
     units = tensors.conditions
     ids, dropped = drop_seen(metric, units, split_ids(units, split, data_dir))
-    if len(ids) < MIN_GROUP:
+    if len(ids) < MIN_GROUP and dropped:
         raise InputError(f"{checkpoint}: it was trained or selected on {dropped} of the "
                          f"'{split}' units, leaving {len(ids)}: evaluate on units it has not seen")
+    if len(ids) < MIN_GROUP:
+        raise InputError(f"--data {data_dir}: its '{split}' split holds {len(ids)} unit "
+                         f"condition(s), too few to evaluate (correlations need {MIN_GROUP}); "
+                         "give a dataset with more units")
     train = np.flatnonzero(units["split"] == "train").tolist()
     log.info("evaluate: %d conditions, %d bootstrap draws of units", len(ids), n_boot)
     metrics, table = evaluate(metric.head, tensors, ids, train, n_boot, benchmark,

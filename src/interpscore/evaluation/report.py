@@ -100,6 +100,36 @@ def make_figures(metrics: dict, table: pd.DataFrame, out: Path, predictor: str) 
     return files
 
 
+# The report's terms, defined once where a reader meets them.
+TERMS = ("Terms: within-group = the Spearman correlation inside each model x difficulty group, "
+         "averaged (how well units of one network are ranked); of ceiling = that value over the "
+         "noise ceiling of the same groups (the agreement of the data with itself); mis = the "
+         "mean-similarity baseline (MIS); stage_mis = MIS with per-stage weights fitted on the "
+         "training units; model_identity = each model's mean training HIS (ranks models, "
+         "nothing inside them); layer_depth = relative depth of the unit's layer; observer "
+         "families (spectral-nearest, prelogits-gcm, ...) = the simulator's rules of answering, "
+         "named by the features they read and how they pool the references.")
+
+
+def verdict(metrics: dict) -> str:
+    """One line: does the trained head beat MIS within model x difficulty groups (the ranking
+    of units inside each model and difficulty), on the held-out benchmark's headline where
+    there is one, else on the test units; from the CI of the difference."""
+    if "benchmark" in metrics and metrics["benchmark"].get("headline"):
+        report, where = metrics["benchmark"]["headline"], "on held-out observers and pictures"
+    elif "grouped" in metrics:
+        report, where = metrics["grouped"], "on the test units"
+    else:
+        return ""
+    r = report["predictors"].get("trained")
+    if r is None or r.get("within_minus_mis") is None or not np.isfinite(r["within_minus_mis"]):
+        return ""
+    low, high = r["within_minus_mis_ci"]
+    word = "leads" if low > 0 else "trails" if high < 0 else "ties"
+    return (f"verdict: trained {word} MIS within groups {where}: {r['within_minus_mis']:+.3f} "
+            f"[{low:+.2f}, {high:+.2f}] (within-group Spearman, trained - MIS, 95% CI over units)")
+
+
 def num(value, digits=3) -> str:
     """A number for a table; '-' where it is undefined."""
     return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
@@ -118,7 +148,7 @@ def benchmark_markdown(benchmark: dict) -> list[str]:
         sections.append((f"Headline: held-out families on the held-out pool "
                          f"({', '.join(benchmark['headline']['datasets'])}), mean over families",
                          benchmark["headline"]))
-    sections += [(f"`{name}`", report) for name, report in benchmark["datasets"].items()]
+    sections += [(name, report) for name, report in benchmark["datasets"].items()]
     for title, report in sections:
         c = report["ceiling"]
         lines += [f"### {title}", "", f"Ceiling (same groups): within {num(c['within'])}, "
@@ -138,16 +168,21 @@ def benchmark_markdown(benchmark: dict) -> list[str]:
 def markdown(metrics: dict, figures: list[str]) -> str:
     source = metrics.get("data", {}).get("source", "unknown")
     lines = [f"# Evaluation report ({source} data)", ""]
+    if verdict(metrics):
+        lines += [verdict(metrics), "", TERMS, ""]
     if "benchmark" in metrics:
         lines += benchmark_markdown(metrics["benchmark"])
         lines += ["## In-distribution test units (the audience the head was trained on)", ""]
     for mode, report in metrics.get("by_mode", {}).items():
         lines += benchmark_markdown({"note": f"Test units whose references are {mode} "
-                                     "(`natural` exemplars or `optimized`: feature "
+                                     "(natural: exemplars; optimized: feature "
                                      "visualisations), within model x difficulty groups.",
                                      "datasets": {mode: report}})[2:]
     lines += [
-             f"Units: {metrics['n_units']} ({metrics.get('split', '?')} split). "
+             f"Test conditions: {metrics['n_units']}"
+             + (f" of {metrics['grouped']['n_units']} units" if "grouped" in metrics else "")
+             + f" ({metrics.get('split', '?')} split; a unit shown at several difficulties "
+             "is one condition each). "
              f"Noise ceiling used: {metrics['ceiling_used']:.3f}.", "",
              "| predictor | Spearman [95% CI] | within-group | Pearson | Kendall | MAE | of ceiling "
              "| ECE |", "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -159,7 +194,8 @@ def markdown(metrics: dict, figures: list[str]) -> str:
                      f"{num(m['fraction_of_ceiling'], 2)} | {m['calibration']['ece']:.3f} |")
     lines += ["", "## Noise ceiling", ""]
     lines += [f"- {k}: {v:.3f}" for k, v in metrics["ceiling"].items()]
-    lines += ["", "## Paired tests (Spearman difference, bootstrap over units)", ""]
+    lines += ["", "## Paired tests (overall Spearman difference on the in-distribution test "
+              "units, bootstrap over units; not the headline's within-group comparison)", ""]
     lines += [f"- {k}: {t['spearman_difference']:+.3f} [{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}], "
               f"p = {t['p_value']:.3f}" for k, t in metrics["paired_tests"].items()]
     first = next(iter(metrics["predictors"]))

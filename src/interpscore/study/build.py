@@ -17,20 +17,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ..atomic import atomic_folder
+from ..correlation import MIN_GROUP
 from ..data.layouts import QUERY_INDEX, image_name, parse_batch_dir
 from ..errors import InputError
 from ..options import NON_NEGATIVE_INT, POSITIVE_INT, option
 from ..protocol import IMI
 from ..resources import package_file
-from ..stimuli.export import PlannedTrial, plan_experiment
+from ..data.dataset import SplitOptions
+from ..data.split_size import test_units, too_few_test_units
+from ..stimuli.export import PlannedTrial, choose_units, plan_experiment
 from ..stimuli.store import link_or_copy
+
+log = logging.getLogger(__name__)  # the size warnings; the CLI shows them
 
 STUDY_FORMAT = "interpscore-study/1"
 PAGE_FILES = ("index.html", "experiment.js", "plugin-imi-2afc.js", "study.css")
@@ -133,6 +140,34 @@ def _practice(available: dict[str, list[Path]], studied: list[str], n: int,
     return [PlannedTrial(*pool[i]) for i in sorted(rng.choice(len(pool), n, replace=False))]
 
 
+def size_warnings(plan, scores, units, select, n: int, seed: int) -> list[str]:
+    """What a new user would want to know before the study is built: fewer units than `-n`
+    asked for, and a study too small for its answers to evaluate the updated metric (with the
+    `-n` that is large enough, found by the same choice rule)."""
+    found = []
+    chosen, candidates = plan.units, len(units or plan.available)
+    if select is not None and n > len(chosen):
+        found.append(f"-n {n}: there are only {len(chosen)} candidate units (the store's, or "
+                     f"--units), so the study asks about all {len(chosen)}; `score --units` "
+                     "with more units gives more candidates")
+    problem = too_few_test_units(test_units(chosen))
+    if problem is None:
+        return found
+    hint = "score more candidate units (`score --units`) and build a larger study"
+    if select is not None:
+        table = pd.read_parquet(scores) if scores else None
+        larger = (k for k in range(len(chosen) + 1, candidates + 1)
+                  if too_few_test_units(test_units(choose_units(
+                      sorted(plan.available), table, units, select, k, seed))) is None)
+        k = next(larger, None)
+        if k is not None:
+            hint = f"-n {k} or more leaves {MIN_GROUP} test units"
+    found.append(f"a study of {len(chosen)} units {problem} after `prepare`'s split "
+                 f"(--test-fraction {SplitOptions.test_fraction:g}): `train.py --model.init_from` can update the metric "
+                 f"with its answers but not measure it; {hint}")
+    return found
+
+
 @dataclass
 class StudySettings:
     """What a study shows and how it sends its answers; each an option of `study build`."""
@@ -180,6 +215,8 @@ def build_study(stimuli, out, units=None, scores=None, select=None, n: int = 10,
                     local_save, completion_url)
     plan = plan_experiment(stimuli, out, scores, units, select, n, seed, trials_per_task,
                            catch_per_task, overwrite)
+    for warning in size_warnings(plan, scores, units, select, n, seed):
+        log.warning("warning: %s", warning)
     rng = np.random.default_rng([seed, 1])  # not the plan's draws: the plan stays as exported
     images: dict[str, Path] = {}
     demo = [_trial_entry(t, stimuli, rng, images, "demo")

@@ -7,12 +7,17 @@ line (`--model.head setreg`, `--trainer.max_epochs 5`) or with more YAML files (
 or a packaged config by name: `--config heads/setreg`, `--config debug`).
 Outputs go to `checkpoints/<run_name>-<time>/`: the resolved `config.yaml`, `best.ckpt`, `last.ckpt`,
 the CSV and (offline) wandb logs, and `metrics.json` from the test units with the MIS baseline.
+The run is written in `checkpoints/.<run_name>-<time>/` and renamed into place when it has
+finished, so `checkpoints/<run_name>-*/best.ckpt` only ever finds finished runs; a run that fails
+is moved, without its checkpoints, to `checkpoints/failed/<run_name>-<time>/` (its logs).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -61,12 +66,79 @@ class InterpScoreCLI(LightningCLI):
         run_dir = os.environ.get(RUN_DIR_ENV)
         if run_dir is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            run_dir = str(Path(config.checkpoints_root) / f"{config.run_name}-{stamp}")
+            # hidden until finished (see the module's docstring)
+            run_dir = str(Path(config.checkpoints_root) / f".{config.run_name}-{stamp}")
             os.environ[RUN_DIR_ENV] = run_dir
         run_dir = Path(run_dir)
         config.trainer = _fill(config.trainer, str(run_dir))
         config.trainer.default_root_dir = str(run_dir)
         self.run_dir = run_dir
+
+
+def finished_dir(run_dir: Path) -> Path:
+    """Where a run folder goes when the run has finished."""
+    return run_dir.with_name(run_dir.name.removeprefix("."))
+
+
+def failed_dir(run_dir: Path) -> Path:
+    """Where a failed run's logs go: out of reach of `checkpoints/<run_name>-*/`."""
+    return run_dir.parent / "failed" / run_dir.name.removeprefix(".")
+
+
+def _close_wandb() -> None:
+    """wandb writes into the run folder until its run is finished: before the folder moves."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(quiet=True)
+
+
+def finish_run(run_dir: Path) -> Path:
+    """Rename a finished run into place; its config.yaml names the folder it ends in."""
+    _close_wandb()
+    final = finished_dir(run_dir)
+    config = run_dir / "config.yaml"
+    if config.is_file():
+        config.write_text(config.read_text().replace(str(run_dir), str(final)))
+    run_dir.rename(final)
+    return final
+
+
+def give_up_run(run_dir: Path) -> Path | None:
+    """A failed run: its checkpoints removed, its logs moved under `failed/`."""
+    if not run_dir.is_dir():
+        return None
+    _close_wandb()
+    for checkpoint in run_dir.rglob("*.ckpt"):
+        checkpoint.unlink()
+    target = failed_dir(run_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.rename(target)
+    return target
+
+
+def test_conditions(datamodule) -> int | None:
+    """How many conditions the run's test split holds, read before training from a prepared
+    dataset (None for the simulated default, built during the run)."""
+    if datamodule.tensors is not None:
+        return len(datamodule.split_ids["test"])
+    if datamodule.simulated:
+        return None
+    from ..data.dataset import load_prepared
+
+    units = load_prepared(datamodule.data_dir)["units"].to_pandas()
+    if datamodule.fold is not None:
+        return int((units["fold"] == datamodule.fold).sum())
+    return int((units["split"] == "test").sum())
+
+
+def moved_from(start: str, best: str) -> float:
+    """The largest change of any parameter of the head between two checkpoints."""
+    from ..metric.checkpoint import load_checkpoint
+
+    before = {k: v.detach() for k, v in load_checkpoint(start).head.named_parameters()}
+    after = {k: v.detach() for k, v in load_checkpoint(best).head.named_parameters()}
+    return max((float((after[k] - v).abs().max()) for k, v in before.items()
+                if k in after and after[k].shape == v.shape), default=0.0)
 
 
 def simulated_benchmark(datamodule) -> dict | None:
@@ -105,35 +177,80 @@ def _parse_or_explain(build):
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    """Train, then (unless --evaluate false) evaluate. Returns the metrics dict."""
-    import sys
-
+    """Train, then (unless --evaluate false, or the test split is too small) evaluate. Returns
+    the metrics dict (None without an evaluation)."""
     argv = resolve_configs(sys.argv[1:] if argv is None else argv)
     inherited = RUN_DIR_ENV in os.environ  # set for us when we are a DDP child rank
     # `interpscore train ...` passes its own argv on purpose; Lightning would warn about it.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    # The closed-form heads (and the training-free MIS) are fitted without an optimizer, on
+    # purpose (`InterpScoreModule.configure_optimizers`).
+    warnings.filterwarnings("ignore", message=".*configure_optimizers.*returned `None`")
+    cli = None
     try:
         cli = _parse_or_explain(lambda: InterpScoreCLI(
             InterpScoreModule, IMIDataModule, run=False, args=argv, seed_everything_default=0,
             parser_kwargs={"default_config_files": [str(config_file("default"))],
                            "exit_on_error": False},
             save_config_kwargs={"overwrite": True}))
+        too_small = cli.config.evaluate and _too_few_to_evaluate(cli.datamodule)
+        if too_small and not inherited:  # said before the training, and again after it
+            print(f"warning: {too_small}: the run trains and saves its checkpoint, and is not "
+                  "evaluated", file=sys.stderr)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        best = cli.trainer.checkpoint_callback.best_model_path
+        if not best:  # the training-free MIS takes no optimizer step, so nothing was saved yet
+            best = str(cli.run_dir / "best.ckpt")
+            cli.trainer.save_checkpoint(best)  # on every rank: it synchronises under DDP
+        if cli.trainer.global_rank != 0 or inherited:
+            return None
+        return _finish(cli, Path(best))
+    except BaseException:
+        if cli is not None and not inherited and cli.trainer.global_rank == 0:
+            failed = give_up_run(cli.run_dir)
+            if failed is not None:
+                print(f"the run failed: its logs are in {failed} (its checkpoints were "
+                      "removed)", file=sys.stderr)
+        raise
     finally:
         if not inherited:  # the next run in this process gets its own folder
             os.environ.pop(RUN_DIR_ENV, None)
-    best = cli.trainer.checkpoint_callback.best_model_path
-    if not best:  # the training-free MIS takes no optimizer step, so nothing was saved yet
-        best = str(cli.run_dir / "best.ckpt")
-        cli.trainer.save_checkpoint(best)  # on every rank: it synchronises under DDP
-    if not cli.config.evaluate or cli.trainer.global_rank != 0:
-        return None
-    from ..evaluation.harness import evaluate_run, format_summary
 
-    metrics = evaluate_run(cli.datamodule, best, cli.model,
-                           benchmark=simulated_benchmark(cli.datamodule))
-    path = cli.run_dir / "metrics.json"
-    path.write_text(json.dumps(metrics, indent=2))
-    print(format_summary(metrics))
-    print(f"\ncheckpoint: {best}\nmetrics:    {path}")
+
+def _too_few_to_evaluate(datamodule) -> str | None:
+    from ..data.split_size import too_few_test_units
+
+    n_test = test_conditions(datamodule)
+    problem = None if n_test is None else too_few_test_units(n_test)
+    return problem and f"--data.data_dir {datamodule.data_dir}: its split {problem}"
+
+
+def _finish(cli, best: Path) -> dict | None:
+    """Evaluate (where asked and possible), rename the run into place, say where it is."""
+    final = finished_dir(cli.run_dir)
+    lines, metrics = [], None
+    not_evaluated = cli.config.evaluate and _too_few_to_evaluate(cli.datamodule)
+    if cli.config.evaluate and not not_evaluated:
+        from ..evaluation.harness import evaluate_run, format_summary
+
+        metrics = evaluate_run(cli.datamodule, str(best), cli.model,
+                               benchmark=simulated_benchmark(cli.datamodule))
+        metrics["checkpoint"] = str(final / best.relative_to(cli.run_dir))
+        (cli.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        lines += [format_summary(metrics), ""]
+    start = cli.config.model.init_from
+    moved = moved_from(start, str(best)) if start else None
+    finish_run(cli.run_dir)
+    lines.append(f"checkpoint: {final / best.relative_to(cli.run_dir)}")
+    if metrics is not None:
+        lines.append(f"metrics:    {final / 'metrics.json'}")
+    if moved is not None:
+        lines.append(f"from {start}: " + (
+            f"moved (largest change of a parameter {moved:.3g})" if moved > 0 else
+            "held at it: the new training units did not show that moving helps "
+            "(docs/study.md, Updating a metric)"))
+    if not_evaluated:
+        lines.append(f"not evaluated: {not_evaluated}; evaluate on other units with "
+                     "`interpscore evaluate --checkpoint CKPT --data DIR`, or answer more units")
+    print("\n".join(lines))
     return metrics

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,9 +43,9 @@ def check_launcher(launch: LaunchOptions, shard: str | None = None) -> None:
             raise InputError(f"{given[0]}: only used with --launcher submitit; add "
                              "--launcher submitit, or drop it")
         return
-    if shard is not None:
+    if shard is not None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise InputError("--shard: the submitit launcher makes its own array jobs; drop --shard "
-                         "(or use --launcher local)")
+                         "and run it once, not under torchrun (or use --launcher local)")
     if importlib.util.find_spec("submitit") is None:
         raise InputError("--launcher submitit: submitit is not installed; install it with "
                          "`pip install 'interpscore[cluster]'` (or `pip install submitit`)")

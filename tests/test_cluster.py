@@ -114,3 +114,41 @@ def test_local_array_jobs_write_the_one_process_table_and_resume_by_shard(refere
 
 def test_launch_options_default_to_todays_local_scan():
     assert LaunchOptions().launcher == "local"
+
+
+def test_a_failed_array_job_is_reported_with_its_log_and_exit_1(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("submitit")
+    import interpscore.zoo.cluster as cluster
+
+    def broken(scorer, spec, request, out, rank):
+        raise KeyError(f"shard {rank} lost its node")  # not a model's fault: the job fails
+
+    monkeypatch.setattr(cluster, "scan_shard", broken)
+    monkeypatch.setattr("pdb.post_mortem", lambda *args: None)  # the debug executor's debugger
+    out = tmp_path / "scan"
+    assert main(["zoo", *TINY, "--out", str(out), "--launcher", "submitit",
+                 "--submitit-cluster", "debug", "--cache-dir", str(tmp_path / "cache")]) == 1
+    printed = capsys.readouterr().out
+    assert printed.count("failed: ShardTask(spec='resnet18@random'") == 3
+    assert "lost its node" in printed and f"log: {out / 'submitit'}" in printed
+    assert "3 array job(s) failed; rerun the same command to resume" in printed
+    assert not (out / "models").exists() and not (out / "scores.parquet").exists()
+
+
+def test_slurm_options_reach_the_sbatch_script(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    from interpscore.zoo.cluster import check_launcher, executor_for
+
+    for name in ("sbatch", "srun"):  # stand-ins: nothing is submitted
+        (tmp_path / name).write_text("#!/bin/sh\nexit 1\n")
+        (tmp_path / name).chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    launch = LaunchOptions(launcher="submitit", slurm_partition="gpu", slurm_gpus_per_task=1,
+                           slurm_time=150, slurm_array_parallelism=8)
+    check_launcher(launch)  # sbatch and srun found: accepted
+    executor = executor_for(launch, tmp_path / "logs" / "%j")
+    script = executor._executor._make_submission_file_text("python -m job", "uid")
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-task=1", "#SBATCH --time=150",
+                 "#SBATCH --job-name=interpscore-zoo"):
+        assert line in script
+    assert executor._executor.parameters["array_parallelism"] == 8

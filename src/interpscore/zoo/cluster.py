@@ -20,6 +20,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,9 +50,10 @@ def check_launcher(launch: LaunchOptions, shard: str | None = None) -> None:
     if importlib.util.find_spec("submitit") is None:
         raise InputError("--launcher submitit: submitit is not installed; install it with "
                          "`pip install 'interpscore[cluster]'` (or `pip install submitit`)")
-    if launch.submitit_cluster == "slurm" and shutil.which("sbatch") is None:
-        raise InputError("--submitit-cluster slurm: no `sbatch` on PATH, so no SLURM job can be "
-                         "submitted from here; run on a SLURM login node, or pass "
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]  # submitit calls both
+    if launch.submitit_cluster == "slurm" and missing:
+        raise InputError(f"--submitit-cluster slurm: no `{missing[0]}` on PATH, so no SLURM job "
+                         "can be submitted from here; run on a SLURM login node, or pass "
                          "--submitit-cluster local to try the scan on this machine")
 
 
@@ -151,15 +153,24 @@ def _submit(executor, function, context: Context, items: list, poll_s: float) ->
         jobs = executor.map_array(function, [context] * len(items), items)
     log.info("zoo: submitted %d array job(s) of %s (first id %s)", len(jobs), function.__name__,
              jobs[0].job_id if jobs else "-")
-    failures = []
-    for job in submitit.helpers.as_completed(jobs, poll_frequency=poll_s):
-        item = items[jobs.index(job)]
-        error = job.exception()
-        if error is not None:
-            text = str(error).strip().splitlines()
-            failures.append(Failure(str(item), str(job.job_id),
-                                    f"{type(error).__name__}: {text[-1] if text else ''}"[:300],
-                                    job.paths.stderr))
+    failures, pending = [], dict(enumerate(jobs))
+    while pending:
+        for i, job in list(pending.items()):
+            try:
+                finished = job.done()
+            except Exception:  # the debug executor runs the job inside done() and raises its error
+                finished = True
+            if not finished:
+                continue
+            del pending[i]
+            error = job.exception()
+            if error is not None:
+                text = str(error).strip().splitlines()
+                failures.append(Failure(str(items[i]), str(job.job_id),
+                                        f"{type(error).__name__}: {text[-1] if text else ''}"[:300],
+                                        job.paths.stderr))
+        if pending:
+            time.sleep(poll_s)
     return failures
 
 

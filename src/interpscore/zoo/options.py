@@ -28,5 +28,5 @@ class LaunchOptions:
     submitit_folder: str | None = option(None, "where submitit writes its job files and logs "
                                          "(default: OUT/submitit)")
     submitit_cluster: str = option("slurm", "slurm, or submitit's stand-ins to try a scan "
-                                   "here: local (a process per job), debug (in this process)",
+                                   "here: local (a process per job), debug (in this process; a failing job opens pdb)",
                                    choices=CLUSTERS)

@@ -60,7 +60,8 @@ def one(args):
     options = dict(image_size=args.image_size, batch_size=args.batch_size, workers=args.workers,
                    progress=False)
     start = time.perf_counter()
-    job = scorer.job(args.model, units=args.units, images=pool, **options)
+    layers = "auto" if args.layers == "auto" else args.layers.split(",")
+    job = scorer.job(args.model, layers=layers, units=args.units, images=pool, **options)
     build = time.perf_counter() - start
 
     def raw_pass():
@@ -123,6 +124,7 @@ def main():
     parser.add_argument("--model")
     parser.add_argument("--pool", type=int)
     parser.add_argument("--units")
+    parser.add_argument("--layers", default="auto", help="auto (the layers of interest) or L1,L2")
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--unique-images", type=int, default=5000)
     parser.add_argument("--batch-size", type=int, default=64)

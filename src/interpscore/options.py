@@ -42,12 +42,28 @@ def numbers(text) -> tuple[float, ...]:
     return tuple(float(x) for x in items if str(x).strip())
 
 
+def minutes(text) -> int:
+    """A duration as SLURM writes it (MINUTES, H:MM:SS, D-H:MM:SS) in whole minutes, rounded up."""
+    text = str(text).strip()
+    days, _, clock = text.rpartition("-")
+    parts = clock.split(":")
+    if not (1 <= len(parts) <= 3 and all(p.isdigit() for p in parts)
+            and (days == "" or days.isdigit()) and (len(parts) > 1 or not days)):
+        raise ValueError(f"not a duration: {text}")
+    if len(parts) == 1:
+        return int(parts[0])
+    seconds = [int(p) for p in parts] + [0] * (3 - len(parts))
+    total = int(days or 0) * 86400 + seconds[0] * 3600 + seconds[1] * 60 + seconds[2]
+    return -(-total // 60)
+
+
 # What to give instead, for each check: the second half of a bad value's error.
 EXPECTS = {POSITIVE_INT: "a whole number of 1 or more",
            NON_NEGATIVE_INT: "a whole number of 0 or more", NON_NEGATIVE: "a number of 0 or more", PROBABILITY: "a number in [0, 1]",
            FRACTION: "a number in [0, 1)", SEED: f"a whole number in [0, {2**32 - 1}]",
            numbers: "comma-separated numbers, e.g. 0.1,0.3,1", int: "a whole number",
-           float: "a number"}
+           float: "a number",
+           minutes: "a duration: minutes, H:MM:SS or D-H:MM:SS, e.g. 120 or 2:00:00"}
 
 
 def option(default, help: str, check=None, *, flag: str | None = None, choices=None,

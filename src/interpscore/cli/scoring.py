@@ -92,24 +92,50 @@ def score(args) -> int:
 
 def zoo(args) -> int:
     from ..stimuli.options import ScoringOptions
+    from ..zoo.cluster import check_launcher
+    from ..zoo.options import LaunchOptions
     from ..zoo.scan import read_models, scan
 
+    launch = from_namespace(args, LaunchOptions)
+    check_launcher(launch, args.shard)  # submitit and sbatch are there, before any work
     models = read_models(args.models)
+    request = dict(images=args.images, layers=args.layers, units=args.units,
+                   pool_shards=args.pool_shards, overwrite=args.overwrite,
+                   cache_dir=args.cache_dir, metadata=args.metadata,
+                   **vars(from_namespace(args, ScoringOptions)))
+    if launch.launcher == "submitit":
+        return _zoo_on_cluster(args, models, launch, request)
     shard = shard_arg(args.shard) if args.shard else None
-    units = scan(args.checkpoint, models, args.out, images=args.images, layers=args.layers,
-                 units=args.units, pool_shards=args.pool_shards, shard=shard,
-                 overwrite=args.overwrite, cache_dir=args.cache_dir, metadata=args.metadata,
-                 **vars(from_namespace(args, ScoringOptions)))
+    units = scan(args.checkpoint, models, args.out, shard=shard, **request)
     if units is None:
         print(f"this process's models are done -> {args.out}/models/; the scan is merged when "
               "every model is (rerun the same command without --shard to merge)")
         return 0
+    return _zoo_summary(args.out, units)
+
+
+def _zoo_on_cluster(args, models, launch, request) -> int:
+    from ..zoo.cluster import submit_scan
+
+    done = submit_scan(args.checkpoint, models, args.out, launch, **request)
+    print(f"array jobs: {len(done.shard_tasks)} activation pass(es) of (model, pool shard), "
+          f"{len(done.model_tasks)} model(s) scored (work already done was skipped)")
+    for failure in done.failures:
+        print(f"failed: {failure.task} (job {failure.job_id}): {failure.error}\n"
+              f"  log: {failure.log}")
+    if done.failures:
+        print(f"{len(done.failures)} array job(s) failed; rerun the same command to resume")
+        return 1
+    return _zoo_summary(args.out, done.units)
+
+
+def _zoo_summary(out, units) -> int:
     ok = units["status"] == "ok"
     failed = units[units["status"].str.startswith("failed")]
     for _, row in failed.iterrows():
         print(f"failed: {row['spec']}: {row['status'].removeprefix('failed: ')}")
     print(f"{int(ok.sum())} units of {units.loc[ok, 'model'].nunique()} models scored, "
-          f"{len(failed)} model(s) failed -> {args.out}/scores.parquet, summary_by_model.csv, "
+          f"{len(failed)} model(s) failed -> {out}/scores.parquet, summary_by_model.csv, "
           "report.html")
     return 0
 
@@ -117,6 +143,7 @@ def zoo(args) -> int:
 def register(commands) -> None:
     from ..evaluation.names import SPLITS
     from ..stimuli.options import ScoringOptions
+    from ..zoo.options import LaunchOptions
 
     ev = add_command(commands, "evaluate", evaluate,
                      "predicted vs measured HIS, baselines, ceiling")
@@ -169,4 +196,5 @@ def register(commands) -> None:
                     help="parts of each model's activation pass saved as they finish (resume)")
     zo.add_argument("--shard", help="RANK/WORLD: only models RANK, RANK+WORLD, ... (array jobs; "
                     "under torchrun the ranks are taken from it)")
+    add_fields(zo, LaunchOptions)
     zo.add_argument("--cache-dir", default=DEFAULT_CACHE, help="embedding and pool cache")

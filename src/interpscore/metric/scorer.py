@@ -45,6 +45,12 @@ def save_table(frame: pd.DataFrame, out: Path, stem: str) -> None:
             write(tmp, index=False)
 
 
+def shard_file(shards: Path, rank: int, world: int) -> Path:
+    """Where pool slice `rank` of `world` of a sharded activation pass is saved (the one naming
+    rule: a launcher plans its array jobs from it without building the model)."""
+    return Path(shards) / f"activations-{rank}-of-{world}.pt"
+
+
 class _Job:
     """One scoring request: the model, its units, the pool, and the shard files under OUT."""
 
@@ -72,7 +78,7 @@ class _Job:
             seed=options.seed), sort_keys=True)
 
     def shard_file(self, rank: int, world: int) -> Path:
-        return self.shards / f"activations-{rank}-of-{world}.pt"
+        return shard_file(self.shards, rank, world)
 
     def rankings(self, rank: int = 0, world: int = 1) -> dict:
         """The activation pass over this rank's slice of the pool."""

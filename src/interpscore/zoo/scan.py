@@ -12,6 +12,7 @@ Work is split two ways, both resumable:
   `OUT/work/<label>/shards/`, so an interrupted model continues where it stopped.
 When every model is done, `OUT/scores.parquet` (one row per unit) and the summaries and report are
 written, by rank 0 after a barrier under torchrun, else by whichever process finds all models done.
+`zoo.cluster` runs the same steps as SLURM array jobs, one per (model, pool shard), on these files.
 """
 
 from __future__ import annotations
@@ -94,26 +95,69 @@ def _jsonable(request: ZooRequest) -> dict:
     return json.loads(json.dumps(asdict(request), default=str))
 
 
+# What a model can fail with and the scan go on: a spec that cannot be built, weights that do not
+# load, torch's out-of-memory (a RuntimeError), non-finite activations.
+MODEL_ERRORS = (InputError, RuntimeError, ValueError, OSError)
+
+
+def model_file(out: Path, spec: str) -> Path:
+    """A model's finished rows: a rerun skips the model when this file exists."""
+    return out / "models" / f"{model_label(spec)}.parquet"
+
+
+def work_folder(out: Path, spec: str) -> Path:
+    """A model's unfinished work: its activation pass's pool shards (`shards/`)."""
+    return out / "work" / model_label(spec)
+
+
+def all_done(out: Path, models: list[str]) -> bool:
+    return all(model_file(out, spec).is_file() for spec in models)
+
+
+def _job(scorer: Scorer, spec: str, request: ZooRequest, out: Path):
+    return scorer.job(spec, layers=_layers(request.layers), units=request.units,
+                      images=request.images, out=work_folder(out, spec),
+                      **request.scoring_options())
+
+
+def _record(frame: pd.DataFrame, out: Path, spec: str) -> pd.DataFrame:
+    with atomic_file(model_file(out, spec)) as tmp:
+        frame.to_parquet(tmp, index=False)
+    shutil.rmtree(work_folder(out, spec), ignore_errors=True)
+    return frame
+
+
+def _failed(spec: str, err: Exception) -> pd.DataFrame:
+    return pd.DataFrame([dict(model=model_label(spec), spec=spec, status=_reason(err))])
+
+
 def scan_model(scorer: Scorer, spec: str, request: ZooRequest, out: Path) -> pd.DataFrame:
-    """One model's unit rows, resumable by pool shard; a failure becomes a row with its reason."""
-    done = out / "models" / f"{model_label(spec)}.parquet"
-    if done.is_file():
-        return pd.read_parquet(done)
-    work = out / "work" / model_label(spec)
+    """One model's unit rows, resumable by pool shard (shards already saved, by this process or
+    by array tasks, are read, not recomputed); a failure becomes a row with its reason."""
+    if model_file(out, spec).is_file():
+        return pd.read_parquet(model_file(out, spec))
     try:
-        job = scorer.job(spec, layers=_layers(request.layers), units=request.units,
-                         images=request.images, out=work, **request.scoring_options())
+        job = _job(scorer, spec, request, out)
         for rank in range(request.pool_shards):
             job.compute_shard(rank, request.pool_shards)
         frame = scorer.score_job(job)
         frame.insert(1, "spec", spec)
         frame["params"] = sum(p.numel() for p in job.model.module.parameters())
-    except (InputError, RuntimeError, ValueError, OSError) as err:  # torch's OOM is a RuntimeError
-        frame = pd.DataFrame([dict(model=model_label(spec), spec=spec, status=_reason(err))])
-    with atomic_file(done) as tmp:
-        frame.to_parquet(tmp, index=False)
-    shutil.rmtree(work, ignore_errors=True)
-    return frame
+    except MODEL_ERRORS as err:
+        frame = _failed(spec, err)
+    return _record(frame, out, spec)
+
+
+def scan_shard(scorer: Scorer, spec: str, request: ZooRequest, out: Path, rank: int) -> None:
+    """Pool slice `rank` of one model's activation pass (one array task of a cluster scan),
+    saved under the model's work folder; a model that fails is recorded as `scan_model` does."""
+    if model_file(out, spec).is_file():
+        return
+    try:
+        _job(scorer, spec, request, out).compute_shard(rank, request.pool_shards)
+    except MODEL_ERRORS as err:
+        if not model_file(out, spec).is_file():  # another slice of it may have failed first
+            _record(_failed(spec, err), out, spec)
 
 
 def _reason(err: Exception) -> str:
@@ -133,19 +177,13 @@ def rank_and_world(shard: tuple[int, int] | None) -> tuple[int, int, bool]:
     return int(os.environ.get("RANK", "0")), world, world > 1
 
 
-def scan(checkpoint: str | Path, models: list[str], out: str | Path, images: str = "default",
-         layers: str = "auto", units: str = "all", pool_shards: int = 4,
-         shard: tuple[int, int] | None = None, overwrite: bool = False,
-         cache_dir: str | Path | None = None, metadata: str | Path | None = None,
-         **options) -> pd.DataFrame | None:
-    """Scan this process's models; return the whole scan's unit table once every model is done
-    (None while other processes still work)."""
-    from ..metric.scorer import load
+def check_scan(checkpoint: str | Path, images: str = "default", layers: str = "auto",
+               units: str = "all", pool_shards: int = 4, metadata: str | Path | None = None,
+               **options) -> ZooRequest:
+    """Every check of a scan's request that needs no network: the request, or InputError."""
+    from ..stimuli.selection import check_request
     from ..stimuli.units import check_units_spec
 
-    from ..stimuli.selection import check_request
-
-    out = Path(out)
     checked = ScoringOptions.from_kwargs(options)  # unknown options fail here, before any work
     check_request(checked.n_refs, checked.n_batches, [checked.difficulty])
     check_units_spec(units)
@@ -155,13 +193,31 @@ def scan(checkpoint: str | Path, models: list[str], out: str | Path, images: str
         raise InputError(f"--pool-shards {pool_shards}: must be at least 1")
     if metadata is not None:
         read_metadata(metadata)
-    request = ZooRequest(str(checkpoint), str(images), layers, str(units), pool_shards, options)
+    return ZooRequest(str(checkpoint), str(images), layers, str(units), pool_shards, options)
+
+
+def start_scan(out: Path, request: ZooRequest, models: list[str], overwrite: bool) -> None:
+    """The scan folder checked (new, or this request's to resume) and its record written."""
+    check_scan_folder(out, request, overwrite)
+    write_text(out / "zoo.json", json.dumps({"request": _jsonable(request), "models": models},
+                                            indent=2))
+
+
+def scan(checkpoint: str | Path, models: list[str], out: str | Path, images: str = "default",
+         layers: str = "auto", units: str = "all", pool_shards: int = 4,
+         shard: tuple[int, int] | None = None, overwrite: bool = False,
+         cache_dir: str | Path | None = None, metadata: str | Path | None = None,
+         **options) -> pd.DataFrame | None:
+    """Scan this process's models; return the whole scan's unit table once every model is done
+    (None while other processes still work)."""
+    from ..metric.scorer import load
+
+    out = Path(out)
+    request = check_scan(checkpoint, images, layers, units, pool_shards, metadata, **options)
     rank, world, torchrun = rank_and_world(shard)
     scorer = load(checkpoint, **({"cache_dir": cache_dir} if cache_dir else {}))
     if rank == 0 or not torchrun:
-        check_scan_folder(out, request, overwrite)
-        write_text(out / "zoo.json", json.dumps({"request": _jsonable(request),
-                                                  "models": models}, indent=2))
+        start_scan(out, request, models, overwrite)
     group = _process_group() if torchrun else None
     if group:
         _barrier()  # the folder is checked and prepared before any rank writes into it
@@ -176,7 +232,7 @@ def scan(checkpoint: str | Path, models: list[str], out: str | Path, images: str
         _barrier()
         if rank != 0:
             return None
-    if not all((out / "models" / f"{model_label(s)}.parquet").is_file() for s in models):
+    if not all_done(out, models):
         return None
     return write_scan(out, models, metadata)
 
@@ -214,7 +270,7 @@ def write_scan(out: Path, models: list[str], metadata=None) -> pd.DataFrame:
     """All models' rows into scores.parquet (+ .csv), the summaries and the report."""
     from .report import model_summary, write_report
 
-    frames = [pd.read_parquet(out / "models" / f"{model_label(s)}.parquet") for s in models]
+    frames = [pd.read_parquet(model_file(out, spec)) for spec in models]
     units = pd.concat(frames, ignore_index=True)
     for column in UNIT_COLUMNS:
         if column not in units:

@@ -49,18 +49,32 @@ class _Job:
     """One scoring request: the model, its units, the pool, and the shard files under OUT."""
 
     def __init__(self, model, layers, units, images, options: ScoringOptions, cache_dir: Path,
-                 out: Path | None):
-        from ..stimuli.networks import load_model
+                 out: Path | None, readout=None):
+        from ..stimuli.networks import layers_of_interest, load_model
         from ..stimuli.pools import open_pool
+        from ..stimuli.readouts import channel_readout, check_readout
         from ..stimuli.selection import check_request, keep_for
-        from ..stimuli.units import check_units_spec, choose_units
+        from ..stimuli.units import check_units_spec, choose_units, parse_units
 
         # Everything that can be wrong with the request is found before the activation pass.
         check_request(options.n_refs, options.n_batches, [options.difficulty])
         check_units_spec(units)
+        self.readout = readout or channel_readout()
+        if self.readout.kind != "channel" and "synthetic" in options.explanation_kinds:
+            raise InputError("--explanations synthetic: feature visualisations of features "
+                             "other than channels are not made yet; use natural")
         self.spec, self.images, self.options = model, images, options
         self.model = load_model(model, image_size=options.image_size)
-        self.units = choose_units(self.model, layers, units, options.image_size, options.seed)
+        size = options.image_size or self.model.input_size
+        named = (layers_of_interest(self.model.module) if layers in (None, "auto")
+                 else [layers] if isinstance(layers, str) else list(layers))
+        check_readout(self.readout, self.model, model, size, named)
+        if self.readout.layer is None:
+            self.units = choose_units(self.model, layers, units, options.image_size,
+                                      options.seed)
+        else:  # a layer's features: its units are the readout's, not its channels
+            self.units = parse_units(units, {self.readout.layer: self.readout.n_features},
+                                     options.seed)
         self.pool = open_pool(images, size=options.image_size, n_images=options.pool_size,
                               seed=options.seed, cache_dir=cache_dir / "pools")
         check_request(options.n_refs, options.n_batches, [options.difficulty], len(self.pool))
@@ -69,7 +83,31 @@ class _Job:
         self.signature = json.dumps(dict(
             model=model, units=[(u.layer, u.channel) for u in self.units], pool=str(images),
             pool_size=len(self.pool), image_size=options.image_size, keep=self.keep,
-            seed=options.seed), sort_keys=True)
+            seed=options.seed, readout=self.readout.identity()), sort_keys=True)
+
+    def unit_columns(self) -> dict:
+        """Per unit: what a score row says of it besides its scores."""
+        from ..stimuli.networks import module_depths
+
+        depths = module_depths(self.model.module)
+        if self.readout.layer is None:
+            from ..stimuli.units import layer_channels
+
+            widths = layer_channels(self.model, sorted({u.layer for u in self.units}),
+                                    self.options.image_size)
+        else:
+            widths = {self.readout.layer: self.readout.n_features}
+        return {u: dict(model=self.model.label, layer=u.layer, channel=u.channel,
+                        layer_depth=depths[u.layer], layer_width=widths[u.layer],
+                        **self.readout.identity()) for u in self.units}
+
+    @property
+    def label(self) -> str:
+        return self.model.label
+
+    @property
+    def identity(self) -> dict:
+        return self.readout.identity()
 
     def shard_file(self, rank: int, world: int) -> Path:
         return self.shards / f"activations-{rank}-of-{world}.pt"
@@ -82,7 +120,8 @@ class _Job:
         part = collect_rankings(self.model, self.pool, self.units, self.keep,
                                 batch_size=self.options.batch_size, seed=self.options.seed,
                                 progress=self.options.progress, workers=self.options.workers,
-                                indices=range(rank * n // world, (rank + 1) * n // world))
+                                indices=range(rank * n // world, (rank + 1) * n // world),
+                                readout=self.readout)
         return {"signature": self.signature, "rankings": part,
                 "skipped": dict(getattr(self.pool, "skipped", {}))}
 
@@ -190,15 +229,19 @@ class Scorer:
         return self._score_tasks(torch.from_numpy(embeddings), [tasks], seed)[0]
 
     # -- scoring units of a model -----------------------------------------------------------
-    def job(self, model: str, layers="auto", units=20, images="default",
-            out: str | Path | None = None, **options) -> "_Job":
-        """A scoring request, checked and ready (model built, units chosen, pool open), whose
-        activation pass can run in shards saved under OUT/shards/ (`job.compute_shard`)."""
+    def _options(self, options: dict) -> ScoringOptions:
         checked = ScoringOptions.from_kwargs(options)
         if checked.image_size is None:  # the size the metric was trained at
             checked.image_size = self.metric.image_size or IMI.image_size
-        return _Job(model, layers, units, images, checked, self.cache_dir,
-                    Path(out) if out is not None else None)
+        return checked
+
+    def job(self, model: str, layers="auto", units=20, images="default",
+            out: str | Path | None = None, readout=None, **options) -> "_Job":
+        """A scoring request, checked and ready (model built, units chosen, pool open), whose
+        activation pass can run in shards saved under OUT/shards/ (`job.compute_shard`).
+        `readout` (`stimuli.readouts`) makes the units' activations; default: channels."""
+        return _Job(model, layers, units, images, self._options(options), self.cache_dir,
+                    Path(out) if out is not None else None, readout)
 
     def compute_shard(self, model: str, rank: int, world: int, out: str | Path, layers="auto",
                       units=20, images="default", **options) -> Path:
@@ -235,6 +278,37 @@ class Scorer:
         are written there and shard files a sharded run left there are merged.
         `frame.attrs["skipped_images"]` holds the pool images that could not be read."""
         job = self.job(model, layers, units, images, out, **options)
+        return self._run(job, out, save_stimuli)
+
+    def score_features(self, model: str, features, layer: str | None = None, units="all",
+                       images="default", reduction: str | None = None,
+                       out: str | Path | None = None, save_stimuli: bool = False,
+                       **options) -> pd.DataFrame:
+        """Score features of one layer: `features` is an SAE file of `interpscore sae fit`, a
+        direction matrix [C, k] (file, tensor or array; with `layer`), an object with
+        `encode` (with `layer`), or a `stimuli.readouts.Readout`. `reduction` over positions:
+        mean (IMI's, the default), max, or cls. Rows as `score_units`, `channel` being the
+        feature's index, with the readout's identity."""
+        from ..stimuli.readouts import open_features
+
+        readout = open_features(features, layer, reduction)
+        job = self.job(model, readout.layer, units, images, out, readout=readout, **options)
+        return self._run(job, out, save_stimuli)
+
+    def score_activations(self, activations, images="default", units="all",
+                          model: str = "activations", out: str | Path | None = None,
+                          save_stimuli: bool = False, **options) -> pd.DataFrame:
+        """Score the units of a precomputed activation matrix [n_images, n_units] (a file, see
+        `stimuli.matrix`; an array or tensor whose rows are the pool's images in order; or a
+        DataFrame with an `image` column) over the pool `images`. `units`: all, N (a seeded
+        sample of columns) or unit names. `model` only labels the rows."""
+        from .matrix_job import MatrixJob
+
+        job = MatrixJob(activations, images, units, model, self._options(options),
+                        self.cache_dir)
+        return self._run(job, out, save_stimuli)
+
+    def _run(self, job, out, save_stimuli: bool) -> pd.DataFrame:
         frame = self.score_job(job)
         if out is not None:
             self._write(frame, job, Path(out), frame.attrs["dropped"], save_stimuli,
@@ -249,8 +323,7 @@ class Scorer:
                           [o.difficulty], o.max_refs_per_source, o.seed)
 
     def _unit_rows(self, job: _Job, exemplars: list, dropped: dict) -> pd.DataFrame:
-        from ..stimuli.networks import module_depths
-        from ..stimuli.units import layer_channels
+        from ..stimuli.matrix import image_names
 
         o = job.options
         by_pool = [ex.tasks(o.difficulty) for ex in exemplars]
@@ -267,15 +340,19 @@ class Scorer:
                           [row for c in range(0, len(tasks), chunk)
                            for row in self._score_tasks(embeddings, tasks[c:c + chunk], o.seed + c)]))
         stats = {ex.unit: ex.stats for ex in exemplars}
-        depths = module_depths(job.model.module)
-        widths = layer_channels(job.model, sorted({u.layer for u in job.units}), o.image_size)
+        names = image_names(job.pool)
+        # The exemplars by image (file name, or index in the default pool), as JSON lists.
+        shown = {ex.unit: dict(
+            exemplars_max=json.dumps([[names[i] for i in b] for b in ex.refs_max]),
+            exemplars_min=json.dumps([[names[i] for i in b] for b in ex.refs_min]),
+            queries=json.dumps([[names[a], names[b]] for a, b in ex.queries[o.difficulty]]))
+            for ex in exemplars}
         rows = []
-        for unit in job.units:
-            row = dict(model=job.model.label, layer=unit.layer, channel=unit.channel,
-                       layer_depth=depths[unit.layer], layer_width=widths[unit.layer],
-                       difficulty=o.difficulty)
+        for unit, row in job.unit_columns().items():
+            row = {**row, "difficulty": o.difficulty}
             if unit in scored:
-                rows.append({**row, **scored[unit], **stats[unit], "status": "ok"})
+                rows.append({**row, **scored[unit], **stats[unit], **shown[unit],
+                             "status": "ok"})
             else:
                 rows.append({**row, "score": np.nan, "score_low": np.nan, "score_high": np.nan,
                              "n_tasks": 0, "status": dropped[unit]})
@@ -325,12 +402,13 @@ class Scorer:
                 save_table(table, tmp, f"summary_by_{name}")
             meta = dict(asdict(job.options), checkpoint=str(self.metric.path),
                         backbone=self.metric.backbone, model=job.spec, images=str(job.images),
+                        readout=job.identity,
                         pool_size=len(job.pool),
                         skipped_images=len(frame.attrs["skipped_images"]),
                         constant_units=n_constant)
             (tmp / "score_config.json").write_text(json.dumps(meta, indent=2))
             if save_stimuli:
-                write_store(tmp / "stimuli", job.model.label, exemplars, job.pool)
+                write_store(tmp / "stimuli", job.label, exemplars, job.pool)
 
 
 def summarise_scores(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -28,6 +28,7 @@ from ..protocol import IMI
 from ..resources import DEFAULT_CACHE
 from ..stimuli.options import ScoringOptions
 from .checkpoint import LoadedMetric, load_checkpoint
+from .jobs import Job as _Job
 
 
 def task_interval(p_tasks: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -43,118 +44,6 @@ def save_table(frame: pd.DataFrame, out: Path, stem: str) -> None:
     for suffix, write in ((".parquet", frame.to_parquet), (".csv", frame.to_csv)):
         with atomic_file(out / f"{stem}{suffix}") as tmp:
             write(tmp, index=False)
-
-
-class _Job:
-    """One scoring request: the model, its units, the pool, and the shard files under OUT."""
-
-    def __init__(self, model, layers, units, images, options: ScoringOptions, cache_dir: Path,
-                 out: Path | None, readout=None):
-        from ..stimuli.networks import layers_of_interest, load_model
-        from ..stimuli.pools import open_pool
-        from ..stimuli.readouts import channel_readout, check_readout
-        from ..stimuli.selection import check_request, keep_for
-        from ..stimuli.units import check_units_spec, choose_units, parse_units
-
-        # Everything that can be wrong with the request is found before the activation pass.
-        check_request(options.n_refs, options.n_batches, [options.difficulty])
-        check_units_spec(units)
-        self.readout = readout or channel_readout()
-        if self.readout.kind != "channel" and "synthetic" in options.explanation_kinds:
-            raise InputError("--explanations synthetic: feature visualisations of features "
-                             "other than channels are not made yet; use natural")
-        self.spec, self.images, self.options = model, images, options
-        self.model = load_model(model, image_size=options.image_size)
-        size = options.image_size or self.model.input_size
-        named = (layers_of_interest(self.model.module) if layers in (None, "auto")
-                 else [layers] if isinstance(layers, str) else list(layers))
-        check_readout(self.readout, self.model, model, size, named)
-        if self.readout.layer is None:
-            self.units = choose_units(self.model, layers, units, options.image_size,
-                                      options.seed)
-        else:  # a layer's features: its units are the readout's, not its channels
-            self.units = parse_units(units, {self.readout.layer: self.readout.n_features},
-                                     options.seed)
-        self.pool = open_pool(images, size=options.image_size, n_images=options.pool_size,
-                              seed=options.seed, cache_dir=cache_dir / "pools")
-        check_request(options.n_refs, options.n_batches, [options.difficulty], len(self.pool))
-        self.keep = keep_for(options.n_refs, options.n_batches)
-        self.shards = out / "shards" if out is not None else None
-        self.signature = json.dumps(dict(
-            model=model, units=[(u.layer, u.channel) for u in self.units], pool=str(images),
-            pool_size=len(self.pool), image_size=options.image_size, keep=self.keep,
-            seed=options.seed, readout=self.readout.identity()), sort_keys=True)
-
-    def unit_columns(self) -> dict:
-        """Per unit: what a score row says of it besides its scores."""
-        from ..stimuli.networks import module_depths
-
-        depths = module_depths(self.model.module)
-        if self.readout.layer is None:
-            from ..stimuli.units import layer_channels
-
-            widths = layer_channels(self.model, sorted({u.layer for u in self.units}),
-                                    self.options.image_size)
-        else:
-            widths = {self.readout.layer: self.readout.n_features}
-        return {u: dict(model=self.model.label, layer=u.layer, channel=u.channel,
-                        layer_depth=depths[u.layer], layer_width=widths[u.layer],
-                        **self.readout.identity()) for u in self.units}
-
-    @property
-    def label(self) -> str:
-        return self.model.label
-
-    @property
-    def identity(self) -> dict:
-        return self.readout.identity()
-
-    def shard_file(self, rank: int, world: int) -> Path:
-        return self.shards / f"activations-{rank}-of-{world}.pt"
-
-    def rankings(self, rank: int = 0, world: int = 1) -> dict:
-        """The activation pass over this rank's slice of the pool."""
-        from ..stimuli.activations import collect_rankings
-
-        n = len(self.pool)
-        part = collect_rankings(self.model, self.pool, self.units, self.keep,
-                                batch_size=self.options.batch_size, seed=self.options.seed,
-                                progress=self.options.progress, workers=self.options.workers,
-                                indices=range(rank * n // world, (rank + 1) * n // world),
-                                readout=self.readout)
-        return {"signature": self.signature, "rankings": part,
-                "skipped": dict(getattr(self.pool, "skipped", {}))}
-
-    def compute_shard(self, rank: int, world: int) -> Path:
-        path = self.shard_file(rank, world)
-        if not path.exists():
-            with atomic_file(path) as tmp:
-                torch.save(self.rankings(rank, world), tmp)
-        return path
-
-    def read_shard(self, rank: int, world: int) -> dict:
-        path = self.shard_file(rank, world)
-        data = torch.load(path, weights_only=False)
-        if data["signature"] != self.signature:
-            raise InputError(f"{path}: a shard of another scoring job; use another --out or "
-                             "delete the shards folder")
-        return data
-
-    def merged(self) -> tuple[dict, dict]:
-        """Rankings of the whole pool and the unreadable images: from the shard files where a
-        sharded run left them (computing only the missing ones), else in one pass."""
-        from ..stimuli.activations import merge_rankings
-
-        existing = sorted(self.shards.glob("activations-*-of-*.pt")) if self.shards else []
-        if not existing:
-            data = self.rankings()
-            return data["rankings"], data["skipped"]
-        world = max(int(p.stem.split("-of-")[1]) for p in existing)
-        parts = [self.read_shard(r, world) if self.shard_file(r, world).exists()
-                 else torch.load(self.compute_shard(r, world), weights_only=False)
-                 for r in range(world)]
-        rankings = merge_rankings([p["rankings"] for p in parts], self.keep, self.options.seed)
-        return rankings, {k: v for p in parts for k, v in p["skipped"].items()}
 
 
 class Scorer:
@@ -271,13 +160,13 @@ class Scorer:
 
     def score_units(self, model: str, layers="auto", units=20, images="default",
                     out: str | Path | None = None, save_stimuli: bool = False,
-                    **options) -> pd.DataFrame:
+                    readout=None, **options) -> pd.DataFrame:
         """One row per requested unit: model, layer, channel, layer_depth, score (predicted HIS),
         score_low/high (95 % interval over tasks), n_tasks, activation sparsity and spatial
         contrast, status. `options` are the fields of `ScoringOptions`. With OUT, the tables
         are written there and shard files a sharded run left there are merged.
         `frame.attrs["skipped_images"]` holds the pool images that could not be read."""
-        job = self.job(model, layers, units, images, out, **options)
+        job = self.job(model, layers, units, images, out, readout=readout, **options)
         return self._run(job, out, save_stimuli)
 
     def score_features(self, model: str, features, layer: str | None = None, units="all",
@@ -302,7 +191,7 @@ class Scorer:
         `stimuli.matrix`; an array or tensor whose rows are the pool's images in order; or a
         DataFrame with an `image` column) over the pool `images`. `units`: all, N (a seeded
         sample of columns) or unit names. `model` only labels the rows."""
-        from .matrix_job import MatrixJob
+        from .jobs import MatrixJob
 
         job = MatrixJob(activations, images, units, model, self._options(options),
                         self.cache_dir)

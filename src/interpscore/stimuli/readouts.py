@@ -192,6 +192,8 @@ def open_features(features, layer: str | None = None, reduction: str | None = No
     if layer is None:
         raise InputError(f"{option}: a direction matrix or encoder needs its layer: give "
                          "--layers LAYER (one layer)")
+    if isinstance(features, (str, Path)):
+        return direction_readout(features, layer, reduction or "mean", option=option)
     if hasattr(features, "encode"):
         return encoder_readout(features, layer, reduction or "mean")
     return direction_readout(features, layer, reduction or "mean", option=option)

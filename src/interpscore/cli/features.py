@@ -27,7 +27,7 @@ def check_output_file(out: str, overwrite: bool, option: str = "--out") -> None:
 def sae_fit(args) -> int:
     from dataclasses import asdict
 
-    from ..stimuli.networks import check_layers, load_model
+    from ..stimuli.networks import load_model
     from ..stimuli.options import SAEFitOptions
     from ..stimuli.pools import open_pool
     from ..stimuli.sae import (collect_vectors, fit_sae, overcomplete_sae,
@@ -39,7 +39,9 @@ def sae_fit(args) -> int:
     check_output_file(args.out, args.overwrite)
     overcomplete_sae()  # installed and importable, before the activation pass
     model = load_model(args.model, image_size=o.image_size)
-    check_layers(model.module, [args.layer])
+    if args.layer not in dict(model.module.named_modules()):
+        raise InputError(f"--layer {args.layer}: not a layer of {args.model}; see "
+                         f"`interpscore layers --model {args.model}`")
     pool = open_pool(o.images, size=o.image_size, n_images=o.pool_size, seed=o.seed,
                      cache_dir=Path(args.cache_dir) / "pools")
     vectors = collect_vectors(model, args.layer, pool, o.positions_per_image, 64, o.seed)

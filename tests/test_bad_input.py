@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -165,6 +166,24 @@ CASES = [
     Case("score-missing-checkpoint", ["score", "--checkpoint", "{tmp}/none.ckpt", "--model",
                                       "test_resnet@random", "--out", "{out}"], "--checkpoint"),
     Case("score-out-holds-a-users-file", SCORE + SMALL_SCORE, "--out {out}", out_before=True),
+    Case("score-features-missing-file", SCORE + ["--features", "{tmp}/none.npy", "--layers",
+                                                 "layer1.0"], "--features {tmp}/none.npy"),
+    Case("score-features-without-a-layer", SCORE + ["--features", "{tmp}/dirs.npy"], "--features",
+         setup=lambda tmp: np.save(tmp / "dirs.npy", np.ones((8, 2), np.float32))),
+    Case("score-activations-not-a-matrix", SCORE + SMALL_SCORE + ["--activations",
+                                                                  "{tmp}/acts.npy"],
+         "--activations {tmp}/acts.npy",
+         setup=lambda tmp: np.save(tmp / "acts.npy", np.ones(5, np.float32))),
+    # sae fit
+    Case("sae-fit-top-k-above-latents", ["sae", "fit", "--model", "test_resnet@random", "--layer",
+                                         "layer1.0", "--latents", "4", "--top-k", "8", "--out",
+                                         "{out}"], "--top-k 8"),
+    Case("sae-fit-unknown-layer", ["sae", "fit", "--model", "test_resnet@random", "--layer", "nope",
+                                   "--latents", "4", "--top-k", "2", "--out", "{out}"],
+         "--layer nope"),
+    Case("sae-fit-out-is-a-users-file", ["sae", "fit", "--model", "test_resnet@random", "--layer",
+                                         "layer1.0", "--latents", "4", "--top-k", "2", "--out",
+                                         "{out}"], "--out {out}", out_before=True),
     # stimuli and export-experiment
     Case("stimuli-unknown-difficulty", STIMULI + ["--difficulties", "easy,nope"],
          "--difficulties nope"),
@@ -357,7 +376,7 @@ def _commands(parser, prefix="") -> set[str]:
 
 def test_the_suite_tries_every_command():
     """A command added to the CLI without a bad-input case here fails this test."""
-    tried = {" ".join(c.argv[:2]) if c.argv[0] in ("leaderboard", "study") else c.argv[0]
+    tried = {" ".join(c.argv[:2]) if c.argv[0] in ("leaderboard", "study", "sae") else c.argv[0]
              for c in CASES}
     missing = _commands(build_parser()) - tried
     assert not missing, f"no bad-input case for {sorted(missing)}"

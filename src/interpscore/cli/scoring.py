@@ -65,9 +65,17 @@ def score(args) -> int:
     shard = shard_arg(args.shard)
     # A folder holding only shards/ is a run to resume (or a sharded run's other ranks).
     check_output_folder(args.out, args.overwrite, resumable=("shards",))
+    readout = _readout_of(args)
     scorer = load(args.checkpoint, cache_dir=args.cache_dir)
     options = vars(from_namespace(args, ScoringOptions))
+    if args.activations is not None:
+        frame = scorer.score_activations(args.activations, args.images, args.units,
+                                         model=args.model or "activations", out=args.out,
+                                         save_stimuli=args.save_stimuli, **options)
+        return _report(frame, args.out)
     request = dict(layers=layers_arg(args.layers), units=args.units, images=args.images, **options)
+    if readout is not None:
+        request.update(layers=readout.layer, readout=readout)
     if shard is not None:
         scorer.compute_shard(args.model, *shard, out=args.out, **request)
         print(f"shard {shard[0]}/{shard[1]} done -> {args.out}/shards/ (run without --shard "
@@ -77,6 +85,40 @@ def score(args) -> int:
         warnings.filterwarnings("ignore", message="skipping an unreadable image")
         frame = scorer.score_units(args.model, out=args.out, save_stimuli=args.save_stimuli,
                                    **request)
+    return _report(frame, args.out)
+
+
+def _readout_of(args):
+    """`--features` (an SAE file, or a direction matrix with one --layers) or `--activations`
+    instead of channels, checked before anything is loaded; None for channels."""
+    from ..stimuli.readouts import check_reduction, open_features
+
+    if args.reduction is not None:
+        check_reduction(args.reduction)
+    if args.activations is not None:
+        if args.features is not None:
+            raise InputError("--activations: give either --features or --activations")
+        if args.reduction is not None:
+            raise InputError("--reduction: precomputed --activations are already reduced")
+        return None
+    if args.model is None:
+        raise InputError("--model: required (unless --activations gives the activations)")
+    if args.features is None:
+        if args.reduction not in (None, "mean"):  # channels: IMI's mean, or another reduction
+            from ..stimuli.readouts import channel_readout
+
+            return channel_readout(args.reduction)
+        return None
+    layers = layers_arg(args.layers)
+    if layers != "auto" and len(layers) != 1:
+        raise InputError(f"--layers {args.layers}: --features reads one layer; give one")
+    return open_features(args.features, None if layers == "auto" else layers[0],
+                         args.reduction)
+
+
+def _report(frame, out) -> int:
+    from ..metric.scorer import summarise_scores
+
     skipped = frame.attrs["skipped_images"]
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s) of the pool, e.g. "
@@ -84,7 +126,7 @@ def score(args) -> int:
     for name, table in summarise_scores(frame).items():
         print(f"\nby {name}:\n{table.to_string(index=False, float_format='%.3f')}")
     print(f"\n{int((frame['status'] == 'ok').sum())} of {len(frame)} units scored -> "
-          f"{args.out}/scores.parquet (and .csv)")
+          f"{out}/scores.parquet (and .csv)")
     for reason, count in frame.loc[frame["status"] != "ok", "status"].value_counts().items():
         print(f"not scored: {count} unit(s): {reason}")  # the column `status` says it per unit
     return 0
@@ -164,8 +206,17 @@ def register(commands) -> None:
     sc = add_command(commands, "score", score, "score units of any model with a trained metric")
     sc.add_argument("--checkpoint", required=True,
                     help=f"{CHECKPOINT_HELP}, or 'mis' (training-free MIS, nothing to train first)")
-    sc.add_argument("--model", required=True, help=MODEL_HELP)
+    sc.add_argument("--model", help=f"{MODEL_HELP} (required, except with --activations, "
+                    "where it only labels the rows)")
     sc.add_argument("--images", default="default", help=IMAGES_HELP)
+    sc.add_argument("--features", help="score features instead of channels: an SAE file of "
+                    "`interpscore sae fit`, or a direction matrix [C, k] (.pt/.npy) with "
+                    "--layers LAYER")
+    sc.add_argument("--activations", help="score a precomputed matrix [n_images, n_units] "
+                    "over --images (.parquet/.csv with an `image` column, .pt, .npy; see "
+                    "docs/scoring.md)")
+    sc.add_argument("--reduction", help="over positions/tokens: mean (IMI; the default), max, "
+                    "or cls (ViTs); an SAE file's own default otherwise")
     sc.add_argument("--layers", default="auto", help="auto or L1,L2,...")
     sc.add_argument("--units", default="20", help="N (IMI sampling), N/layer (N of each layer), "
                     "all, or layer:channel,...")

@@ -28,6 +28,8 @@ from ..protocol import IMI
 from ..resources import DEFAULT_CACHE
 from ..stimuli.options import ScoringOptions
 from .checkpoint import LoadedMetric, load_checkpoint
+from .jobs import Job as _Job
+from .jobs import shard_file  # noqa: F401 (the zoo's launcher plans from it)
 
 
 def task_interval(p_tasks: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -43,85 +45,6 @@ def save_table(frame: pd.DataFrame, out: Path, stem: str) -> None:
     for suffix, write in ((".parquet", frame.to_parquet), (".csv", frame.to_csv)):
         with atomic_file(out / f"{stem}{suffix}") as tmp:
             write(tmp, index=False)
-
-
-def shard_file(shards: Path, rank: int, world: int) -> Path:
-    """Where pool slice `rank` of `world` of a sharded activation pass is saved (the one naming
-    rule: a launcher plans its array jobs from it without building the model)."""
-    return Path(shards) / f"activations-{rank}-of-{world}.pt"
-
-
-class _Job:
-    """One scoring request: the model, its units, the pool, and the shard files under OUT."""
-
-    def __init__(self, model, layers, units, images, options: ScoringOptions, cache_dir: Path,
-                 out: Path | None):
-        from ..stimuli.networks import load_model
-        from ..stimuli.pools import open_pool
-        from ..stimuli.selection import check_request, keep_for
-        from ..stimuli.units import check_units_spec, choose_units
-
-        # Everything that can be wrong with the request is found before the activation pass.
-        check_request(options.n_refs, options.n_batches, [options.difficulty])
-        check_units_spec(units)
-        self.spec, self.images, self.options = model, images, options
-        self.model = load_model(model, image_size=options.image_size)
-        self.units = choose_units(self.model, layers, units, options.image_size, options.seed)
-        self.pool = open_pool(images, size=options.image_size, n_images=options.pool_size,
-                              seed=options.seed, cache_dir=cache_dir / "pools")
-        check_request(options.n_refs, options.n_batches, [options.difficulty], len(self.pool))
-        self.keep = keep_for(options.n_refs, options.n_batches)
-        self.shards = out / "shards" if out is not None else None
-        self.signature = json.dumps(dict(
-            model=model, units=[(u.layer, u.channel) for u in self.units], pool=str(images),
-            pool_size=len(self.pool), image_size=options.image_size, keep=self.keep,
-            seed=options.seed), sort_keys=True)
-
-    def shard_file(self, rank: int, world: int) -> Path:
-        return shard_file(self.shards, rank, world)
-
-    def rankings(self, rank: int = 0, world: int = 1) -> dict:
-        """The activation pass over this rank's slice of the pool."""
-        from ..stimuli.activations import collect_rankings
-
-        n = len(self.pool)
-        part = collect_rankings(self.model, self.pool, self.units, self.keep,
-                                batch_size=self.options.batch_size, seed=self.options.seed,
-                                progress=self.options.progress, workers=self.options.workers,
-                                indices=range(rank * n // world, (rank + 1) * n // world))
-        return {"signature": self.signature, "rankings": part,
-                "skipped": dict(getattr(self.pool, "skipped", {}))}
-
-    def compute_shard(self, rank: int, world: int) -> Path:
-        path = self.shard_file(rank, world)
-        if not path.exists():
-            with atomic_file(path) as tmp:
-                torch.save(self.rankings(rank, world), tmp)
-        return path
-
-    def read_shard(self, rank: int, world: int) -> dict:
-        path = self.shard_file(rank, world)
-        data = torch.load(path, weights_only=False)
-        if data["signature"] != self.signature:
-            raise InputError(f"{path}: a shard of another scoring job; use another --out or "
-                             "delete the shards folder")
-        return data
-
-    def merged(self) -> tuple[dict, dict]:
-        """Rankings of the whole pool and the unreadable images: from the shard files where a
-        sharded run left them (computing only the missing ones), else in one pass."""
-        from ..stimuli.activations import merge_rankings
-
-        existing = sorted(self.shards.glob("activations-*-of-*.pt")) if self.shards else []
-        if not existing:
-            data = self.rankings()
-            return data["rankings"], data["skipped"]
-        world = max(int(p.stem.split("-of-")[1]) for p in existing)
-        parts = [self.read_shard(r, world) if self.shard_file(r, world).exists()
-                 else torch.load(self.compute_shard(r, world), weights_only=False)
-                 for r in range(world)]
-        rankings = merge_rankings([p["rankings"] for p in parts], self.keep, self.options.seed)
-        return rankings, {k: v for p in parts for k, v in p["skipped"].items()}
 
 
 class Scorer:
@@ -196,15 +119,19 @@ class Scorer:
         return self._score_tasks(torch.from_numpy(embeddings), [tasks], seed)[0]
 
     # -- scoring units of a model -----------------------------------------------------------
-    def job(self, model: str, layers="auto", units=20, images="default",
-            out: str | Path | None = None, **options) -> "_Job":
-        """A scoring request, checked and ready (model built, units chosen, pool open), whose
-        activation pass can run in shards saved under OUT/shards/ (`job.compute_shard`)."""
+    def _options(self, options: dict) -> ScoringOptions:
         checked = ScoringOptions.from_kwargs(options)
         if checked.image_size is None:  # the size the metric was trained at
             checked.image_size = self.metric.image_size or IMI.image_size
-        return _Job(model, layers, units, images, checked, self.cache_dir,
-                    Path(out) if out is not None else None)
+        return checked
+
+    def job(self, model: str, layers="auto", units=20, images="default",
+            out: str | Path | None = None, readout=None, **options) -> "_Job":
+        """A scoring request, checked and ready (model built, units chosen, pool open), whose
+        activation pass can run in shards saved under OUT/shards/ (`job.compute_shard`).
+        `readout` (`stimuli.readouts`) makes the units' activations; default: channels."""
+        return _Job(model, layers, units, images, self._options(options), self.cache_dir,
+                    Path(out) if out is not None else None, readout)
 
     def compute_shard(self, model: str, rank: int, world: int, out: str | Path, layers="auto",
                       units=20, images="default", **options) -> Path:
@@ -234,13 +161,44 @@ class Scorer:
 
     def score_units(self, model: str, layers="auto", units=20, images="default",
                     out: str | Path | None = None, save_stimuli: bool = False,
-                    **options) -> pd.DataFrame:
+                    readout=None, **options) -> pd.DataFrame:
         """One row per requested unit: model, layer, channel, layer_depth, score (predicted HIS),
         score_low/high (95 % interval over tasks), n_tasks, activation sparsity and spatial
         contrast, status. `options` are the fields of `ScoringOptions`. With OUT, the tables
         are written there and shard files a sharded run left there are merged.
         `frame.attrs["skipped_images"]` holds the pool images that could not be read."""
-        job = self.job(model, layers, units, images, out, **options)
+        job = self.job(model, layers, units, images, out, readout=readout, **options)
+        return self._run(job, out, save_stimuli)
+
+    def score_features(self, model: str, features, layer: str | None = None, units="all",
+                       images="default", reduction: str | None = None,
+                       out: str | Path | None = None, save_stimuli: bool = False,
+                       **options) -> pd.DataFrame:
+        """Score features of one layer: `features` is an SAE file of `interpscore sae fit`, a
+        direction matrix [C, k] (file, tensor or array; with `layer`), an object with
+        `encode` (with `layer`), or a `stimuli.readouts.Readout`. `reduction` over positions:
+        mean (IMI's, the default), max, or cls. Rows as `score_units`, `channel` being the
+        feature's index, with the readout's identity."""
+        from ..stimuli.readouts import open_features
+
+        readout = open_features(features, layer, reduction)
+        job = self.job(model, readout.layer, units, images, out, readout=readout, **options)
+        return self._run(job, out, save_stimuli)
+
+    def score_activations(self, activations, images="default", units="all",
+                          model: str = "activations", out: str | Path | None = None,
+                          save_stimuli: bool = False, **options) -> pd.DataFrame:
+        """Score the units of a precomputed activation matrix [n_images, n_units] (a file, see
+        `stimuli.matrix`; an array or tensor whose rows are the pool's images in order; or a
+        DataFrame with an `image` column) over the pool `images`. `units`: all, N (a seeded
+        sample of columns) or unit names. `model` only labels the rows."""
+        from .jobs import MatrixJob
+
+        job = MatrixJob(activations, images, units, model, self._options(options),
+                        self.cache_dir)
+        return self._run(job, out, save_stimuli)
+
+    def _run(self, job, out, save_stimuli: bool) -> pd.DataFrame:
         frame = self.score_job(job)
         if out is not None:
             self._write(frame, job, Path(out), frame.attrs["dropped"], save_stimuli,
@@ -255,8 +213,7 @@ class Scorer:
                           [o.difficulty], o.max_refs_per_source, o.seed)
 
     def _unit_rows(self, job: _Job, exemplars: list, dropped: dict) -> pd.DataFrame:
-        from ..stimuli.networks import module_depths
-        from ..stimuli.units import layer_channels
+        from ..stimuli.matrix import image_names
 
         o = job.options
         by_pool = [ex.tasks(o.difficulty) for ex in exemplars]
@@ -273,15 +230,19 @@ class Scorer:
                           [row for c in range(0, len(tasks), chunk)
                            for row in self._score_tasks(embeddings, tasks[c:c + chunk], o.seed + c)]))
         stats = {ex.unit: ex.stats for ex in exemplars}
-        depths = module_depths(job.model.module)
-        widths = layer_channels(job.model, sorted({u.layer for u in job.units}), o.image_size)
+        names = image_names(job.pool)
+        # The exemplars by image (file name, or index in the default pool), as JSON lists.
+        shown = {ex.unit: dict(
+            exemplars_max=json.dumps([[names[i] for i in b] for b in ex.refs_max]),
+            exemplars_min=json.dumps([[names[i] for i in b] for b in ex.refs_min]),
+            queries=json.dumps([[names[a], names[b]] for a, b in ex.queries[o.difficulty]]))
+            for ex in exemplars}
         rows = []
-        for unit in job.units:
-            row = dict(model=job.model.label, layer=unit.layer, channel=unit.channel,
-                       layer_depth=depths[unit.layer], layer_width=widths[unit.layer],
-                       difficulty=o.difficulty)
+        for unit, row in job.unit_columns().items():
+            row = {**row, "difficulty": o.difficulty}
             if unit in scored:
-                rows.append({**row, **scored[unit], **stats[unit], "status": "ok"})
+                rows.append({**row, **scored[unit], **stats[unit], **shown[unit],
+                             "status": "ok"})
             else:
                 rows.append({**row, "score": np.nan, "score_low": np.nan, "score_high": np.nan,
                              "n_tasks": 0, "status": dropped[unit]})
@@ -331,12 +292,13 @@ class Scorer:
                 save_table(table, tmp, f"summary_by_{name}")
             meta = dict(asdict(job.options), checkpoint=str(self.metric.path),
                         backbone=self.metric.backbone, model=job.spec, images=str(job.images),
+                        readout=job.identity,
                         pool_size=len(job.pool),
                         skipped_images=len(frame.attrs["skipped_images"]),
                         constant_units=n_constant)
             (tmp / "score_config.json").write_text(json.dumps(meta, indent=2))
             if save_stimuli:
-                write_store(tmp / "stimuli", job.model.label, exemplars, job.pool)
+                write_store(tmp / "stimuli", job.label, exemplars, job.pool)
 
 
 def summarise_scores(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:

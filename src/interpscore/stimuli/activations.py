@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .networks import LoadedModel, channel_maps, check_layers, spatial_contrast
+from .readouts import Readout, channel_readout
 from .units import Unit
 
 
@@ -143,42 +144,94 @@ class _PoolItems:
         return i, image, getattr(self.pool, "skipped", {}).get(i)
 
 
+class _Accumulator:
+    """Streaming ranks, reservoir and spatial contrast of units grouped by layer, fed batch by
+    batch with each layer's (B, U) activations: the one place both the hooked pass and a
+    precomputed matrix are ranked, so the two give the same exemplars."""
+
+    def __init__(self, units: list[Unit], keep: int, reservoir_size: int, seed: int, device):
+        import torch
+
+        self.seed, self.device = seed, device
+        self.per_layer = {layer: [u for u in units if u.layer == layer]
+                          for layer in sorted({u.layer for u in units})}
+        self.channel_index = {layer: torch.tensor([u.channel for u in us], device=device)
+                              for layer, us in self.per_layer.items()}
+        self.ranks = {layer: _StreamingRanks(len(us), keep, device)
+                      for layer, us in self.per_layer.items()}
+        self.reservoir_index = np.empty(0, np.int64)
+        self.reservoir_value = {layer: torch.empty(0, len(us), device=device)
+                                for layer, us in self.per_layer.items()}
+        self.contrast_sum = {layer: torch.zeros(len(us), dtype=torch.float64, device=device)
+                             for layer, us in self.per_layer.items()}
+        self.sampler = _Reservoir(reservoir_size, seed)
+
+    def add(self, index, values: dict) -> None:
+        """index (B,) pool positions; values[layer] (B, U) activations of its units."""
+        import torch
+
+        slots = self.sampler.slots(len(index))
+        grow = slots >= len(self.reservoir_index)
+        self.reservoir_index = np.concatenate([self.reservoir_index, np.full(grow.sum(), -1)])
+        self.reservoir_index[slots[slots >= 0]] = index.cpu().numpy()[slots >= 0]
+        kept = torch.from_numpy(slots >= 0).to(self.device)
+        where = torch.from_numpy(slots[slots >= 0]).to(self.device)
+        for layer, layer_values in values.items():
+            keys = tie_keys(layer_values.T, index, self.channel_index[layer], layer, self.seed)
+            self.ranks[layer].update(keys, layer_values.T, index.view(1, -1))
+            res = self.reservoir_value[layer]
+            if grow.any():
+                res = torch.cat([res, res.new_zeros(int(grow.sum()), res.shape[1])])
+            res[where] = layer_values[kept].to(res.dtype)
+            self.reservoir_value[layer] = res
+
+    def result(self, contrast: bool = True) -> dict[Unit, UnitRanking]:
+        out, seen = {}, self.sampler.seen
+        for layer, us in self.per_layer.items():
+            top = [t.cpu() for t in self.ranks[layer].top]
+            bottom = [t.cpu() for t in self.ranks[layer].bottom]
+            res_values = self.reservoir_value[layer].cpu()
+            sums = self.contrast_sum[layer].cpu()
+            for k, unit in enumerate(us):
+                res_value = res_values[:, k].numpy()
+                order = np.argsort(res_value, kind="stable")
+                out[unit] = UnitRanking(
+                    top[2][k].numpy(), top[1][k].numpy(), bottom[2][k].numpy(),
+                    bottom[1][k].numpy(), self.reservoir_index[order], res_value[order], seen,
+                    float(sums[k]) / max(seen, 1) if contrast else float("nan"))
+        return out
+
+
 def collect_rankings(model: LoadedModel, pool, units: list[Unit], keep: int,
                      reservoir_size: int = 4096, batch_size: int = 64, seed: int = 0,
-                     progress: bool = True, indices=None, workers: int = 0
-                     ) -> dict[Unit, UnitRanking]:
+                     progress: bool = True, indices=None, workers: int = 0,
+                     readout: Readout | None = None) -> dict[Unit, UnitRanking]:
     """One pass over the pool (or the pool positions `indices`, a shard of it) for all units,
     all their layers hooked at once. Images the pool cannot read (None) are skipped. Images are
     decoded in `workers` DataLoader processes; activations are reduced where the model runs
-    (on a GPU, in float16 autocast), and only the kept ranks come back to the host."""
+    (on a GPU, in float16 autocast), and only the kept ranks come back to the host. A unit's
+    activation is `readout`'s (default: the spatial mean of its channel, as IMI): every
+    feature of a layer comes from the same hooked output, so the cost grows with images and
+    layers, not with units."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
+    readout = readout or channel_readout()
     device = torch.device(model.device)
-    layers = sorted({u.layer for u in units})
+    acc = _Accumulator(units, keep, reservoir_size, seed, device)
+    layers = list(acc.per_layer)
     check_layers(model.module, layers)
     modules = dict(model.module.named_modules())
-    per_layer = {layer: [u for u in units if u.layer == layer] for layer in layers}
-    channel_index = {layer: torch.tensor([u.channel for u in us], device=device)
-                     for layer, us in per_layer.items()}
-    ranks = {layer: _StreamingRanks(len(us), keep, device) for layer, us in per_layer.items()}
-    reservoir_index = np.empty(0, np.int64)
-    reservoir_value = {layer: torch.empty(0, len(us), device=device)
-                       for layer, us in per_layer.items()}
     captured: dict[str, torch.Tensor] = {}
-    contrast_sum = {layer: torch.zeros(len(us), dtype=torch.float64, device=device)
-                    for layer, us in per_layer.items()}
     hooks = []
     for layer in layers:
         def hook(module, _inputs, output, layer=layer):
-            maps = channel_maps(module, output)
-            maps = maps[:, channel_index[layer]].float()
-            captured[layer] = maps.mean(2)
-            contrast_sum[layer] += spatial_contrast(maps).double().sum(0)
+            features = readout.features(channel_maps(module, output), acc.channel_index[layer])
+            captured[layer] = readout.reduce(features)
+            acc.contrast_sum[layer] += spatial_contrast(features).double().sum(0)
         hooks.append(modules[layer].register_forward_hook(hook))
 
-    sampler = _Reservoir(reservoir_size, seed)
     positions = list(range(len(pool)) if indices is None else indices)
     loader = DataLoader(_PoolItems(pool, positions), batch_size=batch_size, shuffle=False,
                         num_workers=workers, collate_fn=list,
@@ -198,38 +251,32 @@ def collect_rankings(model: LoadedModel, pool, units: list[Unit], keep: int,
                     continue
                 index = torch.tensor([i for i, _ in loaded], device=device)
                 model(torch.stack([image for _, image in loaded]).to(device, non_blocking=True))
-                slots = sampler.slots(len(index))
-                grow = slots >= len(reservoir_index)
-                reservoir_index = np.concatenate([reservoir_index, np.full(grow.sum(), -1)])
-                reservoir_index[slots[slots >= 0]] = index.cpu().numpy()[slots >= 0]
-                kept = torch.from_numpy(slots >= 0).to(device)
-                where = torch.from_numpy(slots[slots >= 0]).to(device)
-                for layer in layers:
-                    values = captured.pop(layer)  # (B, U)
-                    keys = tie_keys(values.T, index, channel_index[layer], layer, seed)
-                    ranks[layer].update(keys, values.T, index.view(1, -1))
-                    res = reservoir_value[layer]
-                    if grow.any():
-                        res = torch.cat([res, res.new_zeros(int(grow.sum()), res.shape[1])])
-                    res[where] = values[kept]
-                    reservoir_value[layer] = res
+                acc.add(index, {layer: captured.pop(layer).float() for layer in layers})
     finally:
         for handle in hooks:
             handle.remove()
+    return acc.result()
 
-    out, seen = {}, sampler.seen
-    for layer, us in per_layer.items():
-        top = [t.cpu() for t in ranks[layer].top]
-        bottom = [t.cpu() for t in ranks[layer].bottom]
-        res_values = reservoir_value[layer].cpu()
-        contrast = contrast_sum[layer].cpu()
-        for k, unit in enumerate(us):
-            res_value = res_values[:, k].numpy()
-            order = np.argsort(res_value, kind="stable")
-            out[unit] = UnitRanking(top[2][k].numpy(), top[1][k].numpy(), bottom[2][k].numpy(),
-                                    bottom[1][k].numpy(), reservoir_index[order], res_value[order],
-                                    seen, float(contrast[k]) / max(seen, 1))
-    return out
+
+def rank_matrix(values: np.ndarray, index: np.ndarray, units: list[Unit], keep: int,
+                reservoir_size: int = 4096, batch_size: int = 64, seed: int = 0
+                ) -> dict[Unit, UnitRanking]:
+    """Rankings of a precomputed activation matrix `values` [n_images, n_units] whose rows are
+    the pool positions `index` (columns in the order of `units`): fed in pool order, in
+    batches of `batch_size`, as the hooked pass feeds them, so a readout and the matrix it
+    produces give the same exemplars. Spatial contrast is unknown (NaN)."""
+    import torch
+
+    order = np.argsort(index, kind="stable")
+    values = torch.from_numpy(np.ascontiguousarray(values[order], dtype=np.float32))
+    index = torch.from_numpy(np.asarray(index)[order].astype(np.int64))
+    acc = _Accumulator(units, keep, reservoir_size, seed, "cpu")
+    column = {unit: j for j, unit in enumerate(units)}
+    columns = {layer: [column[u] for u in us] for layer, us in acc.per_layer.items()}
+    for start in range(0, len(index), batch_size):
+        rows = slice(start, start + batch_size)
+        acc.add(index[rows], {layer: values[rows][:, cols] for layer, cols in columns.items()})
+    return acc.result(contrast=False)
 
 
 def merge_rankings(parts: list[dict[Unit, UnitRanking]], keep: int, seed: int = 0

@@ -94,3 +94,24 @@ class VisualizationOptions:
 IMI_OPTIONS = VisualizationOptions(size=224, steps=20_000, min_steps=2_500, stop_window=2_000,
                                    alphas=(0.1, 0.3, 1.0, 3.0), fallback=True,
                                    units_per_batch=16)
+
+
+@dataclass
+class SAEFitOptions:
+    """`interpscore sae fit`: small defaults, so a Lite0 layer on the default pool fits in
+    about a minute on 2 CPU cores."""
+
+    top_k: int = option(8, "latents active per position (TopK)", POSITIVE_INT)
+    images: str = option("default", "image folder, saved HF dataset, or 'default' (the offline "
+                         "pool)")
+    pool_size: int = option(EMBEDDED.pool_size, "size of the default pool", POSITIVE_INT)
+    image_size: int = option(EMBEDDED.image_size, "pixels of the images", POSITIVE_INT)
+    positions_per_image: int = option(16, "positions (tokens) drawn from each image's map",
+                                      POSITIVE_INT)
+    epochs: int = option(10, "passes over the collected vectors", POSITIVE_INT)
+    batch_size: int = option(512, "vectors per optimisation step", POSITIVE_INT)
+    lr: float = option(1e-3, "Adam's learning rate", NON_NEGATIVE)
+    reduction: str = option("mean", "the reduction over positions recorded as the default of "
+                            "the file's features (mean as IMI, max, cls)",
+                            choices=("mean", "max", "cls"))
+    seed: int = option(0, "seed of the positions drawn and of the SAE's training", SEED)

@@ -11,10 +11,10 @@ from argparse import ArgumentError
 
 from ..errors import InputError
 from ..kernels import pin_cpu_kernels
-from . import data, leaderboard, scoring, stimuli, study
+from . import data, leaderboard, monitor, scoring, stimuli, study
 from .common import BAD_INPUT, INTERRUPTED, Parser, command_of, explain
 
-GROUPS = (data, stimuli, scoring, study, leaderboard)
+GROUPS = (data, stimuli, scoring, monitor, study, leaderboard)
 
 
 def build_parser() -> Parser:

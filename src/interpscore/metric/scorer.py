@@ -50,7 +50,7 @@ class _Job:
 
     def __init__(self, model, layers, units, images, options: ScoringOptions, cache_dir: Path,
                  out: Path | None):
-        from ..stimuli.networks import load_model
+        from ..stimuli.networks import LoadedModel, load_model
         from ..stimuli.pools import open_pool
         from ..stimuli.selection import check_request, keep_for
         from ..stimuli.units import check_units_spec, choose_units
@@ -58,18 +58,42 @@ class _Job:
         # Everything that can be wrong with the request is found before the activation pass.
         check_request(options.n_refs, options.n_batches, [options.difficulty])
         check_units_spec(units)
-        self.spec, self.images, self.options = model, images, options
-        self.model = load_model(model, image_size=options.image_size)
+        self.images, self.options = images, options
+        # A model already built (the monitor's: a user's module during training) is used as is.
+        self.model = (model if isinstance(model, LoadedModel)
+                      else load_model(model, image_size=options.image_size))
+        self.spec = model.label if isinstance(model, LoadedModel) else model
         self.units = choose_units(self.model, layers, units, options.image_size, options.seed)
         self.pool = open_pool(images, size=options.image_size, n_images=options.pool_size,
                               seed=options.seed, cache_dir=cache_dir / "pools")
         check_request(options.n_refs, options.n_batches, [options.difficulty], len(self.pool))
         self.keep = keep_for(options.n_refs, options.n_batches)
         self.shards = out / "shards" if out is not None else None
+        self._embedded: dict[int, np.ndarray] = {}  # pool index -> the metric's embedding
+        self._widths: dict[str, int] | None = None
         self.signature = json.dumps(dict(
-            model=model, units=[(u.layer, u.channel) for u in self.units], pool=str(images),
+            model=self.spec, units=[(u.layer, u.channel) for u in self.units], pool=str(images),
             pool_size=len(self.pool), image_size=options.image_size, keep=self.keep,
             seed=options.seed), sort_keys=True)
+
+    def embeddings(self, cache, indices: list[int]) -> torch.Tensor:
+        """The metric's embeddings of pool images, each image embedded once for the job's
+        life (a monitor scores one job at every check; the exemplars change, the pool not)."""
+        todo = [i for i in indices if i not in self._embedded]
+        if todo:
+            new = cache.embed_images([self.pool[i] for i in todo], progress=self.options.progress)
+            self._embedded.update(zip(todo, new))
+        return torch.from_numpy(np.stack([self._embedded[i] for i in indices]))
+
+    @property
+    def widths(self) -> dict[str, int]:
+        """Channels of each layer scored (one dummy forward pass, once)."""
+        from ..stimuli.units import layer_channels
+
+        if self._widths is None:
+            self._widths = layer_channels(self.model, sorted({u.layer for u in self.units}),
+                                          self.options.image_size)
+        return self._widths
 
     def shard_file(self, rank: int, world: int) -> Path:
         return self.shards / f"activations-{rank}-of-{world}.pt"
@@ -190,10 +214,11 @@ class Scorer:
         return self._score_tasks(torch.from_numpy(embeddings), [tasks], seed)[0]
 
     # -- scoring units of a model -----------------------------------------------------------
-    def job(self, model: str, layers="auto", units=20, images="default",
+    def job(self, model, layers="auto", units=20, images="default",
             out: str | Path | None = None, **options) -> "_Job":
         """A scoring request, checked and ready (model built, units chosen, pool open), whose
-        activation pass can run in shards saved under OUT/shards/ (`job.compute_shard`)."""
+        activation pass can run in shards saved under OUT/shards/ (`job.compute_shard`).
+        `model` is a spec, or a `LoadedModel` already built."""
         checked = ScoringOptions.from_kwargs(options)
         if checked.image_size is None:  # the size the metric was trained at
             checked.image_size = self.metric.image_size or IMI.image_size
@@ -250,14 +275,12 @@ class Scorer:
 
     def _unit_rows(self, job: _Job, exemplars: list, dropped: dict) -> pd.DataFrame:
         from ..stimuli.networks import module_depths
-        from ..stimuli.units import layer_channels
 
         o = job.options
         by_pool = [ex.tasks(o.difficulty) for ex in exemplars]
         used = sorted({i for unit_tasks in by_pool for task in unit_tasks for i in task.images()})
         row_of = {image: r for r, image in enumerate(used)}
-        embeddings = torch.from_numpy(self.cache.embed_images([job.pool[i] for i in used],
-                                                              progress=o.progress))
+        embeddings = job.embeddings(self.cache, used)
         tasks = [[task.map(row_of.__getitem__) for task in unit_tasks] for unit_tasks in by_pool]
         # In chunks of units (a task holds its references' embeddings while it is summarised),
         # so memory stays bounded for a whole model; the seed offset keeps each unit's
@@ -267,8 +290,7 @@ class Scorer:
                           [row for c in range(0, len(tasks), chunk)
                            for row in self._score_tasks(embeddings, tasks[c:c + chunk], o.seed + c)]))
         stats = {ex.unit: ex.stats for ex in exemplars}
-        depths = module_depths(job.model.module)
-        widths = layer_channels(job.model, sorted({u.layer for u in job.units}), o.image_size)
+        depths, widths = module_depths(job.model.module), job.widths
         rows = []
         for unit in job.units:
             row = dict(model=job.model.label, layer=unit.layer, channel=unit.channel,

@@ -243,3 +243,40 @@ def test_a_bad_layer_is_refused_before_training(tmp_path, cache):
         InterpretabilityMonitor(features="sae.pt")
     with pytest.raises(InputError, match="^every_n_epochs 0"):
         InterpretabilityMonitor(every_n_epochs=0)
+
+
+DDP_SCRIPT = '''
+import sys, torch, lightning.pytorch as pl
+from lightning.pytorch.loggers import CSVLogger
+sys.path.insert(0, sys.argv[2])
+from test_monitor import PROBE, Classifier, loaders
+from interpscore.monitor import InterpretabilityMonitor
+
+train, val = loaders()
+trainer = pl.Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, accelerator="cpu",
+                     devices=2, strategy="ddp", logger=CSVLogger(sys.argv[1], name="run"),
+                     enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False,
+                     callbacks=[InterpretabilityMonitor(model_attr="model", cache_dir=sys.argv[3],
+                                                        **PROBE)])
+trainer.fit(Classifier.make(), train, val)
+'''
+
+
+@pytest.mark.slow
+def test_under_ddp_rank_0_checks_while_the_other_waits(tmp_path, cache):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "ddp_monitor.py"
+    script.write_text(DDP_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), str(Path(__file__).parent),
+                           str(cache)], env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (version,) = (tmp_path / "run").iterdir()
+    logged = pd.read_csv(version / "metrics.csv").dropna(subset=["interp/mean"])
+    assert logged["step"].tolist() == [0, 2, 4]  # each rank takes 2 batches an epoch
+    assert (version / "interpretability.png").is_file()

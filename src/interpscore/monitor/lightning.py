@@ -67,8 +67,9 @@ class InterpretabilityMonitor(Callback):
             self._check(trainer, pl_module)
 
     def on_fit_end(self, trainer, pl_module) -> None:
+        out = self.out_dir(trainer)  # on every rank: `trainer.log_dir` is a broadcast
         if trainer.is_global_zero and self.tables:
-            write_outputs(self.table(), self.out_dir(trainer), self.monitor.metric,
+            write_outputs(self.table(), out, self.monitor.metric,
                           pd.DataFrame(self.validation, columns=["step", "name", "value"]))
         trainer.strategy.barrier("interpscore-monitor-end")
 

@@ -56,6 +56,16 @@ def _folder(name):
     return lambda tmp: (tmp / name).mkdir()
 
 
+def _state_dict(name, arch="test_resnet"):
+    """A saved state dict of a timm architecture (untrained)."""
+    def write(tmp):
+        import timm
+        import torch
+
+        torch.save(timm.create_model(arch, pretrained=False).state_dict(), tmp / name)
+    return write
+
+
 PREPARE = ["prepare", "--responses", "{csv}", "--out", "{out}"]
 SIMULATE = ["simulate", "--out", "{out}"]
 EVALUATE = ["evaluate", "--checkpoint", "{ckpt}", "--cache-dir", "{cache}", "--out", "{out}"]
@@ -65,6 +75,8 @@ STIMULI = ["stimuli", "--model", "test_resnet@random", "--out", "{out}"]
 EXPORT = ["export-experiment", "--out", "{out}"]
 ZOO = ["zoo", "--checkpoint", "mis", "--models", "test_resnet@random", "--cache-dir", "{cache}",
        "--out", "{out}"]
+TRACK = ["track", "--model", "test_resnet", "{tmp}/ckpt.pt", "--cache-dir", "{cache}",
+         "--out", "{out}"]
 VISUALIZE = ["visualize", "--model", "test_resnet@random", "--out", "{out}"]
 BUILD = ["study", "build", "--stimuli", "{tmp}/store", "--out", "{out}"]
 SERVE = ["study", "serve", "{tmp}/nostudy", "--results", "{tmp}/answers"]
@@ -217,6 +229,21 @@ CASES = [
     Case("zoo-shard-garbled", ZOO + ["--shard", "2/2"], "--shard 2/2"),
     Case("zoo-unknown-difficulty", ZOO + ["--difficulty", "hard50"], "--difficulty"),
     Case("zoo-out-holds-a-users-file", ZOO, "--out {out}", out_before=True),
+    # track
+    Case("track-missing-checkpoint", TRACK, "{tmp}/ckpt.pt", also=["no such checkpoint"]),
+    Case("track-other-architecture", TRACK[:3] + ["{tmp}/ckpt.pt", "{tmp}/other.pt"] + TRACK[4:],
+         "{tmp}/other.pt: not a checkpoint of this architecture",
+         setup=lambda tmp: (_state_dict("ckpt.pt")(tmp), _state_dict("other.pt", "test_vit")(tmp))),
+    Case("track-not-a-checkpoint", TRACK, "{tmp}/ckpt.pt: not a readable checkpoint",
+         setup=_file("ckpt.pt")),
+    Case("track-unknown-layer", TRACK + ["--layers", "layer9"], "--layers layer9",
+         setup=_state_dict("ckpt.pt")),
+    Case("track-units-word", TRACK + ["--units", "abc"], "--units abc",
+         setup=_state_dict("ckpt.pt")),
+    Case("track-unknown-metric", TRACK + ["--metric", "{tmp}/none.ckpt"], "metric {tmp}/none.ckpt",
+         setup=_state_dict("ckpt.pt")),
+    Case("track-out-holds-a-users-file", TRACK, "--out {out}", out_before=True,
+         setup=_state_dict("ckpt.pt")),
     # study
     Case("study-build-missing-store", ["study", "build", "--stimuli", "{tmp}/nostore", "--out",
                                        "{out}"], "--stimuli {tmp}/nostore"),

@@ -11,10 +11,10 @@ from argparse import ArgumentError
 
 from ..errors import InputError
 from ..kernels import pin_cpu_kernels
-from . import data, features, leaderboard, scoring, stimuli, study
+from . import data, features, leaderboard, monitor, scoring, stimuli, study
 from .common import BAD_INPUT, INTERRUPTED, Parser, command_of, explain
 
-GROUPS = (data, stimuli, features, scoring, study, leaderboard)
+GROUPS = (data, stimuli, features, scoring, monitor, study, leaderboard)
 
 
 def build_parser() -> Parser:

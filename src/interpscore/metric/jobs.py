@@ -23,13 +23,26 @@ def shard_file(shards: Path, rank: int, world: int) -> Path:
     return Path(shards) / f"activations-{rank}-of-{world}.pt"
 
 
-class Job:
+class _EmbedsOnce:
+    """The metric's embeddings of pool images, each image embedded once for the job's life (a
+    monitor scores one job at every check: the exemplars change, the pool does not)."""
+
+    def embeddings(self, cache, indices: list[int]) -> torch.Tensor:
+        known = self.__dict__.setdefault("_embedded", {})  # pool index -> embedding
+        todo = [i for i in indices if i not in known]
+        if todo:
+            new = cache.embed_images([self.pool[i] for i in todo], progress=self.options.progress)
+            known.update(zip(todo, new))
+        return torch.from_numpy(np.stack([known[i] for i in indices]))
+
+
+class Job(_EmbedsOnce):
     """One scoring request: the model, its units (read by a readout), the pool, and the shard
     files under OUT."""
 
     def __init__(self, model, layers, units, images, options: ScoringOptions, cache_dir: Path,
                  out: Path | None, readout=None):
-        from ..stimuli.networks import layers_of_interest, load_model
+        from ..stimuli.networks import LoadedModel, layers_of_interest, load_model
         from ..stimuli.pools import open_pool
         from ..stimuli.readouts import channel_readout, check_readout
         from ..stimuli.selection import check_request, keep_for
@@ -42,12 +55,15 @@ class Job:
         if self.readout.kind != "channel" and "synthetic" in options.explanation_kinds:
             raise InputError("--explanations synthetic: feature visualisations of features "
                              "other than channels are not made yet; use natural")
-        self.spec, self.images, self.options = model, images, options
-        self.model = load_model(model, image_size=options.image_size)
+        self.images, self.options = images, options
+        # A model already built (the monitor's: a user's module during training) is used as is.
+        self.model = (model if isinstance(model, LoadedModel)
+                      else load_model(model, image_size=options.image_size))
+        self.spec = self.model.label if isinstance(model, LoadedModel) else model
         size = options.image_size or self.model.input_size
         named = (layers_of_interest(self.model.module) if layers in (None, "auto")
                  else [layers] if isinstance(layers, str) else list(layers))
-        check_readout(self.readout, self.model, model, size, named)
+        check_readout(self.readout, self.model, self.spec, size, named)
         if self.readout.layer is None:
             self.units = choose_units(self.model, layers, units, options.image_size,
                                       options.seed)
@@ -60,7 +76,7 @@ class Job:
         self.keep = keep_for(options.n_refs, options.n_batches)
         self.shards = out / "shards" if out is not None else None
         self.signature = json.dumps(dict(
-            model=model, units=[(u.layer, u.channel) for u in self.units], pool=str(images),
+            model=self.spec, units=[(u.layer, u.channel) for u in self.units], pool=str(images),
             pool_size=len(self.pool), image_size=options.image_size, keep=self.keep,
             seed=options.seed, readout=self.readout.identity()), sort_keys=True)
 
@@ -69,11 +85,13 @@ class Job:
         from ..stimuli.networks import module_depths
 
         depths = module_depths(self.model.module)
-        if self.readout.layer is None:
+        if self.readout.layer is None:  # one dummy forward pass, once for the job's life
             from ..stimuli.units import layer_channels
 
-            widths = layer_channels(self.model, sorted({u.layer for u in self.units}),
-                                    self.options.image_size)
+            if "_widths" not in self.__dict__:
+                self._widths = layer_channels(self.model, sorted({u.layer for u in self.units}),
+                                              self.options.image_size)
+            widths = self._widths
         else:
             widths = {self.readout.layer: self.readout.n_features}
         return {u: dict(model=self.model.label, layer=u.layer, channel=u.channel,
@@ -136,7 +154,7 @@ class Job:
         return rankings, {k: v for p in parts for k, v in p["skipped"].items()}
 
 
-class MatrixJob:
+class MatrixJob(_EmbedsOnce):
     def __init__(self, activations, images, units, label: str, options: ScoringOptions,
                  cache_dir: Path):
         from ..stimuli.matrix import read_activations

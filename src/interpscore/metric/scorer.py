@@ -125,11 +125,13 @@ class Scorer:
             checked.image_size = self.metric.image_size or IMI.image_size
         return checked
 
-    def job(self, model: str, layers="auto", units=20, images="default",
+    def job(self, model, layers="auto", units=20, images="default",
             out: str | Path | None = None, readout=None, **options) -> "_Job":
         """A scoring request, checked and ready (model built, units chosen, pool open), whose
         activation pass can run in shards saved under OUT/shards/ (`job.compute_shard`).
-        `readout` (`stimuli.readouts`) makes the units' activations; default: channels."""
+        `model` is a spec, or a `LoadedModel` already built (the monitor's: a user's module
+        during training); `readout` (`stimuli.readouts`) makes the units' activations;
+        default: channels."""
         return _Job(model, layers, units, images, self._options(options), self.cache_dir,
                     Path(out) if out is not None else None, readout)
 
@@ -219,8 +221,7 @@ class Scorer:
         by_pool = [ex.tasks(o.difficulty) for ex in exemplars]
         used = sorted({i for unit_tasks in by_pool for task in unit_tasks for i in task.images()})
         row_of = {image: r for r, image in enumerate(used)}
-        embeddings = torch.from_numpy(self.cache.embed_images([job.pool[i] for i in used],
-                                                              progress=o.progress))
+        embeddings = job.embeddings(self.cache, used)
         tasks = [[task.map(row_of.__getitem__) for task in unit_tasks] for unit_tasks in by_pool]
         # In chunks of units (a task holds its references' embeddings while it is summarised),
         # so memory stays bounded for a whole model; the seed offset keeps each unit's

@@ -345,10 +345,10 @@ def spatial_contrast(maps: "torch.Tensor") -> "torch.Tensor":
     return maps.std(2) / (maps.abs().mean(2) + 1e-8)
 
 
-def check_layers(model, layers) -> None:
+def check_layers(model, layers, option: str = "--layers") -> None:
     names = dict(model.named_modules())
     unknown = [layer for layer in layers if layer not in names]
     if unknown:
         valid = layers_of_interest(model)
-        raise InputError(f"--layers {','.join(unknown)}: unknown layer(s); layers of interest: "
+        raise InputError(f"{option} {','.join(unknown)}: unknown layer(s); layers of interest: "
                          f"{', '.join(valid[:40])}{' ...' if len(valid) > 40 else ''}")

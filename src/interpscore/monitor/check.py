@@ -1,0 +1,186 @@
+"""Watch interpretability while a model trains: the plain-PyTorch door.
+
+    monitor = Monitor("mis", layers="auto", units=64)
+    for epoch in ...:
+        train_one_epoch(model)
+        table = monitor.check(model, step)      # one row per unit: step, layer, unit, score
+
+A check is the scoring path of `interpscore score` on a model held in memory: units and probe
+pool are fixed at the first check (one `Scorer` job kept for the run, so each probe image is
+embedded by the metric once), then each check is one hooked forward pass of the pool under
+`no_grad`, exemplar selection and the metric. It leaves no trace in training: every module's
+train/eval mode and the RNG states (torch CPU and CUDA, numpy, `random`) are put back, and
+nothing writes weights, buffers (eval mode: batch norm keeps its running statistics) or `.grad`.
+No Lightning here: the callback lives in `monitor.lightning`.
+"""
+
+from __future__ import annotations
+
+import random
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..resources import DEFAULT_CACHE
+
+from .options import DEFAULT_POOL, WatchOptions
+
+STATS = ("mean", "p05", "p50", "p95")
+ALL_LAYERS = "all"  # the summary row over every unit of a check
+
+
+@contextmanager
+def untouched(model=None):
+    """Run a block without leaving a trace on training: the RNG states (torch CPU and every
+    CUDA device, numpy's global, python's `random`) and, for `model`, every module's
+    train/eval mode are restored afterwards; the block runs with the model in eval mode."""
+    import torch
+
+    states = (torch.get_rng_state(), np.random.get_state(), random.getstate(),
+              torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
+    modes = [(m, m.training) for m in model.modules()] if model is not None else []
+    try:
+        if model is not None:
+            model.eval()
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training  # exactly as it was, module by module (not .train())
+        torch.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
+
+
+def wrap_model(module, label: str = "model"):
+    """A user's `nn.Module` as the scoring path's LoadedModel: timm's normalisation where the
+    module carries a timm config, ImageNet's otherwise."""
+    from ..stimuli.networks import LoadedModel
+
+    config = getattr(module, "pretrained_cfg", None) or {}
+    mean = tuple(config.get("mean", (0.485, 0.456, 0.406)))
+    std = tuple(config.get("std", (0.229, 0.224, 0.225)))
+    size = int(config.get("input_size", (3, 224, 224))[-1])
+    return LoadedModel(module, label, mean, std, size)
+
+
+class Monitor:
+    """Predicted interpretability of a fixed sample of units, checked as a model trains.
+
+    metric: "mis" (training-free) or a checkpoint of `python train.py`; layers: "auto" (the
+    layers of interest) or `named_modules()` names; units: N (IMI sampling), N/layer, or
+    LAYER:CHANNEL,...; images: "default" (the offline pool) or a folder; pool_size, image_size
+    (None: the metric's), seed; other `ScoringOptions` (n_refs, n_batches, batch_size, ...) as
+    keywords. `features` (SAE latents, directions) is not supported yet."""
+
+    def __init__(self, metric: str | Path = WatchOptions.metric, layers=WatchOptions.layers,
+                 units=int(WatchOptions.units), features=None, images=WatchOptions.images,
+                 pool_size: int = DEFAULT_POOL, image_size: int | None = None,
+                 seed: int = 0, cache_dir: str | Path = DEFAULT_CACHE, **options):
+        from ..stimuli.options import ScoringOptions
+        from ..stimuli.units import check_units_spec
+
+        if features is not None:
+            raise InputError("features: monitoring feature readouts (SAE latents, directions) is "
+                             "not supported yet; leave features=None to watch channels")
+        if str(metric) != "mis" and not Path(metric).is_file():
+            raise InputError(f"metric {metric}: no such checkpoint; give 'mis' or the best.ckpt "
+                             "that `python train.py` printed")
+        if images not in (None, "default") and not Path(images).exists():
+            raise InputError(f"images {images}: no such folder; give a folder of images or "
+                             "'default' (the offline pool)")
+        if isinstance(layers, str) and layers != "auto":
+            layers = [name.strip() for name in layers.split(",")]
+        check_units_spec(units)  # before any model is looked at
+        self.metric, self.layers, self.units, self.images = str(metric), layers, units, images
+        self.cache_dir = Path(cache_dir)
+        self.options = ScoringOptions.from_kwargs(
+            {"progress": False, **options, "pool_size": pool_size, "image_size": image_size,
+             "seed": seed})
+        self._scorer = None
+        self._job = None
+
+    @property
+    def scorer(self):
+        if self._scorer is None:
+            from ..metric.scorer import load
+
+            with untouched():  # building the metric's backbone draws no training randomness
+                self._scorer = load(self.metric, cache_dir=self.cache_dir)
+        return self._scorer
+
+    def validate(self, model, option: str = "layers") -> None:
+        """Refuse bad options before training starts: the layers exist in `model` (the
+        message names `option`), the metric loads."""
+        from ..stimuli.networks import check_layers
+
+        if self.layers != "auto":
+            check_layers(model, self.layers, option)
+        self.scorer  # noqa: B018 (a bad checkpoint is found now, not at the first check)
+
+    @property
+    def units_chosen(self):
+        """The units checked (known once the first check has run)."""
+        return None if self._job is None else list(self._job.units)
+
+    def _job_for(self, module):
+        """The scoring job, made at the first check: units and pool fixed for the run. Later
+        checks reuse it with the module's current weights (the same module, or a twin)."""
+        if self._job is None:
+            self.validate(module)
+            self._job = self.scorer.job(wrap_model(module), self.layers, self.units, self.images,
+                                        **_fields(self.options))
+        else:
+            self._job.model.module = module
+        return self._job
+
+    def check(self, model, step: int) -> pd.DataFrame:
+        """One row per unit: step, layer, unit (channel), score (predicted HIS), its 95 %
+        interval over tasks, status. Weights, modes, RNG states and gradients are untouched."""
+        import torch
+
+        with untouched(model), torch.no_grad():
+            job = self._job_for(model)
+            frame = self.scorer.score_job(job, job.rankings()["rankings"])
+        frame = frame.rename(columns={"channel": "unit"}).assign(step=int(step))
+        return frame[["step", "layer", "unit", "score", "score_low", "score_high", "layer_depth",
+                      "status"]]
+
+
+def _fields(options) -> dict:
+    from dataclasses import asdict
+
+    return asdict(options)
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per step and layer (in depth order), then over all units of the step (layer "all"):
+    units scored, mean, 5th, 50th and 95th percentile of the predicted score."""
+    ok = table[table["status"] == "ok"] if "status" in table else table
+    rows = []
+    for step, at_step in ok.groupby("step", sort=True):
+        order = (at_step.groupby("layer")["layer_depth"].first().sort_values().index
+                 if "layer_depth" in at_step else sorted(at_step["layer"].unique()))
+        groups = [(layer, at_step[at_step["layer"] == layer]["score"]) for layer in order]
+        for layer, scores in groups + [(ALL_LAYERS, at_step["score"])]:
+            values = scores.to_numpy(float)
+            rows.append(dict(step=step, layer=layer, units=len(values), mean=values.mean(),
+                             p05=np.percentile(values, 5), p50=np.percentile(values, 50),
+                             p95=np.percentile(values, 95)))
+    return pd.DataFrame(rows, columns=["step", "layer", "units", *STATS])
+
+
+def log_values(table: pd.DataFrame) -> dict[str, float]:
+    """What a logger gets from one check: `interp/<layer>/<stat>` and `interp/mean`."""
+    values = {}
+    for row in summary(table).itertuples():
+        if row.layer == ALL_LAYERS:
+            values["interp/mean"] = float(row.mean)
+        else:
+            values.update({f"interp/{row.layer}/{stat}": float(getattr(row, stat))
+                           for stat in STATS})
+    return values

@@ -29,9 +29,10 @@ class Job:
 
     def __init__(self, model, layers, units, images, options: ScoringOptions, cache_dir: Path,
                  out: Path | None, readout=None):
-        from ..stimuli.networks import layers_of_interest, load_model
+        from ..stimuli.networks import load_model
         from ..stimuli.pools import open_pool
         from ..stimuli.readouts import channel_readout, check_readout
+        from ..stimuli.scoring_layers import named_layers
         from ..stimuli.selection import check_request, keep_for
         from ..stimuli.units import check_units_spec, choose_units, parse_units
 
@@ -39,17 +40,13 @@ class Job:
         check_request(options.n_refs, options.n_batches, [options.difficulty])
         check_units_spec(units)
         self.readout = readout or channel_readout()
-        if self.readout.kind != "channel" and "synthetic" in options.explanation_kinds:
-            raise InputError("--explanations synthetic: feature visualisations of features "
-                             "other than channels are not made yet; use natural")
         self.spec, self.images, self.options = model, images, options
         self.model = load_model(model, image_size=options.image_size)
         size = options.image_size or self.model.input_size
-        named = (layers_of_interest(self.model.module) if layers in (None, "auto")
-                 else [layers] if isinstance(layers, str) else list(layers))
+        named = named_layers(self.model.module, layers)
         check_readout(self.readout, self.model, model, size, named)
         if self.readout.layer is None:
-            self.units = choose_units(self.model, layers, units, options.image_size,
+            self.units = choose_units(self.model, named, units, options.image_size,
                                       options.seed)
         else:  # a layer's features: its units are the readout's, not its channels
             self.units = parse_units(units, {self.readout.layer: self.readout.n_features},

@@ -138,6 +138,27 @@ def layers_arg(text: str):
     return "auto" if text == "auto" else [name.strip() for name in text.split(",")]
 
 
+def readout_arg(features, layers: str = "auto", reduction: str | None = None):
+    """`--features FILE` (an SAE file, or a direction matrix with one `--layers L`) as a
+    readout, checked before any work; None without --features."""
+    from ..stimuli.readouts import check_reduction, open_features
+
+    if reduction is not None:
+        check_reduction(reduction)
+    if features is None:
+        return None
+    names = layers_arg(layers)
+    if names != "auto" and len(names) != 1:
+        raise InputError(f"--layers {layers}: --features reads one layer; give one")
+    return open_features(features, None if names == "auto" else names[0], reduction)
+
+
+FEATURES_HELP = ("features instead of channels: an SAE file of `interpscore sae fit`, or a "
+                 "direction matrix [C, k] (.pt/.npy) with --layers LAYER")
+REDUCTION_HELP = ("over positions/tokens: mean (IMI; the default), max, or cls (ViTs); an SAE "
+                  "file's own default otherwise")
+
+
 def shard_arg(text: str | None) -> tuple[int, int] | None:
     """`--shard R/W`, or torchrun's RANK and WORLD_SIZE when it launched us."""
     import os

@@ -10,7 +10,8 @@ from ..errors import InputError
 from ..options import (IMAGES_HELP, MODEL_HELP, POSITIVE_INT, add_fields, from_namespace,
                        overwrite_help)
 from ..resources import DEFAULT_CACHE
-from .common import add_command, layers_arg, shard_arg
+from .common import (FEATURES_HELP, REDUCTION_HELP, add_command, layers_arg, readout_arg,
+                     shard_arg)
 
 CHECKPOINT_HELP = "a checkpoint of `python train.py`"
 
@@ -91,7 +92,7 @@ def score(args) -> int:
 def _readout_of(args):
     """`--features` (an SAE file, or a direction matrix with one --layers) or `--activations`
     instead of channels, checked before anything is loaded; None for channels."""
-    from ..stimuli.readouts import check_reduction, open_features
+    from ..stimuli.readouts import check_reduction
 
     if args.reduction is not None:
         check_reduction(args.reduction)
@@ -109,11 +110,7 @@ def _readout_of(args):
 
             return channel_readout(args.reduction)
         return None
-    layers = layers_arg(args.layers)
-    if layers != "auto" and len(layers) != 1:
-        raise InputError(f"--layers {args.layers}: --features reads one layer; give one")
-    return open_features(args.features, None if layers == "auto" else layers[0],
-                         args.reduction)
+    return readout_arg(args.features, args.layers, args.reduction)
 
 
 def _report(frame, out) -> int:
@@ -142,6 +139,7 @@ def zoo(args) -> int:
     check_launcher(launch, args.shard)  # submitit and sbatch are there, before any work
     models = read_models(args.models)
     request = dict(images=args.images, layers=args.layers, units=args.units,
+                   features=args.features, reduction=args.reduction,
                    pool_shards=args.pool_shards, overwrite=args.overwrite,
                    cache_dir=args.cache_dir, metadata=args.metadata,
                    **vars(from_namespace(args, ScoringOptions)))
@@ -209,14 +207,11 @@ def register(commands) -> None:
     sc.add_argument("--model", help=f"{MODEL_HELP} (required, except with --activations, "
                     "where it only labels the rows)")
     sc.add_argument("--images", default="default", help=IMAGES_HELP)
-    sc.add_argument("--features", help="score features instead of channels: an SAE file of "
-                    "`interpscore sae fit`, or a direction matrix [C, k] (.pt/.npy) with "
-                    "--layers LAYER")
+    sc.add_argument("--features", help=FEATURES_HELP)
     sc.add_argument("--activations", help="score a precomputed matrix [n_images, n_units] "
                     "over --images (.parquet/.csv with an `image` column, .pt, .npy; see "
                     "docs/scoring.md)")
-    sc.add_argument("--reduction", help="over positions/tokens: mean (IMI; the default), max, "
-                    "or cls (ViTs); an SAE file's own default otherwise")
+    sc.add_argument("--reduction", help=REDUCTION_HELP)
     sc.add_argument("--layers", default="auto", help="auto or L1,L2,...")
     sc.add_argument("--units", default="20", help="N (IMI sampling), N/layer (N of each layer), "
                     "all, or layer:channel,...")
@@ -240,6 +235,8 @@ def register(commands) -> None:
                     help="start again in an --out that holds another scan or other files")
     zo.add_argument("--layers", default="auto", help="auto (the layers of interest) or L1,L2,...")
     zo.add_argument("--units", default="all", help="all, or N/layer (a seeded sample per layer)")
+    zo.add_argument("--features", help=f"scan {FEATURES_HELP} (every model must have it)")
+    zo.add_argument("--reduction", help=REDUCTION_HELP)
     zo.add_argument("--metadata", help="CSV with columns model, top1, params (params are "
                     "computed where absent)")
     add_fields(zo, ScoringOptions)

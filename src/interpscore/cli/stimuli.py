@@ -8,7 +8,7 @@ from ..atomic import check_output_folder
 from ..options import (IMAGES_HELP, MODEL_HELP, POSITIVE_INT, add_fields, from_namespace,
                        overwrite_help)
 from ..protocol import EMBEDDED, IMI
-from .common import add_command, layers_arg
+from .common import FEATURES_HELP, REDUCTION_HELP, add_command, layers_arg, readout_arg
 
 # ScoringOptions fields the `stimuli` command shares (it takes several difficulties at once).
 STIMULI_OPTIONS = ("n_refs", "n_batches", "image_size", "max_refs_per_source", "batch_size",
@@ -16,11 +16,12 @@ STIMULI_OPTIONS = ("n_refs", "n_batches", "image_size", "max_refs_per_source", "
 
 
 def layers(args) -> int:
-    from ..stimuli.networks import layers_of_interest, load_model, module_depths
+    from ..stimuli.networks import load_model, module_depths
+    from ..stimuli.scoring_layers import scoring_layers
     from ..stimuli.units import layer_channels
 
     model = load_model(args.model, image_size=args.image_size)
-    names = layers_of_interest(model.module)
+    names = scoring_layers(model.module)
     channels = layer_channels(model, names, args.image_size or model.input_size)
     depths = module_depths(model.module)
     print(f"{'layer':48s} {'units':>6s} {'depth':>6s}")
@@ -57,7 +58,9 @@ def stimuli(args) -> int:
 def visualize(args) -> int:
     from ..stimuli.networks import load_model
     from ..stimuli.pools import open_pool
-    from ..stimuli.units import check_units_spec, choose_units
+    from ..stimuli.readouts import check_readout, for_store
+    from ..stimuli.scoring_layers import named_layers
+    from ..stimuli.units import check_units_spec, choose_units, parse_units
     from ..stimuli.visual_store import plot_visualizations, write_visualizations
     from ..stimuli.visualize import (VisualizationOptions, check_options, natural_rankings,
                                      visualize_units)
@@ -65,13 +68,21 @@ def visualize(args) -> int:
     options = from_namespace(args, VisualizationOptions)
     check_options(options)
     check_units_spec(args.units)
+    readout = readout_arg(args.features, args.layers, args.reduction)
     model = load_model(args.model, image_size=options.size)
-    units = choose_units(model, layers_arg(args.layers), args.units, options.size, options.seed)
+    if readout is None:
+        units = choose_units(model, named_layers(model.module, layers_arg(args.layers)),
+                             args.units, options.size, options.seed)
+    else:  # the readout's features of its layer are the units
+        check_readout(readout, model, args.model, options.size)
+        units = parse_units(args.units, {readout.layer: readout.n_features}, options.seed)
     pool = open_pool(args.images, size=options.size, n_images=args.pool_size, seed=options.seed)
     natural = natural_rankings(model, pool, units, keep=options.n_images, seed=options.seed,
-                               progress=True)
-    made = visualize_units(model, units, options, natural)
-    table = write_visualizations(args.out, model.label, made, overwrite=args.overwrite)
+                               progress=True, readout=readout)
+    made = visualize_units(model, units, options, natural, readout)
+    identity = readout.identity() if readout is not None else None
+    stored = for_store(made, identity)  # a feature's folder names its readout
+    table = write_visualizations(args.out, model.label, stored, overwrite=args.overwrite)
     figure = plot_visualizations(Path(args.out) / model.label / "visualizations.png", made, pool,
                                  natural, title=f"{model.label}: feature visualisations beside "
                                  "natural exemplars")
@@ -109,6 +120,8 @@ def register(commands) -> None:
     vis.add_argument("--model", required=True, help=MODEL_HELP)
     vis.add_argument("--units", default="8", help="N (IMI sampling), N/layer, or layer:channel,...")
     vis.add_argument("--layers", default="auto", help="auto or L1,L2,...")
+    vis.add_argument("--features", help=f"visualise {FEATURES_HELP}")
+    vis.add_argument("--reduction", help=REDUCTION_HELP)
     vis.add_argument("--images", default="default", help=f"{IMAGES_HELP}: the natural "
                      "exemplars the visualisations are checked against")
     vis.add_argument("--pool-size", type=POSITIVE_INT, default=EMBEDDED.pool_size,

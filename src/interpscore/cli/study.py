@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..options import (NON_NEGATIVE_INT, POSITIVE_INT, SEED, add_fields, from_namespace,
                        overwrite_help)
-from .common import add_command, add_group
+from .common import FEATURES_HELP, REDUCTION_HELP, add_command, add_group, readout_arg
 
 
 def _choice_arguments(sub) -> None:
@@ -23,14 +23,19 @@ def _choice_arguments(sub) -> None:
                      f"{RECOMMENDED_RULE} measured best on simulated populations)")
     sub.add_argument("-n", type=POSITIVE_INT, default=10, help="how many units --select picks")
     sub.add_argument("--seed", type=SEED, default=0, help="seed of the choice and the tasks")
+    sub.add_argument("--features", help=f"only the store's units of these {FEATURES_HELP}")
+    sub.add_argument("--layers", default="auto", help="the layer of a --features direction matrix")
+    sub.add_argument("--reduction", help=f"of --features, as it was scored: {REDUCTION_HELP}")
 
 
 def build(args) -> int:
     from ..study import build_study
     from ..study.build import StudySettings
 
+    readout = readout_arg(args.features, args.layers, args.reduction)
     out = build_study(args.stimuli, args.out, units=args.units, scores=args.scores,
                       select=args.select, n=args.n, seed=args.seed, overwrite=args.overwrite,
+                      readout=readout,
                       **vars(from_namespace(args, StudySettings)))
     print(f"study -> {out}\nnext: interpscore study serve {out} --results DIR (or put the "
           "folder on any static host)")
@@ -49,9 +54,10 @@ def serve(args) -> int:
 def export(args) -> int:
     from ..stimuli.export import export_experiment
 
+    readout = readout_arg(args.features, args.layers, args.reduction)
     out = export_experiment(args.stimuli, args.out, scores=args.scores, units=args.units,
                             select=args.select, n=args.n, seed=args.seed,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, readout=readout)
     print(f"experiment -> {out}")
     return 0
 

@@ -42,9 +42,10 @@ class Job(_EmbedsOnce):
 
     def __init__(self, model, layers, units, images, options: ScoringOptions, cache_dir: Path,
                  out: Path | None, readout=None):
-        from ..stimuli.networks import LoadedModel, layers_of_interest, load_model
+        from ..stimuli.networks import LoadedModel, load_model
         from ..stimuli.pools import open_pool
         from ..stimuli.readouts import channel_readout, check_readout
+        from ..stimuli.scoring_layers import named_layers
         from ..stimuli.selection import check_request, keep_for
         from ..stimuli.units import check_units_spec, choose_units, parse_units
 
@@ -52,20 +53,16 @@ class Job(_EmbedsOnce):
         check_request(options.n_refs, options.n_batches, [options.difficulty])
         check_units_spec(units)
         self.readout = readout or channel_readout()
-        if self.readout.kind != "channel" and "synthetic" in options.explanation_kinds:
-            raise InputError("--explanations synthetic: feature visualisations of features "
-                             "other than channels are not made yet; use natural")
         self.images, self.options = images, options
         # A model already built (the monitor's: a user's module during training) is used as is.
         self.model = (model if isinstance(model, LoadedModel)
                       else load_model(model, image_size=options.image_size))
         self.spec = self.model.label if isinstance(model, LoadedModel) else model
         size = options.image_size or self.model.input_size
-        named = (layers_of_interest(self.model.module) if layers in (None, "auto")
-                 else [layers] if isinstance(layers, str) else list(layers))
+        named = named_layers(self.model.module, layers)
         check_readout(self.readout, self.model, self.spec, size, named)
         if self.readout.layer is None:
-            self.units = choose_units(self.model, layers, units, options.image_size,
+            self.units = choose_units(self.model, named, units, options.image_size,
                                       options.seed)
         else:  # a layer's features: its units are the readout's, not its channels
             self.units = parse_units(units, {self.readout.layer: self.readout.n_features},

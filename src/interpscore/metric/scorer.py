@@ -258,7 +258,8 @@ class Scorer:
         o = job.options
         made = visualize_units(job.model, [ex.unit for ex in exemplars],
                                VisualizationOptions(size=o.image_size, seed=o.seed,
-                                                    n_images=o.n_refs), natural=rankings)
+                                                    n_images=o.n_refs), natural=rankings,
+                               readout=job.readout)
         images = [torch.from_numpy(np.ascontiguousarray(picture)).permute(2, 0, 1)
                   for v in made for side in ("max", "min") for picture in v.sides[side].images]
         queries = sorted({i for ex in exemplars for pair in ex.queries[o.difficulty] for i in pair})
@@ -285,6 +286,7 @@ class Scorer:
                exemplars) -> None:
         """The scores, summaries, config (and stimuli) move into OUT together once all are
         written; only entries of those names are replaced (the shards cache stays)."""
+        from ..stimuli.readouts import for_store
         from ..stimuli.store import write_store
 
         with files_into(out) as tmp:
@@ -299,7 +301,9 @@ class Scorer:
                         constant_units=n_constant)
             (tmp / "score_config.json").write_text(json.dumps(meta, indent=2))
             if save_stimuli:
-                write_store(tmp / "stimuli", job.label, exemplars, job.pool)
+                # a feature's folder carries its readout (`readouts.unit_layer`)
+                write_store(tmp / "stimuli", job.label, for_store(exemplars, job.identity),
+                            job.pool)
 
 
 def summarise_scores(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -26,6 +26,7 @@ from ..atomic import atomic_folder, check_output_folder
 from ..data.layouts import QUERY_INDEX, image_name, parse_batch_dir, unit_id
 from ..errors import InputError
 from ..protocol import IMI
+from .readouts import score_unit_ids, unit_layer
 from .store import link_or_copy
 
 
@@ -38,6 +39,19 @@ def store_units(stimuli: Path) -> dict[str, list[Path]]:
             units.setdefault(unit_id(parts["model"], parts["layer"], parts["channel"]),
                              []).append(folder)
     return units
+
+
+def readout_units(available: dict[str, list[Path]], readout, stimuli: Path
+                  ) -> dict[str, list[Path]]:
+    """The store's units that `readout` (`--features`) made: their layer folder is the one
+    `readouts.unit_layer` names for it."""
+    layer = unit_layer(readout.layer, readout.identity())
+    kept = {u: b for u, b in available.items() if "/".join(u.split("/")[1:-1]) == layer}
+    if not kept:
+        raise InputError(f"--features {readout.source}: the stimulus store {stimuli} holds no "
+                         f"units of it (folders {layer}/channel_<c>); score them first with "
+                         "`interpscore score --features ... --save-stimuli`")
+    return kept
 
 
 def choose_units(available: list[str], scores: pd.DataFrame | None, units, select, n, seed
@@ -58,8 +72,7 @@ def choose_units(available: list[str], scores: pd.DataFrame | None, units, selec
     if scores is None:
         frame = pd.DataFrame({"unit_id": chosen, "model": [u.split("/")[0] for u in chosen]})
     else:
-        frame = scores.assign(unit_id=[unit_id(m, l, c) for m, l, c in
-                                       zip(scores["model"], scores["layer"], scores["channel"])])
+        frame = scores.assign(unit_id=score_unit_ids(scores))
         frame = frame[frame["unit_id"].isin(chosen)]
     picked = choose(frame, select, n, seed)
     return sorted(picked) if select == "random" else picked
@@ -99,9 +112,9 @@ def plan_tasks(trials: list[tuple[str, Path]], trials_per_task: int, catch_per_t
 def plan_experiment(stimuli, out, scores=None, units=None, select=None, n: int = 10,
                     seed: int = 0, trials_per_task: int = IMI.trials_per_task,
                     catch_per_task: int = IMI.catch_per_task,
-                    overwrite: bool = False) -> ExperimentPlan:
+                    overwrite: bool = False, readout=None) -> ExperimentPlan:
     """Check the request (before any work) and plan it: every batch of each chosen unit is one
-    main trial."""
+    main trial. `readout` (`--features`) keeps the store's units of that readout."""
     stimuli, out = Path(stimuli), Path(out)
     if trials_per_task < 1:
         raise InputError(f"--trials-per-task {trials_per_task}: must be at least 1")
@@ -114,6 +127,8 @@ def plan_experiment(stimuli, out, scores=None, units=None, select=None, n: int =
     if not available:
         raise InputError(f"--stimuli {stimuli}: no stimulus store here (expected "
                          "<model>/<layer>/channel_<c>/natural_images/batch_<b>/max_9.png)")
+    if readout is not None:
+        available = readout_units(available, readout, stimuli)
     score_table = pd.read_parquet(scores) if scores else None
     chosen = choose_units(sorted(available), score_table, units, select, n, seed)
     rng = np.random.default_rng(seed)
@@ -125,10 +140,10 @@ def plan_experiment(stimuli, out, scores=None, units=None, select=None, n: int =
 def export_experiment(stimuli, out, scores=None, units=None, select=None, n: int = 10,
                       seed: int = 0, trials_per_task: int = IMI.trials_per_task,
                       catch_per_task: int = IMI.catch_per_task,
-                      overwrite: bool = False) -> Path:
+                      overwrite: bool = False, readout=None) -> Path:
     stimuli, out = Path(stimuli), Path(out)
     plan = plan_experiment(stimuli, out, scores, units, select, n, seed, trials_per_task,
-                           catch_per_task, overwrite)
+                           catch_per_task, overwrite, readout)
     structure = {"tasks": []}
     with atomic_folder(out, overwrite) as tmp:
         for k, planned in enumerate(plan.tasks, start=1):

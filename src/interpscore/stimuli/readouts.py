@@ -27,6 +27,45 @@ KINDS = ("channel", "direction", "sae", "activations")
 SAE_FORMAT = "interpscore-sae"  # the `format` entry of a file `interpscore sae fit` writes
 
 
+def unit_layer(layer: str, identity: dict | None = None) -> str:
+    """The layer part of a unit's id and of its stimulus-store folder. Channels read with IMI's
+    mean keep the layer's name, so the store stays IMI's `<model>/<layer>/channel_<c>/...`; any
+    other readout appends its identity, `<layer>+<kind>[-<sha256[:8]>][-<reduction>]`, e.g.
+    `layer2.0+sae-1a2b3c4d/channel_7`: feature 7 of that SAE file is never mistaken for channel
+    7, and prepare and training read the folder back like a channel's."""
+    identity = identity or {}
+    kind, reduction = identity.get("readout"), identity.get("reduction")
+    kind = kind if isinstance(kind, str) else "channel"  # a table's missing value is NaN
+    if kind == "channel" and reduction in (None, "mean"):
+        return layer
+    sha = identity.get("readout_sha256")
+    sha = sha if isinstance(sha, str) else None  # a table's missing value is NaN
+    tag = "-".join([kind] + ([sha[:8]] if sha else []) + (
+        [reduction] if isinstance(reduction, str) and reduction != "mean" else []))
+    return f"{layer}+{tag}"
+
+
+def for_store(items: list, identity: dict | None) -> list:
+    """Exemplars or visualisations (anything with a `.unit`) renamed by `unit_layer`, as the
+    stimulus store and the study name them."""
+    from dataclasses import replace
+
+    from .units import Unit
+
+    return [replace(item, unit=Unit(unit_layer(item.unit.layer, identity), item.unit.channel))
+            for item in items]
+
+
+def score_unit_ids(scores) -> list[str]:
+    """The store's unit id of each row of a scores table (tables without readout columns are
+    of channels)."""
+    from ..data.layouts import unit_id
+
+    columns = [c for c in ("readout", "readout_sha256", "reduction") if c in scores]
+    return [unit_id(row["model"], unit_layer(row["layer"], {c: row[c] for c in columns}),
+                    row["channel"]) for _, row in scores.iterrows()]
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

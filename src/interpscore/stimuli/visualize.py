@@ -134,14 +134,15 @@ class UnitVisualizations:
 
 
 def natural_rankings(model: LoadedModel, pool, units: list[Unit], keep: int = 9,
-                     batch_size: int = 64, seed: int = 0, progress: bool = False) -> dict:
+                     batch_size: int = 64, seed: int = 0, progress: bool = False,
+                     readout=None) -> dict:
     """Each unit's most extreme natural exemplars in the pool: the activation pass of
     `activations.collect_rankings` (one pass, all units), its `keep` top and bottom images.
     The pool's images should have the visualisations' size: activations depend on it."""
     from .activations import collect_rankings
 
     return collect_rankings(model, pool, units, keep, reservoir_size=16, batch_size=batch_size,
-                            seed=seed, progress=progress)
+                            seed=seed, progress=progress, readout=readout)
 
 
 # --- the optimisation ---------------------------------------------------------------------------
@@ -197,10 +198,12 @@ def _model_input(model: LoadedModel, x: torch.Tensor, crop: int | None) -> torch
 
 def visualize_units(model: LoadedModel, units: list[Unit],
                     options: VisualizationOptions = VisualizationOptions(),
-                    natural: dict | None = None) -> list[UnitVisualizations]:
+                    natural: dict | None = None, readout=None) -> list[UnitVisualizations]:
     """The visualisations of every unit, `options.units_per_batch` units per batch. `natural`
     (from `natural_rankings`) gives each unit's pool extremes: the scale of alpha, the choice
-    among `alphas`, and the check recorded in `beats_natural`."""
+    among `alphas`, and the check recorded in `beats_natural`. `readout`
+    (`stimuli.readouts`; default channels) makes a unit's activation from its layer's maps:
+    a direction's or a latent's, reduced over positions as it declares."""
     check_options(options)
     units = list(dict.fromkeys(units))
     if not units:
@@ -218,7 +221,7 @@ def visualize_units(model: LoadedModel, units: list[Unit],
     try:
         for start in range(0, len(units), options.units_per_batch):
             out += _visualize_batch(model, units[start:start + options.units_per_batch],
-                                    options, natural)
+                                    options, natural, readout)
             log.info("visualised %d of %d units", len(out), len(units))
     finally:
         if flushing:
@@ -226,7 +229,7 @@ def visualize_units(model: LoadedModel, units: list[Unit],
     return out
 
 
-def _visualize_batch(model, units, options, natural) -> list[UnitVisualizations]:
+def _visualize_batch(model, units, options, natural, readout=None) -> list[UnitVisualizations]:
     device = model.device
     groups = _groups(options)
     per_unit = groups[-1].rows.stop
@@ -260,7 +263,7 @@ def _visualize_batch(model, units, options, natural) -> list[UnitVisualizations]
                 unit = units[k]
                 unit_maps = maps[unit.layer][row * per_unit:(row + 1) * per_unit]
                 objective, diverse = _unit_objective(unit_maps, unit.channel,
-                                                     taps.bounds[unit.layer], groups)
+                                                     taps.bounds[unit.layer], groups, readout)
                 loss = loss - objective.sum() / scale[k] + diverse
                 objectives.append(objective.detach().mean())
             loss.backward()
@@ -279,19 +282,27 @@ def _visualize_batch(model, units, options, natural) -> list[UnitVisualizations]
                 break
         with torch.no_grad():
             return [_finish(model, unit, params[k], groups, options, natural, measure,
-                            steps[k], history[k]) for k, unit in enumerate(units)]
+                            steps[k], history[k], readout) for k, unit in enumerate(units)]
     finally:
         taps.close()
         measure.close()
 
 
-def _unit_objective(unit_maps, channel, bounds, groups):
-    """Per image the signed channel objective (spatial mean, maximised for max images and
+def _activation(maps, channel, readout):
+    """(m, C, S) maps -> (m,) the unit's activation: the channel's spatial mean, or the
+    readout's feature reduced as it declares."""
+    if readout is None or (readout.kind, readout.reduction) == ("channel", "mean"):
+        return maps[:, channel].mean(1)
+    return readout.activations(maps, [channel])[:, 0]
+
+
+def _unit_objective(unit_maps, channel, bounds, groups, readout=None):
+    """Per image the signed objective (the unit's activation, maximised for max images and
     minimised for min images), and alpha x the mean Gram similarity of each diverse group."""
     objective, diverse = [], unit_maps.new_zeros(())
     for group in groups:
         maps = unit_maps[group.rows]
-        activation = clip_for_side(maps[:, channel], bounds, group.sign).mean(1)
+        activation = _activation(clip_for_side(maps, bounds, group.sign), channel, readout)
         objective.append(group.sign * activation)
         if group.alpha > 0:
             similarity = mean_pairwise(gram_cosines(clip_both(maps, bounds)))
@@ -310,15 +321,15 @@ def _flattened(smoothed: list[float], options: VisualizationOptions) -> bool:
     return bool(first <= options.stop_ratio * second)
 
 
-def _finish(model, unit, spectra, groups, options, natural, measure, steps, history
-            ) -> UnitVisualizations:
+def _finish(model, unit, spectra, groups, options, natural, measure, steps, history,
+            readout=None) -> UnitVisualizations:
     """Crop away the padding, quantise as written, measure the images as written (no
     transforms), and keep per side the largest alpha whose weakest image beats the pool."""
     pad = (spectra.shape[2] - options.size) // 2
     images = fourier.spectra_to_images(spectra)[..., pad:pad + options.size, pad:pad + options.size]
     images = (images * 255).round().to(torch.uint8)
     maps = measure.run(model.module, _model_input(model, images, None), {unit.layer})[unit.layer]
-    activation = maps[:, unit.channel].mean(1).cpu().numpy()
+    activation = _activation(maps, unit.channel, readout).cpu().numpy()
     extremes = dict(zip(SIDES, _natural_extremes(natural, unit)))
     sides = {}
     for side, sign in SIDES.items():

@@ -194,7 +194,7 @@ class StudySettings:
 
 
 def build_study(stimuli, out, units=None, scores=None, select=None, n: int = 10, seed: int = 0,
-                overwrite: bool = False, **settings) -> Path:
+                overwrite: bool = False, readout=None, **settings) -> Path:
     """Write a browser study of the units of the stimulus store STIMULI (all, the `units`
     given, or `n` picked by `select` from `scores`, see `data.selection`) into OUT, and return
     OUT. `settings` are `StudySettings` fields.
@@ -203,7 +203,8 @@ def build_study(stimuli, out, units=None, scores=None, select=None, n: int = 10,
     batch of a unit) plus `catch_per_task` catch trials; the practice block has `demo_trials`
     and is tried at most `max_demo_attempts` times. The page POSTs the session to `post_url`
     (relative to the page, or a full URL; None: no upload) and saves it in the browser as well
-    `always`, `on_failure` of the upload, or `never`."""
+    `always`, `on_failure` of the upload, or `never`. `readout` (`stimuli.readouts`, from
+    `--features`) keeps the store's units of that readout only."""
     try:
         settings = StudySettings(**settings)
     except TypeError as err:
@@ -214,7 +215,7 @@ def build_study(stimuli, out, units=None, scores=None, select=None, n: int = 10,
     _check_settings(demo_trials, max_demo_attempts, enable_buttons_after_ms, post_url,
                     local_save, completion_url)
     plan = plan_experiment(stimuli, out, scores, units, select, n, seed, trials_per_task,
-                           catch_per_task, overwrite)
+                           catch_per_task, overwrite, readout)
     for warning in size_warnings(plan, scores, units, select, n, seed):
         log.warning("warning: %s", warning)
     rng = np.random.default_rng([seed, 1])  # not the plan's draws: the plan stays as exported

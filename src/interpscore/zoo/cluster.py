@@ -185,7 +185,8 @@ def submit_scan(checkpoint: str | Path, models: list[str], out: str | Path,
 
     out = Path(out)
     check_launcher(launch)
-    request = check_scan(checkpoint, images, layers, units, pool_shards, metadata, **options)
+    request = check_scan(checkpoint, images, layers, units, pool_shards, metadata,
+                         models=models, **options)
     load_checkpoint(checkpoint)  # a checkpoint that does not load fails here, not in a job
     start_scan(out, request, models, overwrite)
     folder = Path(launch.submitit_folder) if launch.submitit_folder else out / "submitit"

@@ -48,6 +48,19 @@ class ZooRequest:
     units: str = "all"  # all, or N/layer (a seeded sample of N channels of each layer)
     pool_shards: int = 4
     options: dict | None = None  # ScoringOptions fields
+    features: str | None = None  # --features: an SAE file or a direction matrix (one layer)
+    reduction: str | None = None
+    readout: dict | None = None  # its identity (sha256 of the file): a rerun must match
+
+    def open_readout(self):
+        """The readout of --features (None: channels), opened again in each process."""
+        from ..stimuli.readouts import open_features
+
+        if self.features is None:
+            return None
+        layers = _layers(self.layers)
+        return open_features(self.features, None if layers == "auto" else layers[0],
+                             self.reduction)
 
     def scoring_options(self) -> dict:
         return {**(self.options or {}), "progress": False}
@@ -115,9 +128,10 @@ def all_done(out: Path, models: list[str]) -> bool:
 
 
 def _job(scorer: Scorer, spec: str, request: ZooRequest, out: Path):
-    return scorer.job(spec, layers=_layers(request.layers), units=request.units,
-                      images=request.images, out=work_folder(out, spec),
-                      **request.scoring_options())
+    readout = request.open_readout()
+    return scorer.job(spec, layers=readout.layer if readout else _layers(request.layers),
+                      units=request.units, images=request.images, out=work_folder(out, spec),
+                      readout=readout, **request.scoring_options())
 
 
 def _record(frame: pd.DataFrame, out: Path, spec: str) -> pd.DataFrame:
@@ -179,10 +193,27 @@ def rank_and_world(shard: tuple[int, int] | None) -> tuple[int, int, bool]:
 
 def check_scan(checkpoint: str | Path, images: str = "default", layers: str = "auto",
                units: str = "all", pool_shards: int = 4, metadata: str | Path | None = None,
-               **options) -> ZooRequest:
-    """Every check of a scan's request that needs no network: the request, or InputError."""
+               features: str | None = None, reduction: str | None = None,
+               models: list[str] | None = None, **options) -> ZooRequest:
+    """Every check of a scan's request that needs no network: the request, or InputError.
+    With `features` every model is scored through that readout (an SAE file must be of
+    each of `models`; a direction matrix needs one layer, and each model's width is checked
+    when it is built)."""
+    from ..stimuli.model_spec import parse_model_spec
+    from ..stimuli.readouts import check_reduction
     from ..stimuli.selection import check_request
     from ..stimuli.units import check_units_spec
+
+    if reduction is not None:
+        check_reduction(reduction)
+    readout = ZooRequest(str(checkpoint), layers=layers, features=features,
+                         reduction=reduction).open_readout()
+    if readout is not None and readout.model is not None:
+        other = [m for m in models or [] if parse_model_spec(m).unprefixed
+                 != parse_model_spec(readout.model).unprefixed]
+        if other:
+            raise InputError(f"--features {features}: an SAE of model {readout.model}, not "
+                             f"{other[0]}; scan that model alone, or fit one per model")
 
     checked = ScoringOptions.from_kwargs(options)  # unknown options fail here, before any work
     check_request(checked.n_refs, checked.n_batches, [checked.difficulty])
@@ -193,7 +224,9 @@ def check_scan(checkpoint: str | Path, images: str = "default", layers: str = "a
         raise InputError(f"--pool-shards {pool_shards}: must be at least 1")
     if metadata is not None:
         read_metadata(metadata)
-    return ZooRequest(str(checkpoint), str(images), layers, str(units), pool_shards, options)
+    return ZooRequest(str(checkpoint), str(images), layers, str(units), pool_shards, options,
+                      None if features is None else str(features), reduction,
+                      None if readout is None else readout.identity())
 
 
 def start_scan(out: Path, request: ZooRequest, models: list[str], overwrite: bool) -> None:
@@ -207,13 +240,15 @@ def scan(checkpoint: str | Path, models: list[str], out: str | Path, images: str
          layers: str = "auto", units: str = "all", pool_shards: int = 4,
          shard: tuple[int, int] | None = None, overwrite: bool = False,
          cache_dir: str | Path | None = None, metadata: str | Path | None = None,
+         features: str | None = None, reduction: str | None = None,
          **options) -> pd.DataFrame | None:
     """Scan this process's models; return the whole scan's unit table once every model is done
     (None while other processes still work)."""
     from ..metric.scorer import load
 
     out = Path(out)
-    request = check_scan(checkpoint, images, layers, units, pool_shards, metadata, **options)
+    request = check_scan(checkpoint, images, layers, units, pool_shards, metadata, features,
+                         reduction, models, **options)
     rank, world, torchrun = rank_and_world(shard)
     scorer = load(checkpoint, **({"cache_dir": cache_dir} if cache_dir else {}))
     if rank == 0 or not torchrun:

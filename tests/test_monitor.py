@@ -239,8 +239,8 @@ def test_a_bad_layer_is_refused_before_training(tmp_path, cache):
     assert module.steps == 0
     with pytest.raises(InputError, match="^model_attr net:"):
         fit(Classifier.make(), [InterpretabilityMonitor(model_attr="net", **PROBE)], tmp_path)
-    with pytest.raises(InputError, match="^features: .*not supported yet"):
-        InterpretabilityMonitor(features="sae.pt")
+    with pytest.raises(InputError, match="^features: a direction matrix or encoder needs its layer"):
+        InterpretabilityMonitor(features=np.ones((64, 3), np.float32))
     with pytest.raises(InputError, match="^every_n_epochs 0"):
         InterpretabilityMonitor(every_n_epochs=0)
 
@@ -280,3 +280,28 @@ def test_under_ddp_rank_0_checks_while_the_other_waits(tmp_path, cache):
     logged = pd.read_csv(version / "metrics.csv").dropna(subset=["interp/mean"])
     assert logged["step"].tolist() == [0, 2, 4]  # each rank takes 2 batches an epoch
     assert (version / "interpretability.png").is_file()
+
+
+def test_features_are_watched_like_channels(cache):
+    """A direction matrix of one layer: its k features are the units, each scored at a check."""
+    from interpscore.monitor import Monitor
+
+    net = tiny_net()
+    layer = "layer2"
+    rng = np.random.default_rng(0)
+    monitor = Monitor(cache_dir=cache, layers=[layer], features=None, **{**PROBE, "units": "all"})
+    channels = monitor.check(net, 0)
+    width = channels["unit"].nunique()  # the layer's channels, as the scorer counts them
+    directions = rng.normal(size=(width, 3)).astype(np.float32)
+    watched = Monitor(cache_dir=cache, layers=[layer], features=directions,
+                      **{**PROBE, "units": "all"})
+    table = watched.check(net, 0)
+    assert sorted(table["unit"]) == [0, 1, 2]
+    assert (table["readout"] == "direction").all()
+    assert table["score"].between(0, 1).all()
+    net2 = tiny_net()
+    torch.manual_seed(1)
+    with torch.no_grad():  # other weights (a positive scale alone keeps a ReLU net's rankings)
+        for p in net2.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    assert not table["score"].equals(watched.check(net2, 1)["score"])

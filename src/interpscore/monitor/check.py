@@ -75,7 +75,9 @@ class Monitor:
     layers of interest) or `named_modules()` names; units: N (IMI sampling), N/layer, or
     LAYER:CHANNEL,...; images: "default" (the offline pool) or a folder; pool_size, image_size
     (None: the metric's), seed; other `ScoringOptions` (n_refs, n_batches, batch_size, ...) as
-    keywords. `features` (SAE latents, directions) is not supported yet."""
+    keywords. `features`: SAE latents or directions instead of channels: an SAE file of
+    `interpscore sae fit`, a direction matrix [C, k] (file or array) or an object with `encode`,
+    the latter two with `layers` naming their one layer (`stimuli.readouts.open_features`)."""
 
     def __init__(self, metric: str | Path = WatchOptions.metric, layers=WatchOptions.layers,
                  units=int(WatchOptions.units), features=None, images=WatchOptions.images,
@@ -84,9 +86,6 @@ class Monitor:
         from ..stimuli.options import ScoringOptions
         from ..stimuli.units import check_units_spec
 
-        if features is not None:
-            raise InputError("features: monitoring feature readouts (SAE latents, directions) is "
-                             "not supported yet; leave features=None to watch channels")
         if str(metric) != "mis" and not Path(metric).is_file():
             raise InputError(f"metric {metric}: no such checkpoint; give 'mis' or the best.ckpt "
                              "that `python train.py` printed")
@@ -96,6 +95,12 @@ class Monitor:
         if isinstance(layers, str) and layers != "auto":
             layers = [name.strip() for name in layers.split(",")]
         check_units_spec(units)  # before any model is looked at
+        self.readout = None
+        if features is not None:
+            from ..stimuli.readouts import open_features
+
+            one = layers[0] if isinstance(layers, list) and len(layers) == 1 else None
+            self.readout = open_features(features, one, option="features")
         self.metric, self.layers, self.units, self.images = str(metric), layers, units, images
         self.cache_dir = Path(cache_dir)
         self.options = ScoringOptions.from_kwargs(
@@ -133,7 +138,7 @@ class Monitor:
         if self._job is None:
             self.validate(module)
             self._job = self.scorer.job(wrap_model(module), self.layers, self.units, self.images,
-                                        **_fields(self.options))
+                                        readout=self.readout, **_fields(self.options))
         else:
             self._job.model.module = module
         return self._job
@@ -147,8 +152,8 @@ class Monitor:
             job = self._job_for(model)
             frame = self.scorer.score_job(job, job.rankings()["rankings"])
         frame = frame.rename(columns={"channel": "unit"}).assign(step=int(step))
-        return frame[["step", "layer", "unit", "score", "score_low", "score_high", "layer_depth",
-                      "status"]]
+        return frame[["step", "layer", "unit", "readout", "score", "score_low", "score_high",
+                      "layer_depth", "status"]]
 
 
 def _fields(options) -> dict:

@@ -236,6 +236,12 @@ def test_bad_uploads_are_refused_and_nothing_is_written(study, tmp_path):
             raw.sendall(b"POST /results HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
                         b"\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
             assert raw.recv(100).startswith(b"HTTP/1.1 411")
+        with socket.create_connection(_address(server), timeout=10) as raw:
+            # a small length and a chunked body past it: read no further than the length
+            raw.sendall(b"POST /results HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n" + b"4000\r\n" + b"x" * 0x4000
+                        + b"\r\n")
+            assert raw.recv(100).startswith(b"HTTP/1.1 4")
         for method in ("PUT", "DELETE", "PATCH", "OPTIONS"):
             for path in ("/results", "/study.json"):
                 status, headers, _ = _request(server, method, path, b"{}")

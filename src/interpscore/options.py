@@ -34,6 +34,7 @@ POSITIVE_INT, NON_NEGATIVE_INT = PositiveInt, NonNegativeInt
 NON_NEGATIVE, PROBABILITY = NonNegativeFloat, ClosedUnitInterval
 FRACTION = restricted_number_type("Fraction", float, [(">=", 0), ("<", 1)], join="and")
 SEED = restricted_number_type("Seed", int, [(">=", 0), ("<=", 2**32 - 1)], join="and")  # numpy's
+PORT = restricted_number_type("Port", int, [(">=", 0), ("<=", 65535)], join="and")
 
 
 def numbers(text) -> tuple[float, ...]:
@@ -59,7 +60,8 @@ def minutes(text) -> int:
 
 # What to give instead, for each check: the second half of a bad value's error.
 EXPECTS = {POSITIVE_INT: "a whole number of 1 or more",
-           NON_NEGATIVE_INT: "a whole number of 0 or more", NON_NEGATIVE: "a number of 0 or more", PROBABILITY: "a number in [0, 1]",
+           NON_NEGATIVE_INT: "a whole number of 0 or more", NON_NEGATIVE: "a number of 0 or more",
+           PROBABILITY: "a number in [0, 1]", PORT: "a port number, 0 to 65535",
            FRACTION: "a number in [0, 1)", SEED: f"a whole number in [0, {2**32 - 1}]",
            numbers: "comma-separated numbers, e.g. 0.1,0.3,1", int: "a whole number",
            float: "a number",

@@ -60,7 +60,7 @@ def evaluate(args) -> int:
 
 
 def score(args) -> int:
-    from ..metric.scorer import load, summarise_scores
+    from ..metric.scorer import load
     from ..stimuli.options import ScoringOptions
 
     shard = shard_arg(args.shard)
@@ -75,8 +75,8 @@ def score(args) -> int:
                                          save_stimuli=args.save_stimuli, **options)
         return _report(frame, args.out)
     request = dict(layers=layers_arg(args.layers), units=args.units, images=args.images, **options)
-    if readout is not None:
-        request.update(layers=readout.layer, readout=readout)
+    if readout is not None:  # a feature readout reads its own layer; channels the --layers
+        request.update(readout=readout, **({"layers": readout.layer} if readout.layer else {}))
     if shard is not None:
         scorer.compute_shard(args.model, *shard, out=args.out, **request)
         print(f"shard {shard[0]}/{shard[1]} done -> {args.out}/shards/ (run without --shard "

@@ -3,7 +3,7 @@ folders, for a study run elsewhere)."""
 
 from __future__ import annotations
 
-from ..options import (NON_NEGATIVE_INT, POSITIVE_INT, SEED, add_fields, from_namespace,
+from ..options import (PORT, POSITIVE_INT, SEED, add_fields, from_namespace,
                        overwrite_help)
 from .common import FEATURES_HELP, REDUCTION_HELP, add_command, add_group, readout_arg
 
@@ -79,7 +79,7 @@ def register(commands) -> None:
                    help="folder for the sessions (never served; `prepare --responses` reads it)")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to bind (0.0.0.0 to let other machines in)")
-    s.add_argument("--port", type=NON_NEGATIVE_INT, default=8000,
+    s.add_argument("--port", type=PORT, default=8000,
                    help="port (0: any free one); a busy port is refused before anything is made")
 
     ex = add_command(commands, "export-experiment", export,

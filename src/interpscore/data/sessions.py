@@ -145,7 +145,8 @@ def not_of_study(session: dict, study: dict) -> list[str]:
     practice = [(i, t) for i, t in answers if t["is_demo"]]
     main = [(i, t) for i, t in answers if not t["is_demo"]]
     problems = []
-    attempts = (study.get("protocol") or {}).get("max_demo_attempts")
+    # a study built before study.json carried its protocol ran IMI's
+    attempts = (study.get("protocol") or {}).get("max_demo_attempts", IMI.max_demo_attempts)
     if practice and (not demo or isinstance(attempts, int) and
                      len(practice) > len(demo) * attempts):
         problems.append(f"trials: {len(practice)} practice answers, more than this study's "

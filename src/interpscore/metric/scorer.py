@@ -29,7 +29,6 @@ from ..resources import DEFAULT_CACHE
 from ..stimuli.options import ScoringOptions
 from .checkpoint import LoadedMetric, load_checkpoint
 from .jobs import Job as _Job
-from .jobs import shard_file  # noqa: F401 (the zoo's launcher plans from it)
 
 
 def task_interval(p_tasks: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:

@@ -48,6 +48,11 @@ _TYPES = {".js": "text/javascript", ".json": "application/json", ".css": "text/c
 _HEADERS = {"X-Content-Type-Options": "nosniff"}
 
 
+def _shown(path: str) -> str:
+    """A request path as a log line may hold it: cut, and escaped (no forged second line)."""
+    return path[:200].encode("unicode_escape").decode()
+
+
 def study_file(study: Path, results: Path, url_path: str) -> Path | None:
     """The file of STUDY (resolved) that a decoded request path names, or None where none may
     be sent. The path is decoded once, by the server: it is never unquoted again here."""
@@ -89,18 +94,22 @@ def study_app(study: Path, results: Path, max_body: int = MAX_BODY) -> Starlette
     async def send_file(request: Request) -> Response:
         target = study_file(study, results, request.scope["path"])
         if target is None:
-            log.warning("%s %s: 404", request.method, request.scope["path"][:200])
+            log.warning("%s %s: 404", request.method, _shown(request.scope["path"]))
             return _reply(404, {"error": "not found"})
         kind = _TYPES.get(target.suffix.lower()) or mimetypes.guess_type(target.name)[0]
         return FileResponse(target, media_type=kind or "application/octet-stream",
                             headers={**_HEADERS, "Cache-Control": "no-cache"})  # rebuilds show
 
     async def read_body(request: Request, length: int) -> bytes | None:
-        chunks = []
+        """The body, or None where it is not `length` bytes: reading stops at the first byte
+        past it (a chunked body may come with any Content-Length), so nothing larger is held."""
+        chunks, size = [], 0
         async for chunk in request.stream():
+            size += len(chunk)
+            if size > length:
+                return None
             chunks.append(chunk)
-        body = b"".join(chunks)
-        return body if len(body) == length else None
+        return b"".join(chunks) if size == length else None
 
     async def save(request: Request) -> Response:
         length = request.headers.get("content-length", "")
@@ -142,7 +151,7 @@ def study_app(study: Path, results: Path, max_body: int = MAX_BODY) -> Starlette
         if method in ("GET", "HEAD"):
             return await send_file(request)
         if method != "POST":
-            log.warning("%s %s: 405", method[:20], request.scope["path"][:200])
+            log.warning("%s %s: 405", method[:20], _shown(request.scope["path"]))
             return _reply(405, {"error": f"{method} is not allowed"}, {"Allow": ALLOW})
         if request.scope["path"] != RESULTS_PATH:
             reply = _reply(404, {"error": f"sessions are posted to {RESULTS_PATH}"})
@@ -174,7 +183,7 @@ def _log_post(request: Request, reply: Response) -> None:
     detail = reply.body.decode(errors="replace")[:300] if reply.body else ""
     level = logging.INFO if reply.status_code == 201 else logging.WARNING
     client = request.client.host if request.client else "?"
-    log.log(level, "POST %s from %s: %d %s", request.scope["path"][:200], client,
+    log.log(level, "POST %s from %s: %d %s", _shown(request.scope["path"]), client,
             reply.status_code, detail)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import InputError
-from ..metric.scorer import shard_file
+from ..metric.jobs import shard_file
 from .options import LaunchOptions
 from .scan import (ZooRequest, all_done, check_scan, model_file, scan_model, scan_shard,
                    start_scan, work_folder, write_scan)

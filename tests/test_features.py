@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from interpscore.cli import main
+from interpscore.errors import InputError
 from interpscore.metric.scorer import load
 
 MODEL, LAYER, WIDTH = "resnet18@random", "layer2.0", 128  # resnet18's layer2 has 128 channels
@@ -162,3 +163,22 @@ def test_d_any_object_with_encode_is_a_readout(scorer, directions):
     assert len(as_tuple) == 5 and (as_tuple["status"] == "ok").sum() >= 3
     assert set(as_tuple["readout"]) == {"sae"}
     pd.testing.assert_frame_equal(as_tuple[SCORES + EXEMPLARS], as_tensor[SCORES + EXEMPLARS])
+
+
+def test_one_rule_names_the_readout_of_the_options(tmp_path):
+    """features / layers / reduction -> readout, the same for score, zoo, visualize, study build
+    and export-experiment (`readouts.readout_from_options`)."""
+    from interpscore.stimuli.readouts import layer_names, readout_from_options
+
+    assert layer_names("auto") == "auto" and layer_names("a, b.1") == ["a", "b.1"]
+    assert readout_from_options(None, "layer2") is None  # channels, IMI's mean
+    channels = readout_from_options(None, "layer2", "max")
+    assert (channels.kind, channels.layer, channels.reduction) == ("channel", None, "max")
+    matrix = tmp_path / "dirs.npy"
+    np.save(matrix, np.ones((8, 2), np.float32))
+    with pytest.raises(InputError, match=r"^--layers a,b: --features reads one layer"):
+        readout_from_options(str(matrix), "a,b")
+    with pytest.raises(InputError, match="needs its layer"):
+        readout_from_options(str(matrix), "auto")
+    with pytest.raises(InputError, match="reduction"):
+        readout_from_options(None, "auto", "median")

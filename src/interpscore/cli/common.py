@@ -135,22 +135,16 @@ def _is_number(text: str) -> bool:
 
 
 def layers_arg(text: str):
-    return "auto" if text == "auto" else [name.strip() for name in text.split(",")]
+    from ..stimuli.readouts import layer_names
+
+    return layer_names(text)
 
 
 def readout_arg(features, layers: str = "auto", reduction: str | None = None):
-    """`--features FILE` (an SAE file, or a direction matrix with one `--layers L`) as a
-    readout, checked before any work; None without --features."""
-    from ..stimuli.readouts import check_reduction, open_features
+    """`--features`, `--layers`, `--reduction` as a readout (`readouts.readout_from_options`)."""
+    from ..stimuli.readouts import readout_from_options
 
-    if reduction is not None:
-        check_reduction(reduction)
-    if features is None:
-        return None
-    names = layers_arg(layers)
-    if names != "auto" and len(names) != 1:
-        raise InputError(f"--layers {layers}: --features reads one layer; give one")
-    return open_features(features, None if names == "auto" else names[0], reduction)
+    return readout_from_options(features, layers, reduction)
 
 
 FEATURES_HELP = ("features instead of channels: an SAE file of `interpscore sae fit`, or a "

@@ -92,10 +92,6 @@ def score(args) -> int:
 def _readout_of(args):
     """`--features` (an SAE file, or a direction matrix with one --layers) or `--activations`
     instead of channels, checked before anything is loaded; None for channels."""
-    from ..stimuli.readouts import check_reduction
-
-    if args.reduction is not None:
-        check_reduction(args.reduction)
     if args.activations is not None:
         if args.features is not None:
             raise InputError("--activations: give either --features or --activations")
@@ -104,12 +100,6 @@ def _readout_of(args):
         return None
     if args.model is None:
         raise InputError("--model: required (unless --activations gives the activations)")
-    if args.features is None:
-        if args.reduction not in (None, "mean"):  # channels: IMI's mean, or another reduction
-            from ..stimuli.readouts import channel_readout
-
-            return channel_readout(args.reduction)
-        return None
     return readout_arg(args.features, args.layers, args.reduction)
 
 

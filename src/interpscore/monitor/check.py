@@ -92,8 +92,9 @@ class Monitor:
         if images not in (None, "default") and not Path(images).exists():
             raise InputError(f"images {images}: no such folder; give a folder of images or "
                              "'default' (the offline pool)")
-        if isinstance(layers, str) and layers != "auto":
-            layers = [name.strip() for name in layers.split(",")]
+        from ..stimuli.readouts import layer_names
+
+        layers = layer_names(layers)
         check_units_spec(units)  # before any model is looked at
         self.readout = None
         if features is not None:

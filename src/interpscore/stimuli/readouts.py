@@ -238,6 +238,27 @@ def open_features(features, layer: str | None = None, reduction: str | None = No
     return direction_readout(features, layer, reduction or "mean", option=option)
 
 
+def layer_names(text) -> str | list[str]:
+    """`--layers`: "auto", or comma-separated `named_modules()` names (a list is kept)."""
+    if text in (None, "auto") or isinstance(text, list):
+        return text or "auto"
+    return [name.strip() for name in str(text).split(",")]
+
+
+def readout_from_options(features, layers="auto", reduction: str | None = None):
+    """The readout that `--features`, `--layers` and `--reduction` name, checked before any
+    work: None for channels as IMI reads them (the spatial mean), channels under another
+    reduction, or the features of an SAE file / a direction matrix of one layer."""
+    if reduction is not None:
+        check_reduction(reduction)
+    if features is None:
+        return None if reduction in (None, "mean") else channel_readout(reduction)
+    names = layer_names(layers)
+    if names != "auto" and len(names) != 1:
+        raise InputError(f"--layers {','.join(names)}: --features reads one layer; give one")
+    return open_features(features, None if names == "auto" else names[0], reduction)
+
+
 def check_readout(readout: Readout, model, spec: str, image_size: int, layers=(),
                   option: str = "--features") -> None:
     """Before the activation pass: the readout fits this model's layers (its model spec, its

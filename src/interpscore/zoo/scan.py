@@ -54,13 +54,9 @@ class ZooRequest:
 
     def open_readout(self):
         """The readout of --features (None: channels), opened again in each process."""
-        from ..stimuli.readouts import open_features
+        from ..stimuli.readouts import readout_from_options
 
-        if self.features is None:
-            return None
-        layers = _layers(self.layers)
-        return open_features(self.features, None if layers == "auto" else layers[0],
-                             self.reduction)
+        return readout_from_options(self.features, self.layers, self.reduction)
 
     def scoring_options(self) -> dict:
         return {**(self.options or {}), "progress": False}
@@ -129,7 +125,8 @@ def all_done(out: Path, models: list[str]) -> bool:
 
 def _job(scorer: Scorer, spec: str, request: ZooRequest, out: Path):
     readout = request.open_readout()
-    return scorer.job(spec, layers=readout.layer if readout else _layers(request.layers),
+    own = readout is not None and readout.layer is not None  # features read their own layer
+    return scorer.job(spec, layers=readout.layer if own else _layers(request.layers),
                       units=request.units, images=request.images, out=work_folder(out, spec),
                       readout=readout, **request.scoring_options())
 
@@ -180,7 +177,9 @@ def _reason(err: Exception) -> str:
 
 
 def _layers(text: str):
-    return "auto" if text == "auto" else [name.strip() for name in text.split(",")]
+    from ..stimuli.readouts import layer_names
+
+    return layer_names(text)
 
 
 def rank_and_world(shard: tuple[int, int] | None) -> tuple[int, int, bool]:

@@ -30,6 +30,7 @@ CPU_KERNELS = {
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's own kernels
     "ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2",  # convolutions
     "MKL_CBWR": "AVX2,STRICT",  # matrix products (conditional numerical reproducibility)
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # and no lower: a cap below AVX2 moved the features
     "OPENBLAS_CORETYPE": "Haswell",  # numpy's and scipy's BLAS
     "NPY_DISABLE_CPU_FEATURES": AVX512,  # numpy's loops dispatch no wider than AVX2
 }

@@ -88,7 +88,7 @@ def _close_wandb() -> None:
     """wandb writes into the run folder until its run is finished: before the folder moves."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish(quiet=True)
+        wandb.finish()
 
 
 def finish_run(run_dir: Path) -> Path:

@@ -65,8 +65,14 @@ class InterpScoreCLI(LightningCLI):
         run_dir = os.environ.get(RUN_DIR_ENV)
         if run_dir is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            # hidden until finished (see the module's docstring)
-            run_dir = str(Path(config.checkpoints_root) / f".{config.run_name}-{stamp}")
+            # hidden until finished (see the module's docstring); a second run started in the
+            # same second gets its own folder
+            root, name = Path(config.checkpoints_root), f"{config.run_name}-{stamp}"
+            k = 1
+            while (root / f".{name}").exists() or (root / name).exists():
+                k += 1
+                name = f"{config.run_name}-{stamp}-{k}"
+            run_dir = str(root / f".{name}")
             os.environ[RUN_DIR_ENV] = run_dir
         run_dir = Path(run_dir)
         config.trainer = _fill(config.trainer, str(run_dir))

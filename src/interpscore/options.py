@@ -12,6 +12,7 @@ fast.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 from jsonargparse.typing import (ClosedUnitInterval, NonNegativeFloat, NonNegativeInt,
@@ -64,7 +65,7 @@ EXPECTS = {POSITIVE_INT: "a whole number of 1 or more",
            PROBABILITY: "a number in [0, 1]", PORT: "a port number, 0 to 65535",
            FRACTION: "a number in [0, 1)", SEED: f"a whole number in [0, {2**32 - 1}]",
            numbers: "comma-separated numbers, e.g. 0.1,0.3,1", int: "a whole number",
-           float: "a number",
+           float: "a number", bool: "true or false",
            minutes: "a duration: minutes, H:MM:SS or D-H:MM:SS, e.g. 120 or 2:00:00"}
 
 
@@ -105,3 +106,78 @@ def add_fields(parser, cls, only=None, skip=(), defaults: dict | None = None) ->
 def from_namespace(namespace, cls, only=None, skip=(), **fixed):
     """`cls` made of the values of the options `add_fields` declared (plus `fixed` values)."""
     return cls(**{f.name: namespace[f.name] for f in _fields(cls, only, skip)}, **fixed)
+
+
+# Parse errors: one form for every command and for `train` (LightningCLI's parser).
+def commands_of(parser):
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
+def _cause_naming_an_option(err):
+    while err is not None:
+        if getattr(err, "argument_name", None):
+            return err
+        err = err.__cause__
+    return None
+
+
+def _value_after(flag: str, argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+    return ""
+
+
+def explain(parser, argv: list[str], err: Exception) -> str:
+    """A parse error in the package's one form, `<option>: <problem and what to do>`, found
+    from the parser's declarations and the arguments, not from the wording of `err`."""
+    rest, path = list(argv), [parser.prog]
+    while (commands := commands_of(parser)) is not None:
+        if not rest or rest[0] not in commands.choices:
+            given = f"{rest[0]}: no such command" if rest else "a command is missing"
+            return (f"{given}; give one of {', '.join(commands.choices)} "
+                    f"(see `{' '.join(path)} --help`)")
+        path.append(rest.pop(0))
+        parser = commands.choices[path[-1]]
+    see = f"(see `{' '.join(path)} --help`)"
+    named = _cause_naming_an_option(err)
+    # jsonargparse's type-hint checks (LightningCLI's options) name no argument; their message
+    # quotes the option's declared key
+    action = (next(a for a in parser._actions if named.argument_name.split("/")[0]
+                   in a.option_strings) if named is not None else
+              next((a for a in parser._actions if a.option_strings and f'"{a.dest}"' in str(err)),
+                   None))
+    if action is not None:
+        flag = action.option_strings[0]
+        value = _value_after(flag, rest)
+        if not value:
+            return f"{flag}: a value is missing; give {_expects(action)} {see}"
+        return f"{flag} {value}: give {_expects(action)} {see}"
+    known = {s for a in parser._actions for s in a.option_strings}
+    for arg in rest:
+        if arg.startswith("-") and arg.split("=")[0] not in known and not _is_number(arg):
+            return f"{arg}: not an option of `{' '.join(path)}` {see}"
+    given = {a.split("=")[0] for a in rest}
+    for action in parser._actions:
+        if action.required and action.option_strings and not set(action.option_strings) & given:
+            return f"{action.option_strings[0]}: required {see}"
+    return f"{err} {see}"
+
+
+def _expects(action) -> str:
+    if action.choices:
+        return f"one of {', '.join(map(str, action.choices))}"
+    hint = getattr(action, "_typehint", action.type)  # jsonargparse's ActionTypeHint keeps it
+    args = [a for a in getattr(hint, "__args__", ()) if a is not type(None)]
+    hint = args[0] if len(args) == 1 else hint  # Optional[X] is X or nothing
+    return EXPECTS.get(hint, "a valid value")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False

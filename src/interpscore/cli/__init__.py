@@ -12,7 +12,8 @@ from argparse import ArgumentError
 from ..errors import InputError
 from ..kernels import pin_cpu_kernels
 from . import data, features, leaderboard, monitor, scoring, stimuli, study
-from .common import BAD_INPUT, INTERRUPTED, Parser, command_of, explain
+from ..options import explain
+from .common import BAD_INPUT, INTERRUPTED, Parser, command_of
 
 GROUPS = (data, stimuli, features, scoring, monitor, study, leaderboard)
 

@@ -8,7 +8,7 @@ import argparse
 from jsonargparse import ArgumentParser, DefaultHelpFormatter
 
 from ..errors import InputError
-from ..options import EXPECTS
+from ..options import commands_of
 
 # The one rule of every command: arguments and inputs are checked before any work; outputs are
 # built beside their destination and renamed into place; nothing the command did not write is
@@ -67,71 +67,12 @@ def add_group(commands, name: str, help: str):
     return group.add_subcommands(dest="action", required=True, metavar="ACTION")
 
 
-def _commands_of(parser):
-    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-
-
 def command_of(parser, values):
     """The command the parsed `values` ask for, and its own values, however deep it lies."""
-    while (commands := _commands_of(parser)) is not None:
+    while (commands := commands_of(parser)) is not None:
         name = values[commands.dest]
         parser, values = commands.choices[name], values[name]
     return parser.run, values
-
-
-def _cause_naming_an_option(err):
-    while err is not None:
-        if getattr(err, "argument_name", None):
-            return err
-        err = err.__cause__
-    return None
-
-
-def _value_after(flag: str, argv: list[str]) -> str:
-    for i, arg in enumerate(argv):
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-        if arg == flag and i + 1 < len(argv):
-            return argv[i + 1]
-    return ""
-
-
-def explain(parser, argv: list[str], err: Exception) -> str:
-    """A parse error in the package's one form, `<option>: <problem and what to do>`, found
-    from the parser's declarations and the arguments, not from the wording of `err`."""
-    rest, path = list(argv), [parser.prog]
-    while (commands := _commands_of(parser)) is not None:
-        if not rest or rest[0] not in commands.choices:
-            given = f"{rest[0]}: no such command" if rest else "a command is missing"
-            return (f"{given}; give one of {', '.join(commands.choices)} "
-                    f"(see `{' '.join(path)} --help`)")
-        path.append(rest.pop(0))
-        parser = commands.choices[path[-1]]
-    see = f"(see `{' '.join(path)} --help`)"
-    named = _cause_naming_an_option(err)
-    if named is not None:
-        flag = named.argument_name.split("/")[0]
-        action = next(a for a in parser._actions if flag in a.option_strings)
-        expects = (f"one of {', '.join(map(str, action.choices))}" if action.choices
-                   else EXPECTS.get(action.type, "a valid value"))
-        return f"{flag} {_value_after(flag, rest)}: give {expects} {see}"
-    known = {s for a in parser._actions for s in a.option_strings}
-    for arg in rest:
-        if arg.startswith("-") and arg.split("=")[0] not in known and not _is_number(arg):
-            return f"{arg}: not an option of `{' '.join(path)}` {see}"
-    given = {a.split("=")[0] for a in rest}
-    for action in parser._actions:
-        if action.required and action.option_strings and not set(action.option_strings) & given:
-            return f"{action.option_strings[0]}: required {see}"
-    return f"{err} {see}"
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 def layers_arg(text: str):

@@ -48,6 +48,14 @@ def _fill(value, run_dir: str):
 
 
 class InterpScoreCLI(LightningCLI):
+    parser_made = None  # the last parser built: its declarations word a parse error
+
+    def init_parser(self, **kwargs):
+        parser = super().init_parser(**kwargs)
+        parser.prog = "python train.py" if sys.argv[0].endswith("train.py") else "interpscore train"
+        InterpScoreCLI.parser_made = parser
+        return parser
+
     def add_arguments_to_parser(self, parser):
         parser.add_argument("--run_name", default="default", help="checkpoints/<run_name>-<time>")
         parser.add_argument("--checkpoints_root", default=DEFAULT_CHECKPOINTS,
@@ -165,20 +173,20 @@ def resolve_configs(argv: list[str]) -> list[str]:
     return out
 
 
-def _parse_or_explain(build):
-    """jsonargparse's errors as the package's one-line `--key: problem` errors."""
+def _parse_or_explain(build, argv: list[str]):
+    """jsonargparse's errors in the package's one form, `--key: problem` (`options.explain`:
+    found from the parser's declarations and the arguments, not from the error's wording)."""
     import argparse
-    import re
+
+    from ..options import explain
 
     try:
         return build()
     except argparse.ArgumentError as err:
-        text = str(err)
-        key = re.match(r'Parser key "([^"]+)":', text)
-        detail = " ".join(line.strip() for line in text.splitlines()[1:] if line.strip())
-        if key:
-            raise InputError(f"--{key[1]}: {detail[:300]} (see --help)") from None
-        raise InputError(f"{text.splitlines()[0]} (see --help)") from None
+        parser = InterpScoreCLI.parser_made
+        if parser is None:
+            raise
+        raise InputError(explain(parser, argv, err)) from None
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -197,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             InterpScoreModule, IMIDataModule, run=False, args=argv, seed_everything_default=0,
             parser_kwargs={"default_config_files": [str(config_file("default"))],
                            "exit_on_error": False},
-            save_config_kwargs={"overwrite": True}))
+            save_config_kwargs={"overwrite": True}), argv)
         too_small = cli.config.evaluate and _too_few_to_evaluate(cli.datamodule)
         if too_small and not inherited:  # said before the training, and again after it
             print(f"warning: {too_small}: the run trains and saves its checkpoint, and is not "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -217,3 +218,80 @@ def test_the_summary_and_report_of_a_run_open_with_the_verdict(debug_run, tmp_pa
     assert text.splitlines()[2].startswith("verdict: trained ")
     assert not [line for line in text.splitlines() if line.startswith("#") and "`" in line]
     assert "Terms: within-group = " in text
+
+
+# --- 5. the names, weights and pools a user gives ----------------------------------------------
+
+def test_an_unknown_model_name_suggests_the_name_meant(tmp_path, capsys):
+    from interpscore.stimuli.user_input import likely_meant
+
+    # the old suggestion: the first names, alphabetically, that contain `resnet`
+    names = ["cspresnet50", "ecaresnet26t", "resnet10t", "resnet18", "resnet50", "seresnet18"]
+    assert likely_meant("resnet81", names)[0] == "resnet18"
+    assert likely_meant("resnt18", names)[0] == "resnet18"  # a typo in the stem
+    args = ["score", "--checkpoint", "mis", "--model", "resnet81@random", "--out",
+            str(tmp_path / "scores")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "unknown model; did you mean resnet18@random" in err and "cspresnet" not in err
+
+
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """The hub out of reach as on a machine without network: every request goes to a closed
+    local port (nothing leaves the machine), and an empty hub cache of the test's own."""
+    from huggingface_hub import constants
+
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return constants
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_pretrained_weights_out_of_reach_fail_fast_and_say_why(no_network, monkeypatch,
+                                                               offline):
+    import time
+
+    from interpscore.errors import InputError
+    from interpscore.stimuli.user_input import load_model
+
+    monkeypatch.setattr(no_network, "HF_HUB_OFFLINE", offline)
+    if not offline:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    start = time.perf_counter()
+    with pytest.raises(InputError) as err:
+        load_model("resnet18")
+    assert time.perf_counter() - start < 20  # the hub's retries took ~55 s
+    message = str(err.value)
+    assert "not in the local cache" in message and "resnet18@random" in message
+    if offline:
+        assert "HF_HUB_OFFLINE is set" in message
+    else:
+        assert "cannot be reached" in message and "HF_HUB_OFFLINE" not in message
+
+
+def test_cached_pretrained_weights_load_without_the_hub(no_network, monkeypatch):
+    """The cache is tried first, offline: what is cached loads (a guard of that path; the hub's
+    own fallback loaded it too)."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from interpscore.stimuli.user_input import load_model
+
+    monkeypatch.setattr(no_network, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    repo = Path(no_network.HF_HUB_CACHE) / "models--timm--resnet18.a1_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    torch.manual_seed(1)
+    cached = timm.create_model("resnet18", pretrained=False).state_dict()
+    save_file({k: v.contiguous() for k, v in cached.items()},
+              repo / "snapshots" / ("0" * 40) / "model.safetensors")
+    loaded = load_model("resnet18")
+    assert torch.equal(loaded.module.conv1.weight.cpu(), cached["conv1.weight"])
+

@@ -42,12 +42,13 @@ class Job(_EmbedsOnce):
 
     def __init__(self, model, layers, units, images, options: ScoringOptions, cache_dir: Path,
                  out: Path | None, readout=None):
-        from ..stimuli.networks import LoadedModel, load_model
+        from ..stimuli.networks import LoadedModel
         from ..stimuli.pools import open_pool
         from ..stimuli.readouts import channel_readout, check_readout
         from ..stimuli.scoring_layers import named_layers
         from ..stimuli.selection import check_request, keep_for
         from ..stimuli.units import check_units_spec, choose_units, parse_units
+        from ..stimuli.user_input import load_model
 
         # Everything that can be wrong with the request is found before the activation pass.
         check_request(options.n_refs, options.n_batches, [options.difficulty])

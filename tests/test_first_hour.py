@@ -236,6 +236,19 @@ def test_an_unknown_model_name_suggests_the_name_meant(tmp_path, capsys):
     assert "unknown model; did you mean resnet18@random" in err and "cspresnet" not in err
 
 
+def test_a_folder_of_non_images_is_said_to_hold_no_images(tmp_path, capsys):
+    folder = tmp_path / "not_images"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"{i}.png").write_text("not a picture")
+    args = ["score", "--checkpoint", "mis", "--model", "test_resnet@random", "--units", "2",
+            "--images", str(folder), "--out", str(tmp_path / "scores")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--images {folder}: holds no images" in err and ".jpg" in err
+    assert "too small" not in err and not (tmp_path / "scores").exists()
+
+
 @pytest.fixture
 def no_network(monkeypatch, tmp_path):
     """The hub out of reach as on a machine without network: every request goes to a closed

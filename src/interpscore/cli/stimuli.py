@@ -37,7 +37,7 @@ def stimuli(args) -> int:
     from ..stimuli.selection import build_exemplars, check_request
     from ..stimuli.store import write_store
     from ..stimuli.units import check_units_spec, choose_units
-    from ..stimuli.user_input import load_model
+    from ..stimuli.user_input import check_pool, load_model
 
     difficulties = args.difficulties.split(",")
     check_request(args.n_refs, args.n_batches, difficulties, difficulty_option="--difficulties")
@@ -46,6 +46,7 @@ def stimuli(args) -> int:
     model = load_model(args.model, image_size=args.image_size)
     units = choose_units(model, layers_arg(args.layers), args.units, args.image_size, args.seed)
     pool = open_pool(args.images, size=args.image_size, seed=args.seed)
+    check_pool(pool, args.n_refs, args.n_batches, difficulties)
     exemplars, dropped = build_exemplars(
         model, pool, units, args.n_refs, args.n_batches, difficulties,
         args.max_refs_per_source, batch_size=args.batch_size, seed=args.seed)

@@ -1,11 +1,12 @@
 """What a user gives the scorer, checked with messages written for them, around the modules
-that build it (`networks`):
+that build it (`networks`, `pools`, `selection`):
 
 - `check_model_spec`: an unknown name is answered with the names the user most likely meant
   (`resnet81` -> resnet18, not the alphabetically first names that contain `resnet`);
 - `load_model`: pretrained weights are looked for in the local caches first, so a machine
   without network fails in a second, saying what is true of it (HF_HUB_OFFLINE set, or the hub
-  out of reach), instead of after the hub's retries (~55 s).
+  out of reach), instead of after the hub's retries (~55 s);
+- `check_pool`: a folder of files that are not images is said to hold no images.
 
 The simulator calls those modules directly; their code (messages included) is part of every
 release's key (SIMULATOR_MODULES), so the wording for users lives here, where mending it does
@@ -141,3 +142,36 @@ def load_model(spec: str, image_size: int | None = None):
                          f"download them once with network access, or use {other}")
     return networks.load_model(spec, image_size=image_size)  # downloads them, once
 
+
+def _readable(pool, index: int) -> bool:
+    try:
+        pool.pil(index)
+    except InputError:
+        return False
+    return True
+
+
+def check_pool(pool, n_refs: int, n_batches: int, difficulties) -> None:
+    """`selection.check_request` for the pool, and for a folder pool what the folder holds: a
+    folder with no readable image (files named like images that are not, or other files) is
+    said to hold no images; one too small counts the other files in it."""
+    from ..data.layouts import IMAGE_SUFFIXES
+    from .pools import FolderPool
+    from .selection import check_request
+
+    if not isinstance(pool, FolderPool):
+        return check_request(n_refs, n_batches, difficulties, len(pool))
+    accepted = ", ".join(IMAGE_SUFFIXES)
+    # Stops at the first readable image: one file is read for a folder of images.
+    if not any(_readable(pool, i) for i in range(len(pool))):
+        raise InputError(f"--images {pool.folder}: holds no images: none of its {len(pool)} "
+                         f"file(s) named like one is a readable image (accepted: {accepted}); "
+                         "give a folder of images")
+    try:
+        check_request(n_refs, n_batches, difficulties, len(pool))
+    except InputError as err:
+        others = sum(1 for p in pool.folder.rglob("*") if p.is_file()) - len(pool)
+        if not others:
+            raise
+        raise InputError(f"{err} ({pool.folder} holds {len(pool)} image file(s) and {others} "
+                         f"other file(s); images are {accepted})") from None

@@ -308,3 +308,38 @@ def test_cached_pretrained_weights_load_without_the_hub(no_network, monkeypatch)
     loaded = load_model("resnet18")
     assert torch.equal(loaded.module.conv1.weight.cpu(), cached["conv1.weight"])
 
+
+# --- 6. the training log, the summary, the evaluate table, -n --------------------------------
+
+# Lines a newcomer met in the log of `python train.py --config quick` (Lightning 2.6, wandb 0.31,
+# torchmetrics 1.9), as they were printed: each read as if the run had gone wrong.
+NOISE = [
+    "`configure_optimizers` returned `None`, this fit will run with no optimizer",
+    "Experiment logs directory /w/checkpoints/.quick-20261206-045746/ exists and is not empty. "
+    "Previous log files in this directory will be deleted when the new ones are saved!",
+    "Checkpoint directory /w/checkpoints/.quick-20261206-045746 exists and is not empty.",
+    "Metric `SpearmanCorrcoef` will save all targets and predictions in the buffer. For large "
+    "datasets, this may lead to large memory footprint.",
+    "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) and "
+    "treespec.is_leaf()` instead.",
+]
+
+
+def test_the_training_log_leaves_out_what_reads_as_a_failure(tmp_path):
+    import re
+
+    from lightning.pytorch.loggers import WandbLogger
+
+    from interpscore.train.cli import QUIET_WARNINGS, _no_anonymous_setting
+
+    def quiet(text):  # as `warnings.filterwarnings(message=...)` matches
+        return any(re.compile(m, re.I).match(text) for m in QUIET_WARNINGS)
+
+    assert all(quiet(line) for line in NOISE)
+    assert not quiet("The dataloader does not have many workers")  # others still show
+
+    class Trainer:  # wandb 0.31 warns that Lightning's anonymous=None has no effect
+        loggers = [WandbLogger(save_dir=str(tmp_path), offline=True)]
+
+    _no_anonymous_setting(Trainer)
+    assert "anonymous" not in Trainer.loggers[0]._wandb_init

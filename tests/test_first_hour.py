@@ -343,3 +343,12 @@ def test_the_training_log_leaves_out_what_reads_as_a_failure(tmp_path):
 
     _no_anonymous_setting(Trainer)
     assert "anonymous" not in Trainer.loggers[0]._wandb_init
+
+
+def test_the_summary_counts_conditions_and_units_in_one_line(debug_run):
+    from interpscore.evaluation.harness import format_summary
+
+    _, _, metrics, _ = debug_run
+    (line,) = [x for x in format_summary(metrics).splitlines() if "in-distribution" in x]
+    assert line.startswith(f"in-distribution test: {metrics['n_units']} unit x difficulty "
+                           f"conditions of {metrics['grouped']['n_units']} units (")

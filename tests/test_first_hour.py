@@ -352,3 +352,21 @@ def test_the_summary_counts_conditions_and_units_in_one_line(debug_run):
     (line,) = [x for x in format_summary(metrics).splitlines() if "in-distribution" in x]
     assert line.startswith(f"in-distribution test: {metrics['n_units']} unit x difficulty "
                            f"conditions of {metrics['grouped']['n_units']} units (")
+
+
+def test_the_evaluate_table_aligns_long_names_and_shows_undefined_as_a_dash():
+    from interpscore.evaluation.report import predictor_table
+
+    def row(spearman, ci=(0.1, 0.6)):
+        return {"spearman": spearman, "spearman_ci": list(ci), "within_group_spearman": 0.0,
+                "mae": 0.109, "fraction_of_ceiling": spearman / 0.75}
+
+    nan = float("nan")
+    table = predictor_table({"trained": row(0.481), "constant": row(nan, (nan, nan)),
+                             "act_spatial_contrast": row(0.025, (-0.33, 0.377))}).splitlines()
+    header, trained, constant, long_name, note = table
+    assert [len(line) for line in (header, trained, constant, long_name)] == [len(header)] * 4
+    assert trained.endswith("0.481   [0.100, 0.600]   0.000   0.109       0.64")
+    assert long_name.startswith("act_spatial_contrast     0.025  [-0.330, 0.377]")
+    assert "nan" not in constant and constant.split()[1:3] == ["-", "-"]
+    assert note.startswith("'-' = undefined: constant predicts one value for every unit")

@@ -31,7 +31,7 @@ def simulated_benchmark_of(checkpoint, data) -> dict | None:
 
 def evaluate(args) -> int:
     from ..evaluation.harness import run_evaluation
-    from ..evaluation.report import write_report
+    from ..evaluation.report import predictor_table, write_report
 
     check_output_folder(args.out, args.overwrite)
     if args.images_dir is not None and not Path(args.images_dir).is_dir():
@@ -49,12 +49,7 @@ def evaluate(args) -> int:
             tensors, dict(metric.hparams), args.lomo_epochs,
             batch_size=metric.data_hparams.get("batch_size", 32))
     write_report(metrics, table, args.out, "trained")
-    print(f"{'predictor':14s} {'spearman':>9s} {'95% CI':>16s} {'within':>7s} {'mae':>7s} "
-          f"{'of ceiling':>10s}")
-    for name, m in metrics["predictors"].items():
-        ci = f"[{m['spearman_ci'][0]:.3f}, {m['spearman_ci'][1]:.3f}]"
-        print(f"{name:14s} {m['spearman']:9.3f} {ci:>16s} {m['within_group_spearman']:7.3f} "
-              f"{m['mae']:7.3f} {m['fraction_of_ceiling']:10.2f}")
+    print(predictor_table(metrics["predictors"]))
     print(f"report -> {args.out}/report.md (and report.html, metrics.json, figures)")
     return 0
 

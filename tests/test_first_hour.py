@@ -370,3 +370,11 @@ def test_the_evaluate_table_aligns_long_names_and_shows_undefined_as_a_dash():
     assert long_name.startswith("act_spatial_contrast     0.025  [-0.330, 0.377]")
     assert "nan" not in constant and constant.split()[1:3] == ["-", "-"]
     assert note.startswith("'-' = undefined: constant predicts one value for every unit")
+
+
+def test_n_without_select_is_refused_before_a_study_is_built(lite0_store, tmp_path, capsys):
+    out = tmp_path / "study"
+    assert main(["study", "build", "--stimuli", str(lite0_store), "-n", "50", "--out",
+                 str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error: -n 50: picks units only with --select" in err and not out.exists()

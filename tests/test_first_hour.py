@@ -378,3 +378,23 @@ def test_n_without_select_is_refused_before_a_study_is_built(lite0_store, tmp_pa
                  str(out)]) == 2
     err = capsys.readouterr().err
     assert "error: -n 50: picks units only with --select" in err and not out.exists()
+
+
+def test_unreadable_images_are_one_line_in_every_command(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(pool / f"{i}.png")
+    for i in range(6):
+        (pool / f"corrupt{i}.png").write_bytes(b"\x89PNG cut short")
+    args = ["stimuli", "--model", "test_resnet@random", "--units", "2", "--n-refs", "2",
+            "--n-batches", "2", "--images", str(pool), "--out", str(tmp_path / "store")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "unreadable" in line] == [
+        f"skipped 6 unreadable image(s) of the pool, e.g. {pool / 'corrupt0.png'}: not a "
+        f"readable image (cannot identify image file '{pool / 'corrupt0.png'}')"]

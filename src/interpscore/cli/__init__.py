@@ -12,7 +12,8 @@ from argparse import ArgumentError
 from ..errors import InputError
 from ..kernels import pin_cpu_kernels
 from . import data, features, leaderboard, monitor, scoring, stimuli, study
-from .common import BAD_INPUT, INTERRUPTED, Parser, command_of, explain
+from .common import (BAD_INPUT, INTERRUPTED, Parser, command_of, explain,
+                     unreadable_images_folded)
 
 GROUPS = (data, stimuli, features, scoring, monitor, study, leaderboard)
 
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {explain(parser, argv, err)}", file=sys.stderr)
             return BAD_INPUT
         run, values = command_of(parser, values)
-        return run(values)
+        with unreadable_images_folded():
+            return run(values)
     except SystemExit as exit_:  # --help, and LightningCLI on bad arguments
         return exit_.code if isinstance(exit_.code, int) else BAD_INPUT
     except InputError as err:

@@ -10,8 +10,8 @@ from ..errors import InputError
 from ..options import (IMAGES_HELP, MODEL_HELP, POSITIVE_INT, add_fields, from_namespace,
                        overwrite_help)
 from ..resources import DEFAULT_CACHE
-from .common import (FEATURES_HELP, REDUCTION_HELP, add_command, layers_arg, readout_arg,
-                     shard_arg)
+from .common import (FEATURES_HELP, REDUCTION_HELP, UNREADABLE, add_command, layers_arg,
+                     readout_arg, shard_arg)
 
 CHECKPOINT_HELP = "a checkpoint of `python train.py`"
 
@@ -78,7 +78,7 @@ def score(args) -> int:
               "to merge)")
         return 0
     with warnings.catch_warnings():  # one line for them all, below, not one per image
-        warnings.filterwarnings("ignore", message="skipping an unreadable image")
+        warnings.filterwarnings("ignore", message=UNREADABLE)
         frame = scorer.score_units(args.model, out=args.out, save_stimuli=args.save_stimuli,
                                    **request)
     return _report(frame, args.out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -217,3 +218,183 @@ def test_the_summary_and_report_of_a_run_open_with_the_verdict(debug_run, tmp_pa
     assert text.splitlines()[2].startswith("verdict: trained ")
     assert not [line for line in text.splitlines() if line.startswith("#") and "`" in line]
     assert "Terms: within-group = " in text
+
+
+# --- 5. the names, weights and pools a user gives ----------------------------------------------
+
+def test_an_unknown_model_name_suggests_the_name_meant(tmp_path, capsys):
+    from interpscore.stimuli.user_input import likely_meant
+
+    # the old suggestion: the first names, alphabetically, that contain `resnet`
+    names = ["cspresnet50", "ecaresnet26t", "resnet10t", "resnet18", "resnet50", "seresnet18"]
+    assert likely_meant("resnet81", names)[0] == "resnet18"
+    assert likely_meant("resnt18", names)[0] == "resnet18"  # a typo in the stem
+    args = ["score", "--checkpoint", "mis", "--model", "resnet81@random", "--out",
+            str(tmp_path / "scores")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "unknown model; did you mean resnet18@random" in err and "cspresnet" not in err
+
+
+def test_a_folder_of_non_images_is_said_to_hold_no_images(tmp_path, capsys):
+    folder = tmp_path / "not_images"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"{i}.png").write_text("not a picture")
+    args = ["score", "--checkpoint", "mis", "--model", "test_resnet@random", "--units", "2",
+            "--images", str(folder), "--out", str(tmp_path / "scores")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--images {folder}: holds no images" in err and ".jpg" in err
+    assert "too small" not in err and not (tmp_path / "scores").exists()
+
+
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """The hub out of reach as on a machine without network: every request goes to a closed
+    local port (nothing leaves the machine), and an empty hub cache of the test's own."""
+    from huggingface_hub import constants
+
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return constants
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_pretrained_weights_out_of_reach_fail_fast_and_say_why(no_network, monkeypatch,
+                                                               offline):
+    import time
+
+    from interpscore.errors import InputError
+    from interpscore.stimuli.user_input import load_model
+
+    monkeypatch.setattr(no_network, "HF_HUB_OFFLINE", offline)
+    if not offline:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    start = time.perf_counter()
+    with pytest.raises(InputError) as err:
+        load_model("resnet18")
+    assert time.perf_counter() - start < 20  # the hub's retries took ~55 s
+    message = str(err.value)
+    assert "not in the local cache" in message and "resnet18@random" in message
+    if offline:
+        assert "HF_HUB_OFFLINE is set" in message
+    else:
+        assert "cannot be reached" in message and "HF_HUB_OFFLINE" not in message
+
+
+def test_cached_pretrained_weights_load_without_the_hub(no_network, monkeypatch):
+    """The cache is tried first, offline: what is cached loads (a guard of that path; the hub's
+    own fallback loaded it too)."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from interpscore.stimuli.user_input import load_model
+
+    monkeypatch.setattr(no_network, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    repo = Path(no_network.HF_HUB_CACHE) / "models--timm--resnet18.a1_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    torch.manual_seed(1)
+    cached = timm.create_model("resnet18", pretrained=False).state_dict()
+    save_file({k: v.contiguous() for k, v in cached.items()},
+              repo / "snapshots" / ("0" * 40) / "model.safetensors")
+    loaded = load_model("resnet18")
+    assert torch.equal(loaded.module.conv1.weight.cpu(), cached["conv1.weight"])
+
+
+# --- 6. the training log, the summary, the evaluate table, -n --------------------------------
+
+# Lines a newcomer met in the log of `python train.py --config quick` (Lightning 2.6, wandb 0.31,
+# torchmetrics 1.9), as they were printed: each read as if the run had gone wrong.
+NOISE = [
+    "`configure_optimizers` returned `None`, this fit will run with no optimizer",
+    "Experiment logs directory /w/checkpoints/.quick-20261206-045746/ exists and is not empty. "
+    "Previous log files in this directory will be deleted when the new ones are saved!",
+    "Checkpoint directory /w/checkpoints/.quick-20261206-045746 exists and is not empty.",
+    "Metric `SpearmanCorrcoef` will save all targets and predictions in the buffer. For large "
+    "datasets, this may lead to large memory footprint.",
+    "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) and "
+    "treespec.is_leaf()` instead.",
+]
+
+
+def test_the_training_log_leaves_out_what_reads_as_a_failure(tmp_path):
+    import re
+
+    from lightning.pytorch.loggers import WandbLogger
+
+    from interpscore.train.cli import QUIET_WARNINGS, _no_anonymous_setting
+
+    def quiet(text):  # as `warnings.filterwarnings(message=...)` matches
+        return any(re.compile(m, re.I).match(text) for m in QUIET_WARNINGS)
+
+    assert all(quiet(line) for line in NOISE)
+    assert not quiet("The dataloader does not have many workers")  # others still show
+
+    class Trainer:  # wandb 0.31 warns that Lightning's anonymous=None has no effect
+        loggers = [WandbLogger(save_dir=str(tmp_path), offline=True)]
+
+    _no_anonymous_setting(Trainer)
+    assert "anonymous" not in Trainer.loggers[0]._wandb_init
+
+
+def test_the_summary_counts_conditions_and_units_in_one_line(debug_run):
+    from interpscore.evaluation.harness import format_summary
+
+    _, _, metrics, _ = debug_run
+    (line,) = [x for x in format_summary(metrics).splitlines() if "in-distribution" in x]
+    assert line.startswith(f"in-distribution test: {metrics['n_units']} unit x difficulty "
+                           f"conditions of {metrics['grouped']['n_units']} units (")
+
+
+def test_the_evaluate_table_aligns_long_names_and_shows_undefined_as_a_dash():
+    from interpscore.evaluation.report import predictor_table
+
+    def row(spearman, ci=(0.1, 0.6)):
+        return {"spearman": spearman, "spearman_ci": list(ci), "within_group_spearman": 0.0,
+                "mae": 0.109, "fraction_of_ceiling": spearman / 0.75}
+
+    nan = float("nan")
+    table = predictor_table({"trained": row(0.481), "constant": row(nan, (nan, nan)),
+                             "act_spatial_contrast": row(0.025, (-0.33, 0.377))}).splitlines()
+    header, trained, constant, long_name, note = table
+    assert [len(line) for line in (header, trained, constant, long_name)] == [len(header)] * 4
+    assert trained.endswith("0.481   [0.100, 0.600]   0.000   0.109       0.64")
+    assert long_name.startswith("act_spatial_contrast     0.025  [-0.330, 0.377]")
+    assert "nan" not in constant and constant.split()[1:3] == ["-", "-"]
+    assert note.startswith("'-' = undefined: constant predicts one value for every unit")
+
+
+def test_n_without_select_is_refused_before_a_study_is_built(lite0_store, tmp_path, capsys):
+    out = tmp_path / "study"
+    assert main(["study", "build", "--stimuli", str(lite0_store), "-n", "50", "--out",
+                 str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error: -n 50: picks units only with --select" in err and not out.exists()
+
+
+def test_unreadable_images_are_one_line_in_every_command(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(pool / f"{i}.png")
+    for i in range(6):
+        (pool / f"corrupt{i}.png").write_bytes(b"\x89PNG cut short")
+    args = ["stimuli", "--model", "test_resnet@random", "--units", "2", "--n-refs", "2",
+            "--n-batches", "2", "--images", str(pool), "--out", str(tmp_path / "store")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "unreadable" in line] == [
+        f"skipped 6 unreadable image(s) of the pool, e.g. {pool / 'corrupt0.png'}: not a "
+        f"readable image (cannot identify image file '{pool / 'corrupt0.png'}')"]

@@ -52,9 +52,11 @@ def test_every_door_uses_the_grammar():
     """check_model_spec, create_backbone and load_model refuse a malformed spec alike, before
     building anything."""
     from interpscore.metric.backbones import create_backbone
+    from interpscore.stimuli import user_input
     from interpscore.stimuli.networks import check_model_spec, load_model
 
-    for call in (check_model_spec, create_backbone, load_model):
+    for call in (check_model_spec, create_backbone, load_model, user_input.check_model_spec,
+                 user_input.load_model):
         with pytest.raises(InputError, match="open_clip models are written open_clip:NAME:TAG"):
             call("open_clip:RN50")
     with pytest.raises(InputError, match="unknown backbone 'resnet18'"):

@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..kernels import pin_cpu_kernels
 from . import data, features, leaderboard, monitor, scoring, stimuli, study
 from ..options import explain
-from .common import BAD_INPUT, INTERRUPTED, Parser, command_of
+from .common import BAD_INPUT, INTERRUPTED, Parser, command_of, unreadable_images_folded
 
 GROUPS = (data, stimuli, features, scoring, monitor, study, leaderboard)
 
@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {explain(parser, argv, err)}", file=sys.stderr)
             return BAD_INPUT
         run, values = command_of(parser, values)
-        return run(values)
+        with unreadable_images_folded():
+            return run(values)
     except SystemExit as exit_:  # --help, and LightningCLI on bad arguments
         return exit_.code if isinstance(exit_.code, int) else BAD_INPUT
     except InputError as err:

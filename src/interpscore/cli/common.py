@@ -4,6 +4,9 @@ take. Subcommands import their heavy modules lazily, so `--help` is fast."""
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
+from contextlib import contextmanager
 
 from jsonargparse import ArgumentParser, DefaultHelpFormatter
 
@@ -15,6 +18,29 @@ from ..options import commands_of
 # touched; bad input exits 2 with `error: <file or option>: <problem and what to do>`, and no
 # traceback unless --debug.
 BAD_INPUT, INTERRUPTED = 2, 130
+UNREADABLE = "skipping an unreadable image: "  # an image pool's warning, once per image
+
+
+@contextmanager
+def unreadable_images_folded():
+    """A pool warns once for each unreadable image it skips (450 corrupt files: 450 warnings);
+    a command shows one line for them all, at its end. (`score` says it in its own summary.)"""
+    skipped, show = [], warnings.showwarning
+
+    def fold(message, *args, **kwargs):
+        if str(message).startswith(UNREADABLE):
+            skipped.append(str(message).removeprefix(UNREADABLE))
+        else:
+            show(message, *args, **kwargs)
+
+    warnings.showwarning = fold
+    try:
+        yield
+    finally:
+        warnings.showwarning = show
+        if skipped:
+            print(f"skipped {len(skipped)} unreadable image(s) of the pool, e.g. {skipped[0]}",
+                  file=sys.stderr)
 
 
 class HelpFormatter(DefaultHelpFormatter):

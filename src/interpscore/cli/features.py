@@ -27,11 +27,11 @@ def check_output_file(out: str, overwrite: bool, option: str = "--out") -> None:
 def sae_fit(args) -> int:
     from dataclasses import asdict
 
-    from ..stimuli.networks import load_model
     from ..stimuli.options import SAEFitOptions
     from ..stimuli.pools import open_pool
     from ..stimuli.sae import (collect_vectors, fit_sae, overcomplete_sae,
                                reconstruction_stats, sae_record, write_sae)
+    from ..stimuli.user_input import load_model
 
     o = from_namespace(args, SAEFitOptions)
     if o.top_k > args.latents:

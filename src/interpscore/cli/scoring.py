@@ -10,8 +10,8 @@ from ..errors import InputError
 from ..options import (IMAGES_HELP, MODEL_HELP, POSITIVE_INT, add_fields, from_namespace,
                        overwrite_help)
 from ..resources import DEFAULT_CACHE
-from .common import (FEATURES_HELP, REDUCTION_HELP, add_command, layers_arg, readout_arg,
-                     shard_arg)
+from .common import (FEATURES_HELP, REDUCTION_HELP, UNREADABLE, add_command, layers_arg,
+                     readout_arg, shard_arg)
 
 CHECKPOINT_HELP = "a checkpoint of `python train.py`"
 
@@ -31,7 +31,7 @@ def simulated_benchmark_of(checkpoint, data) -> dict | None:
 
 def evaluate(args) -> int:
     from ..evaluation.harness import run_evaluation
-    from ..evaluation.report import write_report
+    from ..evaluation.report import predictor_table, write_report
 
     check_output_folder(args.out, args.overwrite)
     if args.images_dir is not None and not Path(args.images_dir).is_dir():
@@ -49,12 +49,7 @@ def evaluate(args) -> int:
             tensors, dict(metric.hparams), args.lomo_epochs,
             batch_size=metric.data_hparams.get("batch_size", 32))
     write_report(metrics, table, args.out, "trained")
-    print(f"{'predictor':14s} {'spearman':>9s} {'95% CI':>16s} {'within':>7s} {'mae':>7s} "
-          f"{'of ceiling':>10s}")
-    for name, m in metrics["predictors"].items():
-        ci = f"[{m['spearman_ci'][0]:.3f}, {m['spearman_ci'][1]:.3f}]"
-        print(f"{name:14s} {m['spearman']:9.3f} {ci:>16s} {m['within_group_spearman']:7.3f} "
-              f"{m['mae']:7.3f} {m['fraction_of_ceiling']:10.2f}")
+    print(predictor_table(metrics["predictors"]))
     print(f"report -> {args.out}/report.md (and report.html, metrics.json, figures)")
     return 0
 
@@ -83,7 +78,7 @@ def score(args) -> int:
               "to merge)")
         return 0
     with warnings.catch_warnings():  # one line for them all, below, not one per image
-        warnings.filterwarnings("ignore", message="skipping an unreadable image")
+        warnings.filterwarnings("ignore", message=UNREADABLE)
         frame = scorer.score_units(args.model, out=args.out, save_stimuli=args.save_stimuli,
                                    **request)
     return _report(frame, args.out)

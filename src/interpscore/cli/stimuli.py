@@ -16,9 +16,10 @@ STIMULI_OPTIONS = ("n_refs", "n_batches", "image_size", "max_refs_per_source", "
 
 
 def layers(args) -> int:
-    from ..stimuli.networks import load_model, module_depths
+    from ..stimuli.networks import module_depths
     from ..stimuli.scoring_layers import scoring_layers
     from ..stimuli.units import layer_channels
+    from ..stimuli.user_input import load_model
 
     model = load_model(args.model, image_size=args.image_size)
     names = scoring_layers(model.module)
@@ -32,11 +33,11 @@ def layers(args) -> int:
 
 def stimuli(args) -> int:
     from ..atomic import atomic_folder
-    from ..stimuli.networks import load_model
     from ..stimuli.pools import open_pool
     from ..stimuli.selection import build_exemplars, check_request
     from ..stimuli.store import write_store
     from ..stimuli.units import check_units_spec, choose_units
+    from ..stimuli.user_input import check_pool, load_model
 
     difficulties = args.difficulties.split(",")
     check_request(args.n_refs, args.n_batches, difficulties, difficulty_option="--difficulties")
@@ -45,6 +46,7 @@ def stimuli(args) -> int:
     model = load_model(args.model, image_size=args.image_size)
     units = choose_units(model, layers_arg(args.layers), args.units, args.image_size, args.seed)
     pool = open_pool(args.images, size=args.image_size, seed=args.seed)
+    check_pool(pool, args.n_refs, args.n_batches, difficulties)
     exemplars, dropped = build_exemplars(
         model, pool, units, args.n_refs, args.n_batches, difficulties,
         args.max_refs_per_source, batch_size=args.batch_size, seed=args.seed)
@@ -56,11 +58,11 @@ def stimuli(args) -> int:
 
 
 def visualize(args) -> int:
-    from ..stimuli.networks import load_model
     from ..stimuli.pools import open_pool
     from ..stimuli.readouts import check_readout, for_store
     from ..stimuli.scoring_layers import named_layers
     from ..stimuli.units import check_units_spec, choose_units, parse_units
+    from ..stimuli.user_input import load_model
     from ..stimuli.visual_store import plot_visualizations, write_visualizations
     from ..stimuli.visualize import (VisualizationOptions, check_options, natural_rankings,
                                      visualize_units)

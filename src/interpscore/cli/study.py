@@ -3,9 +3,22 @@ folders, for a study run elsewhere)."""
 
 from __future__ import annotations
 
+from ..errors import InputError
 from ..options import (PORT, POSITIVE_INT, SEED, add_fields, from_namespace,
                        overwrite_help)
 from .common import FEATURES_HELP, REDUCTION_HELP, add_command, add_group, readout_arg
+
+DEFAULT_N = 10
+
+
+def _how_many(args) -> int:
+    """-n, which only --select reads: given without it, the study would silently ask about
+    every unit of the store (or --units), whatever -n said."""
+    if args.n is not None and args.select is None:
+        raise InputError(f"-n {args.n}: picks units only with --select (e.g. --select "
+                         "uncertain); without --select the study asks about every unit of the "
+                         "store, or of --units")
+    return DEFAULT_N if args.n is None else args.n
 
 
 def _choice_arguments(sub) -> None:
@@ -21,7 +34,8 @@ def _choice_arguments(sub) -> None:
                      help="pick -n units: spread over models and predicted scores, at random, "
                      "the most uncertain, or the most extreme scores (see docs/study.md; "
                      f"{RECOMMENDED_RULE} measured best on simulated populations)")
-    sub.add_argument("-n", type=POSITIVE_INT, default=10, help="how many units --select picks")
+    sub.add_argument("-n", type=POSITIVE_INT, help=f"how many units --select picks (default: "
+                     f"{DEFAULT_N}; without --select every unit is asked about)")
     sub.add_argument("--seed", type=SEED, default=0, help="seed of the choice and the tasks")
     sub.add_argument("--features", help=f"only the store's units of these {FEATURES_HELP}")
     sub.add_argument("--layers", default="auto", help="the layer of a --features direction matrix")
@@ -34,8 +48,8 @@ def build(args) -> int:
 
     readout = readout_arg(args.features, args.layers, args.reduction)
     out = build_study(args.stimuli, args.out, units=args.units, scores=args.scores,
-                      select=args.select, n=args.n, seed=args.seed, overwrite=args.overwrite,
-                      readout=readout,
+                      select=args.select, n=_how_many(args), seed=args.seed,
+                      overwrite=args.overwrite, readout=readout,
                       **vars(from_namespace(args, StudySettings)))
     print(f"study -> {out}\nnext: interpscore study serve {out} --results DIR (or put the "
           "folder on any static host)")
@@ -56,7 +70,7 @@ def export(args) -> int:
 
     readout = readout_arg(args.features, args.layers, args.reduction)
     out = export_experiment(args.stimuli, args.out, scores=args.scores, units=args.units,
-                            select=args.select, n=args.n, seed=args.seed,
+                            select=args.select, n=_how_many(args), seed=args.seed,
                             overwrite=args.overwrite, readout=readout)
     print(f"experiment -> {out}")
     return 0

@@ -154,8 +154,8 @@ def format_summary(metrics: dict) -> str:
     names = {"trained": f"trained {metrics.get('head', '')}".strip(), "mis": "MIS (baseline)"}
     units = metrics.get("grouped", {}).get("n_units")  # a unit's difficulties are conditions
     of_units = f" of {units} units" if units else ""
-    lines += [f"in-distribution test conditions: {metrics['n_units']}{of_units} "
-              f"({metrics['data']['source']} data, the training audience)",
+    lines += [f"in-distribution test: {metrics['n_units']} unit x difficulty conditions"
+              f"{of_units} ({metrics['data']['source']} data, the training audience)",
               f"{'predictor':22s} {'spearman':>20s} {'within':>7s} {'mae':>7s} {'of ceiling':>10s}"]
     for name in BENCHMARK_PREDICTORS:
         if name not in predictors:

@@ -135,6 +135,32 @@ def num(value, digits=3) -> str:
     return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
+def undefined_note(predictors: dict) -> str | None:
+    """Why some predictors' correlations are shown as '-': their predictions do not vary."""
+    names = [name for name, m in predictors.items() if not np.isfinite(m["spearman"])]
+    if not names:
+        return None
+    return (f"'-' = undefined: {', '.join(names)} predict{'s' if len(names) == 1 else ''} one "
+            "value for every unit, so there is no ranking to correlate (within a group, a "
+            "prediction constant there scores 0).")
+
+
+def predictor_table(predictors: dict) -> str:
+    """`interpscore evaluate`'s terminal table: the name column as wide as the longest name,
+    '-' where a value is undefined, and a line saying why."""
+    width = max(len("predictor"), *map(len, predictors))
+    lines = [f"{'predictor':{width}s} {'spearman':>9s} {'95% CI':>16s} {'within':>7s} "
+             f"{'mae':>7s} {'of ceiling':>10s}"]
+    for name, m in predictors.items():
+        low, high = m["spearman_ci"]
+        ci = f"[{low:.3f}, {high:.3f}]" if np.isfinite([low, high]).all() else "-"
+        lines.append(f"{name:{width}s} {num(m['spearman']):>9s} {ci:>16s} "
+                     f"{num(m['within_group_spearman']):>7s} {num(m['mae']):>7s} "
+                     f"{num(m['fraction_of_ceiling'], 2):>10s}")
+    note = undefined_note(predictors)
+    return "\n".join(lines + ([note] if note else []))
+
+
 def benchmark_markdown(benchmark: dict) -> list[str]:
     """The held-out benchmark first: each predictor within model x difficulty groups and
     overall, against the ceiling of the same groups, on observers and images never fitted."""
@@ -188,10 +214,13 @@ def markdown(metrics: dict, figures: list[str]) -> str:
              "| ECE |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, m in metrics["predictors"].items():
         ci = m["spearman_ci"]
-        lines.append(f"| {name} | {m['spearman']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | "
-                     f"{m['within_group_spearman']:.3f} | "
-                     f"{m['pearson']:.3f} | {m['kendall']:.3f} | {m['mae']:.3f} | "
-                     f"{num(m['fraction_of_ceiling'], 2)} | {m['calibration']['ece']:.3f} |")
+        spearman = (f"{num(m['spearman'])} [{ci[0]:.3f}, {ci[1]:.3f}]"
+                    if np.isfinite(m["spearman"]) else "-")
+        lines.append(f"| {name} | {spearman} | {num(m['within_group_spearman'])} | "
+                     f"{num(m['pearson'])} | {num(m['kendall'])} | {num(m['mae'])} | "
+                     f"{num(m['fraction_of_ceiling'], 2)} | {num(m['calibration']['ece'])} |")
+    if undefined_note(metrics["predictors"]):
+        lines += ["", undefined_note(metrics["predictors"])]
     lines += ["", "## Noise ceiling", ""]
     lines += [f"- {k}: {v:.3f}" for k, v in metrics["ceiling"].items()]
     lines += ["", "## Paired tests (overall Spearman difference on the in-distribution test "

@@ -161,8 +161,8 @@ def create_backbone(name: str, image_size: int | None = None, stages: int = 4
                              "joined by '+'")
         return Mixture(name, [create_backbone(n, image_size, stages) for n in names])
     from ..stimuli.model_spec import OPEN_CLIP, parse_model_spec
-    from ..stimuli.networks import (OBSERVER_NETWORKS, load_model, reserved_fingerprints,
-                                    weight_fingerprint)
+    from ..stimuli.networks import OBSERVER_NETWORKS, reserved_fingerprints, weight_fingerprint
+    from ..stimuli.user_input import load_model
 
     spec = parse_model_spec(name, "backbone")
     if spec.name in OBSERVER_NETWORKS:

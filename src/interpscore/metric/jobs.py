@@ -42,12 +42,13 @@ class Job(_EmbedsOnce):
 
     def __init__(self, model, layers, units, images, options: ScoringOptions, cache_dir: Path,
                  out: Path | None, readout=None):
-        from ..stimuli.networks import LoadedModel, load_model
+        from ..stimuli.networks import LoadedModel
         from ..stimuli.pools import open_pool
         from ..stimuli.readouts import channel_readout, check_readout
         from ..stimuli.scoring_layers import named_layers
         from ..stimuli.selection import check_request, keep_for
         from ..stimuli.units import check_units_spec, choose_units, parse_units
+        from ..stimuli.user_input import check_pool, load_model
 
         # Everything that can be wrong with the request is found before the activation pass.
         check_request(options.n_refs, options.n_batches, [options.difficulty])
@@ -69,7 +70,7 @@ class Job(_EmbedsOnce):
                                      options.seed)
         self.pool = open_pool(images, size=options.image_size, n_images=options.pool_size,
                               seed=options.seed, cache_dir=cache_dir / "pools")
-        check_request(options.n_refs, options.n_batches, [options.difficulty], len(self.pool))
+        check_pool(self.pool, options.n_refs, options.n_batches, [options.difficulty])
         self.keep = keep_for(options.n_refs, options.n_batches)
         self.shards = out / "shards" if out is not None else None
         self.signature = json.dumps(dict(

@@ -74,7 +74,7 @@ def build_architecture(arch: str, first_checkpoint: Path, image_size: int | None
     import torch
 
     from ..stimuli.model_spec import parse_model_spec
-    from ..stimuli.networks import check_model_spec, load_model
+    from ..stimuli.user_input import check_model_spec, load_model
 
     spec = f"{parse_model_spec(arch, '--model').name}@random"
     check_model_spec(spec)

@@ -31,6 +31,23 @@ RUN_DIR_PLACEHOLDER = "{run_dir}"
 
 
 RUN_DIR_ENV = "INTERPSCORE_RUN_DIR"
+# Lightning's and its libraries' warnings that read, in a newcomer's log, as if something went
+# wrong with a run that went as planned:
+QUIET_WARNINGS = (
+    # `interpscore train ...` passes its own argv on purpose
+    "LightningCLI's args parameter",
+    # the closed-form heads and MIS are fitted without an optimizer on purpose (the module
+    # says so in a line of its own, `InterpScoreModule.on_train_start`)
+    ".*configure_optimizers.*returned `None`",
+    # the run folder holds config.yaml (and wandb's folder) before the CSV logger and the
+    # checkpoints arrive; nothing of this run's is deleted or overwritten
+    "Experiment logs directory .* exists and is not empty",
+    "Checkpoint directory .* exists and is not empty",
+    # the validation and test sets are hundreds of conditions
+    "Metric `SpearmanCorrcoef` will save all targets and predictions",
+    # inside Lightning, about the installed torch
+    ".*isinstance.treespec, LeafSpec.. is deprecated",
+)
 
 
 def _fill(value, run_dir: str):
@@ -194,11 +211,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     the metrics dict (None without an evaluation)."""
     argv = resolve_configs(sys.argv[1:] if argv is None else argv)
     inherited = RUN_DIR_ENV in os.environ  # set for us when we are a DDP child rank
-    # `interpscore train ...` passes its own argv on purpose; Lightning would warn about it.
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-    # The closed-form heads (and the training-free MIS) are fitted without an optimizer, on
-    # purpose (`InterpScoreModule.configure_optimizers`).
-    warnings.filterwarnings("ignore", message=".*configure_optimizers.*returned `None`")
+    for message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    # wandb looks for a git repository at the run folder before Lightning has made it, and
+    # warns that the folder does not exist; it records no git state then either.
+    os.environ.setdefault("WANDB_DISABLE_GIT", "true")
     cli = None
     try:
         cli = _parse_or_explain(lambda: InterpScoreCLI(
@@ -206,6 +223,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             parser_kwargs={"default_config_files": [str(config_file("default"))],
                            "exit_on_error": False},
             save_config_kwargs={"overwrite": True}), argv)
+        _no_anonymous_setting(cli.trainer)
         too_small = cli.config.evaluate and _too_few_to_evaluate(cli.datamodule)
         if too_small and not inherited:  # said before the training, and again after it
             print(f"warning: {too_small}: the run trains and saves its checkpoint, and is not "
@@ -214,7 +232,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         best = cli.trainer.checkpoint_callback.best_model_path
         if not best:  # the training-free MIS takes no optimizer step, so nothing was saved yet
             best = str(cli.run_dir / "best.ckpt")
-            cli.trainer.save_checkpoint(best)  # on every rank: it synchronises under DDP
+            # on every rank: it synchronises under DDP
+            cli.trainer.save_checkpoint(best, weights_only=False)
         if cli.trainer.global_rank != 0 or inherited:
             return None
         return _finish(cli, Path(best))
@@ -228,6 +247,15 @@ def main(argv: list[str] | None = None) -> dict | None:
     finally:
         if not inherited:  # the next run in this process gets its own folder
             os.environ.pop(RUN_DIR_ENV, None)
+
+
+def _no_anonymous_setting(trainer) -> None:
+    """Lightning's WandbLogger passes wandb `anonymous=None`, which wandb 0.31 warns has no
+    effect; leaving it out changes nothing else."""
+    for logger in trainer.loggers:
+        init = getattr(logger, "_wandb_init", None)
+        if isinstance(init, dict) and init.get("anonymous") is None:
+            init.pop("anonymous", None)
 
 
 def _too_few_to_evaluate(datamodule) -> str | None:

@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanAbsoluteError, MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
 
 from ..errors import InputError
@@ -98,6 +99,9 @@ class InterpScoreModule(L.LightningModule):
     def on_train_start(self):
         if self.fitted:  # on the CPU, where the task tensors live; then back to the device
             data = self.trainer.datamodule
+            rank_zero_info(f"{self.hparams.head}: fitted in closed form on the "
+                           f"{len(data.split_ids['train'])} training conditions (no optimizer "
+                           "and no gradient steps, by design)")
             self.fit_info = self.head.cpu().fit(data.tensors, data.split_ids["train"])
             self.head.to(self.device)
 

@@ -30,7 +30,8 @@ import pandas as pd
 from ..atomic import atomic_file, write_text
 from ..errors import InputError
 from ..metric.scorer import Scorer, ScoringOptions, save_table
-from ..stimuli.networks import check_model_spec, model_label
+from ..stimuli.networks import model_label
+from ..stimuli.user_input import check_model_spec
 
 log = logging.getLogger(__name__)  # progress lines; the CLI shows them
 

@@ -143,8 +143,10 @@ def test_ctrl_c_during_a_real_score_names_what_it_kept(tmp_path):
     args = ["score", "--checkpoint", "mis", "--model", MODEL, "--units", ",".join(UNITS),
             "--pool-size", "120", "--image-size", "48", "--batch-size", "15", "--n-refs", "4",
             "--n-batches", "3", "--cache-dir", str(cache), "--out", str(out)]
+    # Ctrl-C's default handling, even where this test runs in the background (SIGINT ignored)
     process = subprocess.Popen([sys.executable, "-c", SLOW_SCORE, *args], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while len(list(cache.glob("activations/*/images-*.pt"))) < 2 and time.time() < deadline:
         time.sleep(0.02)

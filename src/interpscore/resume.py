@@ -108,8 +108,8 @@ def run_chunks(what: str, folder: str | Path, key: str, names: list[str],
     tally = _KEPT[folder] = Kept(what, folder, 0, len(names))
     found = [p.is_file() for p in paths]
     if any(found):
-        log.info("%s: %d of %d already done in %s; computing the rest", what, sum(found),
-                 len(names), folder)
+        log.info("%s: %d of %d already done in %s%s", what, sum(found), len(names), folder,
+                 "" if all(found) else "; computing the rest")
     parts = []
     with tqdm(total=sum(sizes), initial=sum(s for s, f in zip(sizes, found) if f),
               desc=desc or what, unit="img", disable=not progress) as bar:

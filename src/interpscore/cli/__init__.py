@@ -11,9 +11,11 @@ from argparse import ArgumentError
 
 from ..errors import InputError
 from ..kernels import pin_cpu_kernels
+from ..resume import forget
 from . import data, features, leaderboard, monitor, scoring, stimuli, study
 from ..options import explain
-from .common import BAD_INPUT, INTERRUPTED, Parser, command_of, unreadable_images_folded
+from .common import (BAD_INPUT, INTERRUPTED, Parser, command_of, interrupted_message,
+                     unreadable_images_folded)
 
 GROUPS = (data, stimuli, features, scoring, monitor, study, leaderboard)
 
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     _show_progress()
+    forget()  # the tally of resumable work an interruption reports is this command's
     try:
         if argv[:1] == ["train"]:  # LightningCLI parses its own arguments
             if {"-h", "--help"} & set(argv[1:]):  # the options a user changes, no Lightning
@@ -92,9 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        print("interrupted: outputs are renamed into place only when complete, so nothing "
-              "partial was left (score keeps finished activation shards under OUT/shards/; "
-              "a rerun resumes from them)", file=sys.stderr)
+        print(interrupted_message(), file=sys.stderr)
         return INTERRUPTED
     except OSError as err:  # a disk that fills or a folder that cannot be read, found mid-run
         if debug or err.filename is None:

@@ -43,6 +43,21 @@ def unreadable_images_folded():
                   file=sys.stderr)
 
 
+def interrupted_message() -> str:
+    """What Ctrl-C leaves: the chunks of the command's passes that are on disk (`resume.kept`),
+    no more; outputs themselves appear only when complete."""
+    from ..resume import kept
+
+    whole = "outputs are renamed into place only when complete, so none is half-written"
+    held = kept()
+    if not held:
+        return f"interrupted: {whole}"
+    parts = [f"{k.done} of {k.total} {k.what} in {k.folder}" for k in held]
+    then = ("a rerun of the same command computes only the rest" if any(k.done for k in held)
+            else "nothing was finished, so a rerun starts again")
+    return f"interrupted: kept {'; '.join(parts)}; {then} ({whole})"
+
+
 class HelpFormatter(DefaultHelpFormatter):
     """Each option's help once, with its default once: none for a switch, a required option,
     or a None default (whose meaning, where it has one, the help text says)."""

@@ -203,7 +203,8 @@ def register(commands) -> None:
     add_fields(sc, ScoringOptions)
     sc.add_argument("--shard", help="RANK/WORLD: compute only this part of the activation pass")
     sc.add_argument("--save-stimuli", action="store_true", help="also write the exemplars")
-    sc.add_argument("--cache-dir", default=DEFAULT_CACHE, help="embedding and pool cache")
+    sc.add_argument("--cache-dir", default=DEFAULT_CACHE, help="embedding and pool cache, and "
+                    "the chunks of a pass Ctrl-C interrupted (a rerun resumes from them)")
     sc.add_argument("--out", required=True, help="folder for scores.parquet/.csv and summaries "
                     "(its shards/ folder is a resumable cache: a rerun continues from it)")
     sc.add_argument("--overwrite", action="store_true", help=overwrite_help("score"))
@@ -230,4 +231,5 @@ def register(commands) -> None:
     zo.add_argument("--shard", help="RANK/WORLD: only models RANK, RANK+WORLD, ... (array jobs; "
                     "under torchrun the ranks are taken from it)")
     add_fields(zo, LaunchOptions)
-    zo.add_argument("--cache-dir", default=DEFAULT_CACHE, help="embedding and pool cache")
+    zo.add_argument("--cache-dir", default=DEFAULT_CACHE, help="embedding and pool cache, and "
+                    "the chunks of a pass Ctrl-C interrupted (a rerun resumes from them)")

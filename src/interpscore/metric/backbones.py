@@ -33,6 +33,7 @@ import numpy as np
 
 from ..atomic import atomic_file
 from ..errors import InputError
+from ..resume import keyed_folder
 
 OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1")
 MIXTURE_SEPARATOR = "+"
@@ -190,17 +191,17 @@ def _file_digest(path: Path) -> str:
 
 
 class EmbeddingCache:
-    """Embeddings on disk, one folder per backbone signature, keyed by image content (md5), so a
-    hard-linked or copied image is embedded once. Appends atomically. A mixture keeps one cache
-    per member, so adding a network to a mixture embeds the images with that network only."""
+    """Embeddings on disk, one folder per backbone signature (`resume.keyed_folder`), keyed by
+    image content (md5), so a hard-linked or copied image is embedded once. Appends atomically;
+    an interrupted pass keeps its finished chunks for the rerun. A mixture keeps one cache per
+    member, so adding a network to a mixture embeds the images with that network only."""
 
     def __init__(self, root: str | Path, backbone: Backbone | Mixture):
         self.backbone = backbone
         self.members = [EmbeddingCache(root, m) for m in getattr(backbone, "members", ())]
         if self.members:
             return
-        key = hashlib.sha1(backbone.signature().encode()).hexdigest()[:16]
-        self.folder = Path(root) / "embeddings" / key
+        self.folder = keyed_folder(root, "embeddings", backbone.signature())
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "backbone.json").write_text(backbone.signature())
 
@@ -212,8 +213,9 @@ class EmbeddingCache:
 
     def _embed(self, keys: list[str], load, batch_size: int, progress: bool) -> np.ndarray:
         """Embeddings for `keys`, computing (with `load(key) -> uint8 (3, H, W)`) only the
-        missing ones, then appending them to the cache atomically."""
-        from tqdm.auto import tqdm
+        missing ones, in chunks each saved in the cache folder when done (so an interrupted
+        pass resumes; `resume.run_chunks`), then appending them to the cache atomically."""
+        from ..resume import chunk_bounds, run_chunks
 
         if self.members:
             return np.concatenate([m._embed(keys, load, batch_size, progress)
@@ -221,12 +223,23 @@ class EmbeddingCache:
         index, data = self._load()
         todo = list(dict.fromkeys(k for k in keys if k not in index))
         if todo:
-            new = []
-            for start in tqdm(range(0, len(todo), batch_size), disable=not progress,
-                              desc=f"embedding with {self.backbone.name}", unit="batch"):
-                batch = [load(key) for key in todo[start:start + batch_size]]
-                new.append(self.backbone.embed(batch).numpy())
-            new = np.concatenate(new).astype(np.float32)
+            groups = [todo[a:b] for a, b in chunk_bounds(len(todo), batch_size)]
+            # a chunk is named by its images' keys (content): it holds their embeddings alone
+            names = [f"chunk-{hashlib.sha1(' '.join(g).encode()).hexdigest()[:16]}.pt"
+                     for g in groups]
+
+            def compute(i, bar):
+                done = []
+                for start in range(0, len(groups[i]), batch_size):
+                    batch = [load(key) for key in groups[i][start:start + batch_size]]
+                    done.append(self.backbone.embed(batch).numpy())
+                    bar.update(len(batch))
+                return np.concatenate(done).astype(np.float32)
+
+            new = np.concatenate(run_chunks(
+                "embedding chunks", self.folder, self.backbone.signature(), names, compute,
+                sizes=[len(g) for g in groups], progress=progress,
+                desc=f"embedding with {self.backbone.name}"))
             offset = 0 if data is None else len(data)
             data = new if data is None else np.concatenate([data, new])
             index.update({key: offset + i for i, key in enumerate(todo)})
@@ -236,6 +249,8 @@ class EmbeddingCache:
                     np.save(handle, data)
             with atomic_file(self.folder / "index.json") as tmp:
                 tmp.write_text(json.dumps(index))
+            for name in names:  # merged into the cache
+                (self.folder / name).unlink(missing_ok=True)
         return data[[index[k] for k in keys]]
 
     def embed_files(self, paths: list[Path], batch_size: int = 64, progress: bool = True

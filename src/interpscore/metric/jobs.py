@@ -1,8 +1,9 @@
 """Scoring requests: a model's units read by a readout (`Job`: the model, its units, the pool,
-and the shard files of a sharded activation pass under OUT), or units whose activations are
-given (`MatrixJob`, `--activations`: no model, no forward pass; the matrix is ranked by the same
-streaming code as a hooked pass, so a readout and the matrix it produces give the same
-exemplars and scores)."""
+and its activation pass in parts saved as they finish by `resume.run_chunks`, so an interrupted
+pass resumes: the shard files of a sharded pass under OUT, else chunks in the cache), or units
+whose activations are given (`MatrixJob`, `--activations`: no model, no forward pass; the
+matrix is ranked by the same streaming code as a hooked pass, so a readout and the matrix it
+produces give the same exemplars and scores)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import atomic_file
 from ..errors import InputError
 from ..stimuli.options import ScoringOptions
+
+
+RESERVOIR_SIZE = 4096  # collect_rankings' default: a pass's uniform sample, chunked or not
 
 
 def shard_file(shards: Path, rank: int, world: int) -> Path:
@@ -31,7 +34,9 @@ class _EmbedsOnce:
         known = self.__dict__.setdefault("_embedded", {})  # pool index -> embedding
         todo = [i for i in indices if i not in known]
         if todo:
-            new = cache.embed_images([self.pool[i] for i in todo], progress=self.options.progress)
+            new = cache.embed_images([self.pool[i] for i in todo],
+                                     batch_size=self.options.batch_size,
+                                     progress=self.options.progress)
             known.update(zip(todo, new))
         return torch.from_numpy(np.stack([known[i] for i in indices]))
 
@@ -54,7 +59,8 @@ class Job(_EmbedsOnce):
         check_request(options.n_refs, options.n_batches, [options.difficulty])
         check_units_spec(units)
         self.readout = readout or channel_readout()
-        self.images, self.options = images, options
+        self.images, self.options, self.cache_dir = images, options, cache_dir
+        self._chunks = None  # the cache folder of the activation pass's chunks (`merged`)
         # A model already built (the monitor's: a user's module during training) is used as is.
         self.model = (model if isinstance(model, LoadedModel)
                       else load_model(model, image_size=options.image_size))
@@ -107,49 +113,121 @@ class Job(_EmbedsOnce):
     def shard_file(self, rank: int, world: int) -> Path:
         return shard_file(self.shards, rank, world)
 
-    def rankings(self, rank: int = 0, world: int = 1) -> dict:
-        """The activation pass over this rank's slice of the pool."""
+    def _part(self, start: int, stop: int, reservoir_size: int = RESERVOIR_SIZE,
+              progress: bool = False) -> dict:
+        """The activation pass over pool positions start..stop, and the unreadable images."""
         from ..stimuli.activations import collect_rankings
 
-        n = len(self.pool)
         part = collect_rankings(self.model, self.pool, self.units, self.keep,
+                                reservoir_size=reservoir_size,
                                 batch_size=self.options.batch_size, seed=self.options.seed,
-                                progress=self.options.progress, workers=self.options.workers,
-                                indices=range(rank * n // world, (rank + 1) * n // world),
-                                readout=self.readout)
-        return {"signature": self.signature, "rankings": part,
-                "skipped": dict(getattr(self.pool, "skipped", {}))}
+                                progress=progress, workers=self.options.workers,
+                                indices=range(start, stop), readout=self.readout)
+        return {"rankings": part, "skipped": dict(getattr(self.pool, "skipped", {}))}
+
+    def rankings(self, rank: int = 0, world: int = 1) -> dict:
+        """The activation pass over this rank's slice of the pool, in one pass, saved nowhere
+        (the monitor's, whose weights change between checks)."""
+        n = len(self.pool)
+        return self._part(rank * n // world, (rank + 1) * n // world,
+                          progress=self.options.progress)
+
+    def chunk_key(self, cached: bool = False) -> str:
+        """Everything a part of the activation pass depends on: the request (`signature`), the
+        weights and the images themselves; for chunks in the cache (`cached`) also how the pass
+        runs (batch size, device, chunking), so that resumed and uninterrupted runs give the
+        same bytes. Shards leave those out: array jobs on other machines merge."""
+        from ..resume import CHUNKS
+
+        key = dict(job=json.loads(self.signature), weights=weights_identity(self.model.module),
+                   images=pool_identity(self.pool))
+        if cached:
+            key.update(batch_size=self.options.batch_size, chunks=CHUNKS,
+                       device=torch.device(self.model.device).type, reservoir=RESERVOIR_SIZE)
+        return json.dumps(key, sort_keys=True)
 
     def compute_shard(self, rank: int, world: int) -> Path:
+        from ..resume import save_chunk
+
         path = self.shard_file(rank, world)
         if not path.exists():
-            with atomic_file(path) as tmp:
-                torch.save(self.rankings(rank, world), tmp)
+            n = len(self.pool)
+            save_chunk(path, self.chunk_key(), self._part(rank * n // world,
+                                                          (rank + 1) * n // world))
         return path
 
-    def read_shard(self, rank: int, world: int) -> dict:
-        path = self.shard_file(rank, world)
-        data = torch.load(path, weights_only=False)
-        if data["signature"] != self.signature:
-            raise InputError(f"{path}: a shard of another scoring job; use another --out or "
-                             "delete the shards folder")
-        return data
-
-    def merged(self) -> tuple[dict, dict]:
-        """Rankings of the whole pool and the unreadable images: from the shard files where a
-        sharded run left them (computing only the missing ones), else in one pass."""
+    def merged(self, world: int | None = None) -> tuple[dict, dict]:
+        """Rankings of the whole pool and the unreadable images, from parts each saved when done
+        (an interrupted pass resumes from them): `world` pool shards under OUT/shards/ (the
+        zoo's; by default as many as a sharded run left there), computing the missing ones;
+        else `resume.CHUNKS` chunks under the cache, removed by `discard_chunks`."""
+        from ..resume import chunk_bounds, keyed_folder, run_chunks
         from ..stimuli.activations import merge_rankings
 
         existing = sorted(self.shards.glob("activations-*-of-*.pt")) if self.shards else []
-        if not existing:
-            data = self.rankings()
-            return data["rankings"], data["skipped"]
-        world = max(int(p.stem.split("-of-")[1]) for p in existing)
-        parts = [self.read_shard(r, world) if self.shard_file(r, world).exists()
-                 else torch.load(self.compute_shard(r, world), weights_only=False)
-                 for r in range(world)]
+        if world is None and existing:
+            world = max(int(p.stem.split("-of-")[1]) for p in existing)
+        n = len(self.pool)
+        if world:
+            folder, key, what = self.shards, self.chunk_key(), "activation shards"
+            bounds = [(r * n // world, (r + 1) * n // world) for r in range(world)]
+            names = [shard_file(folder, r, world).name for r in range(world)]
+            reservoir = RESERVOIR_SIZE
+        else:
+            key, what = self.chunk_key(cached=True), "activation chunks"
+            folder = self._chunks = keyed_folder(self.cache_dir, "activations", key)
+            bounds = chunk_bounds(n, self.options.batch_size)
+            names = [f"images-{a}-{b}.pt" for a, b in bounds]
+            # a uniform sample of each chunk, together as large as one pass's
+            reservoir = -(-RESERVOIR_SIZE // len(bounds))
+        parts = run_chunks(what, folder, key, names,
+                           lambda i, _bar: self._part(*bounds[i], reservoir),
+                           sizes=[b - a for a, b in bounds], progress=self.options.progress,
+                           desc=f"activations {self.label}")
         rankings = merge_rankings([p["rankings"] for p in parts], self.keep, self.options.seed)
         return rankings, {k: v for p in parts for k, v in p["skipped"].items()}
+
+    def discard_chunks(self) -> None:
+        """The scores are written: the cached chunks of the activation pass go (OUT/shards/
+        stays, as a sharded run's record)."""
+        from ..resume import discard
+
+        if self._chunks is not None:
+            discard(self._chunks)
+
+
+def weights_identity(module) -> str:
+    """sha1 of every tensor of a network's state (parameters and buffers), with their names,
+    shapes and dtypes: other weights, other identity."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for name, value in module.state_dict().items():
+        if not torch.is_tensor(value):  # a module's extra state
+            digest.update(f"{name}:{value!r}".encode())
+            continue
+        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
+        digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def pool_identity(pool) -> str:
+    """sha1 of a pool's images as listed (name, size, image names) and their pixels where the
+    pool holds them, or each file's size and modification time (a folder), or the saved
+    dataset's fingerprint: changed images, another identity."""
+    import hashlib
+
+    digest = hashlib.sha1(json.dumps([pool.name, pool.size, len(pool),
+                                      [str(s) for s in pool.source_names]]).encode())
+    pixels = getattr(pool, "images", None)  # an array pool (the default) holds its images
+    if pixels is not None:
+        digest.update(np.ascontiguousarray(pixels).view(np.uint8).reshape(-1))
+    for path in getattr(pool, "paths", ()):
+        stat = path.stat()
+        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    fingerprint = getattr(getattr(pool, "data", None), "_fingerprint", None)  # a saved dataset
+    digest.update(str(fingerprint).encode())
+    return digest.hexdigest()
 
 
 class MatrixJob(_EmbedsOnce):
@@ -196,13 +274,16 @@ class MatrixJob(_EmbedsOnce):
                              "the matrix")
         return chosen
 
-    def merged(self) -> tuple[dict, dict]:
+    def merged(self, world: int | None = None) -> tuple[dict, dict]:
         from ..stimuli.activations import rank_matrix
 
         column = {u: j for j, u in enumerate(self.matrix.units)}
         values = self.matrix.values[:, [column[u] for u in self.units]]
         return rank_matrix(values, self.matrix.index, self.units, self.keep,
                            batch_size=self.options.batch_size, seed=self.options.seed), {}
+
+    def discard_chunks(self) -> None:
+        """Nothing to discard: a matrix is ranked in memory."""
 
     def unit_columns(self) -> dict:
         widths = {}

@@ -5,9 +5,12 @@
 
 The path reuses the stimulus code (one hooked pass over the pool for all units, streaming
 exemplar selection) and the checkpoint's backbone with its embedding cache. It never imports
-Lightning or the training code. The activation pass can be split over processes by pool shards
-(`compute_shard(rank, world)`): each writes its shard file under OUT/shards/, and `score_units`
-with the same OUT merges them, computing only the shards that are missing (resume).
+Lightning or the training code. Both passes survive an interruption (`resume`): the activation
+pass runs in chunks saved under the cache as they finish, the embeddings are appended to the
+cache chunk by chunk, and a rerun computes only what is missing. The activation pass can also be
+split over processes by pool shards (`compute_shard(rank, world)`): each writes its shard file
+under OUT/shards/, and `score_units` with the same OUT merges them, computing only the shards
+that are missing.
 """
 
 from __future__ import annotations
@@ -142,12 +145,14 @@ class Scorer:
             raise InputError(f"--shard {rank}/{world}: rank must be in 0..{world - 1}")
         return self.job(model, layers, units, images, out, **options).compute_shard(rank, world)
 
-    def score_job(self, job: "_Job", rankings: dict | None = None) -> pd.DataFrame:
-        """Score a job's units from its shards (computing the missing ones) or one pass, or
-        from `rankings` already computed (`job.rankings()["rankings"]`)."""
+    def score_job(self, job: "_Job", rankings: dict | None = None,
+                  skipped: dict | None = None) -> pd.DataFrame:
+        """Score a job's units from its activation pass (`job.merged()`: shards or chunks,
+        computing the missing ones), or from `rankings` already computed
+        (`job.rankings()["rankings"]`) and their unreadable images `skipped`."""
         if rankings is None:
             rankings, skipped = job.merged()
-        else:
+        elif skipped is None:
             skipped = dict(getattr(job.pool, "skipped", {}))
         exemplars, dropped = self._exemplars(job, rankings)
         frame = self._unit_rows(job, exemplars, dropped)
@@ -204,6 +209,7 @@ class Scorer:
         if out is not None:
             self._write(frame, job, Path(out), frame.attrs["dropped"], save_stimuli,
                         job.exemplars)
+        job.discard_chunks()  # done: an interruption up to here resumed from them
         return frame
 
     def _exemplars(self, job: _Job, rankings: dict):

@@ -30,6 +30,7 @@ import pandas as pd
 from ..atomic import atomic_file, write_text
 from ..errors import InputError
 from ..metric.scorer import Scorer, ScoringOptions, save_table
+from ..resume import discard, note
 from ..stimuli.networks import model_label
 from ..stimuli.user_input import check_model_spec
 
@@ -135,7 +136,7 @@ def _job(scorer: Scorer, spec: str, request: ZooRequest, out: Path):
 def _record(frame: pd.DataFrame, out: Path, spec: str) -> pd.DataFrame:
     with atomic_file(model_file(out, spec)) as tmp:
         frame.to_parquet(tmp, index=False)
-    shutil.rmtree(work_folder(out, spec), ignore_errors=True)
+    discard(work_folder(out, spec))
     return frame
 
 
@@ -150,9 +151,7 @@ def scan_model(scorer: Scorer, spec: str, request: ZooRequest, out: Path) -> pd.
         return pd.read_parquet(model_file(out, spec))
     try:
         job = _job(scorer, spec, request, out)
-        for rank in range(request.pool_shards):
-            job.compute_shard(rank, request.pool_shards)
-        frame = scorer.score_job(job)
+        frame = scorer.score_job(job, *job.merged(request.pool_shards))
         frame.insert(1, "spec", spec)
         frame["params"] = sum(p.numel() for p in job.model.module.parameters())
     except MODEL_ERRORS as err:
@@ -257,9 +256,14 @@ def scan(checkpoint: str | Path, models: list[str], out: str | Path, images: str
     if group:
         _barrier()  # the folder is checked and prepared before any rank writes into it
     mine = models[rank::world]
+    finished = sum(model_file(out, spec).is_file() for spec in models)
+    note("finished models", out / "models", finished, len(models))  # what an interruption keeps
     for n, spec in enumerate(mine, start=1):
         log.info("zoo: %s (%d of %d in this process)", spec, n, len(mine))
+        done_before = model_file(out, spec).is_file()
         frame = scan_model(scorer, spec, request, out)
+        finished += not done_before
+        note("finished models", out / "models", finished, len(models))
         ok = frame["status"] == "ok"
         log.info("zoo: %s: %d units scored%s", spec, int(ok.sum()),
                  "" if ok.any() else f" ({frame['status'].iloc[0]})")

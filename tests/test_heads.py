@@ -22,6 +22,32 @@ def test_pooling_moves_from_the_mean_to_the_maximum():
                              torch.tensor(1e-4)).item() == pytest.approx(0.15, abs=1e-3)
 
 
+def test_task_summaries_do_not_depend_on_the_block_and_skip_only_what_mis_does_not_read():
+    """A task's summaries are the same bits whether tasks are summarised one at a time or all in
+    one block (so a unit's score does not depend on its neighbours), sets of unequal size
+    included; without references the queries and means are those bits and the per-reference
+    parts are left out. The means and similarities are checked by hand."""
+    rng = np.random.default_rng(0)
+    emb = torch.randn(30, 8, generator=torch.Generator().manual_seed(0))
+    draw = lambda: rng.choice(30, int(rng.integers(1, 5)), replace=False).tolist()  # noqa: E731
+    tasks = [Task(int(a), int(b), draw(), draw()) for a, b in rng.integers(0, 30, (50, 2))]
+    one = summarise_tasks(emb, tasks, (3, 5), block=1)
+    whole = summarise_tasks(emb, tasks, (3, 5), block=len(tasks))
+    assert all(torch.equal(one[k], whole[k]) for k in one)
+    lean = summarise_tasks(emb, tasks, (3, 5), references=False, block=7)
+    assert lean["ref_sims"] is None and lean["spread_max"] is None and lean["spread_min"] is None
+    assert all(torch.equal(lean[k], one[k]) for k in lean if lean[k] is not None)
+    unit = (emb / emb.norm(dim=1, keepdim=True)).numpy()
+    for i in (0, 7, 49):
+        t = tasks[i]
+        r = len(t.refs_max)
+        np.testing.assert_allclose(one["mean_min"][i], unit[t.refs_min].mean(0), atol=1e-6)
+        # the stages' similarities add up to the cosine of the min query to each max reference
+        np.testing.assert_allclose(one["ref_sims"][i, 1, 0, :r].sum(-1),
+                                   unit[t.refs_max] @ unit[t.query_min], atol=1e-6)
+        assert (one["ref_sims"][i, :, 0, r:] == 0).all() and not one["ref_mask"][i, 0, r:].any()
+
+
 def _world(rule: str, n_tasks=600, n_refs=6, dim=8, seed=0, cue=None, gain=8.0, rotated=False):
     """Random unit embeddings; simulated answers of an observer that decides by `rule` on the
     cosine similarity ('mean': MIS's rule, 'nearest': the closest reference), of the dimensions

@@ -76,7 +76,8 @@ class Scorer:
         device = default_device()  # task summaries and the head run on the GPU where there is one
         head = self.metric.head.to(device)
         flat = [task for unit_tasks in tasks for task in unit_tasks]
-        summaries = summarise_tasks(embeddings.to(device), flat, self.cache.backbone.stage_dims)
+        summaries = summarise_tasks(embeddings.to(device), flat, self.cache.backbone.stage_dims,
+                                    references=getattr(head, "reads_references", True))
         starts = np.cumsum([0] + [len(t) for t in tasks])
         tensors = TaskTensors(**summaries, n=torch.zeros(len(flat)), k=torch.zeros(len(flat)),
                               condition_tasks=pad_rows([list(range(a, b)) for a, b in
@@ -228,10 +229,11 @@ class Scorer:
         row_of = {image: r for r, image in enumerate(used)}
         embeddings = job.embeddings(self.cache, used)
         tasks = [[task.map(row_of.__getitem__) for task in unit_tasks] for unit_tasks in by_pool]
-        # In chunks of units (a task holds its references' embeddings while it is summarised),
-        # so memory stays bounded for a whole model; the seed offset keeps each unit's
-        # interval what it is in one call.
-        chunk = 256
+        # In chunks of units, so memory stays bounded for a whole model; small ones (a chunk's
+        # task tensors a few MB, reused from the allocator: chunks of 256 units page-faulted
+        # tens of MB in afresh each time); the seed offset keeps each unit's interval what it
+        # is in one call.
+        chunk = 32
         scored = dict(zip([ex.unit for ex in exemplars],
                           [row for c in range(0, len(tasks), chunk)
                            for row in self._score_tasks(embeddings, tasks[c:c + chunk], o.seed + c)]))

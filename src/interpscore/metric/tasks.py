@@ -29,9 +29,9 @@ class TaskTensors:
     q_min: torch.Tensor
     mean_max: torch.Tensor  # (T, D) mean of the max reference embeddings
     mean_min: torch.Tensor
-    spread_max: torch.Tensor  # (T,)
-    spread_min: torch.Tensor
-    ref_sims: torch.Tensor  # (T, 2, 2, R, S) query x reference set x reference x stage
+    spread_max: torch.Tensor | None  # (T,); None where not summarised (`references=False`)
+    spread_min: torch.Tensor | None
+    ref_sims: torch.Tensor | None  # (T, 2, 2, R, S) query x reference set x reference x stage
     ref_mask: torch.Tensor  # (T, 2, R) which references exist (sets may differ in size)
     embeddings: torch.Tensor  # (N, D) the unit-norm embedding of every image, once
     query_index: torch.Tensor  # (T, 2) rows of `embeddings`: the max and the min query
@@ -53,39 +53,55 @@ def pad_rows(rows: list[list[int]]) -> torch.Tensor:
     return torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
-def summarise_tasks(embeddings: torch.Tensor, tasks: list[Task], stage_dims: tuple = ()):
+def summarise_tasks(embeddings: torch.Tensor, tasks: list[Task], stage_dims: tuple = (),
+                    references: bool = True, block: int = 64):
     """Task summaries from an embedding matrix and tasks whose images are its row indices: the
     queries, each reference set's mean and spread, and every query's similarity to every
     reference, stage by stage (`ref_sims` (T, 2 queries [max, min], 2 sets [max, min], R, S),
-    `ref_mask` (T, 2, R)), so heads can read each reference, not only the set means, at a cost linear in images; and
-    the normalised embedding table with each task's rows in it (`query_index`, `ref_index`) for
-    heads that weigh every dimension of every reference."""
+    `ref_mask` (T, 2, R)), so heads can read each reference, not only the set means, at a cost
+    linear in images; and the normalised embedding table with each task's rows in it
+    (`query_index`, `ref_index`) for heads that weigh every dimension of every reference.
+    `references=False` leaves out (None) what only such heads read, `ref_sims` and the spreads:
+    the queries and means are the same, at about half the cost.
+    Tasks are summarised `block` at a time: a block's reference embeddings stay small enough to
+    be reused from the allocator and the caches (all at once, 1k units' tasks took GBs and most
+    of the time went to page faults); each task's numbers do not depend on the block size."""
     emb = torch.nn.functional.normalize(embeddings.float(), dim=1)
     stage_dims = list(stage_dims) or [emb.shape[1]]
     device = emb.device
     query_index = torch.tensor([[t.query_max, t.query_min] for t in tasks], dtype=torch.long)
     query_index = query_index.to(device)
+    refs_of = [[t.refs_max for t in tasks], [t.refs_min for t in tasks]]
+    width = max(len(r) for refs in refs_of for r in refs)
+    ref_index = torch.stack([pad_rows([list(r) + [-1] * (width - len(r)) for r in refs])
+                             for refs in refs_of], 1).to(device)  # (T, 2, R), -1 = none
+    n_tasks, dim = len(tasks), emb.shape[1]
     out = {"q_max": emb[query_index[:, 0]], "q_min": emb[query_index[:, 1]], "embeddings": emb,
-           "query_index": query_index}
-    queries = torch.stack([out["q_max"], out["q_min"]], 1).split(stage_dims, -1)  # (T, 2, D_s)
-    sims, indices = [], []
-    refs_of = {"max": [t.refs_max for t in tasks], "min": [t.refs_min for t in tasks]}
-    width = max(len(r) for refs in refs_of.values() for r in refs)
-    for side, refs in refs_of.items():
-        index = pad_rows([list(r) + [-1] * (width - len(r)) for r in refs]).to(device)
-        mask = (index >= 0).float().unsqueeze(-1)
-        members = emb[index.clamp(min=0)] * mask
-        mean = members.sum(1) / mask.sum(1).clamp(min=1)
-        spread = (members * mean.unsqueeze(1)).sum(-1).sum(1) / mask.sum((1, 2)).clamp(min=1)
-        out[f"mean_{side}"] = mean
-        out[f"spread_{side}"] = spread / mean.norm(dim=1).clamp(min=1e-8)
-        per_stage = [torch.einsum("tqd,trd->tqr", q, m) for q, m in
-                     zip(queries, members.split(stage_dims, -1))]
-        sims.append(torch.stack(per_stage, -1))  # (T, 2, R, S)
-        indices.append(index)
-    out["ref_sims"] = torch.stack(sims, 2)  # (T, 2, 2, R, S)
-    out["ref_index"] = torch.stack(indices, 1)  # (T, 2, R)
-    out["ref_mask"] = out["ref_index"] >= 0
+           "query_index": query_index, "ref_index": ref_index, "ref_mask": ref_index >= 0,
+           "mean_max": emb.new_empty(n_tasks, dim), "mean_min": emb.new_empty(n_tasks, dim),
+           "spread_max": None, "spread_min": None, "ref_sims": None}
+    if references:
+        out.update(spread_max=emb.new_empty(n_tasks), spread_min=emb.new_empty(n_tasks),
+                   ref_sims=emb.new_empty(n_tasks, 2, 2, width, len(stage_dims)))
+    # A missing reference reads a row of zeros (the last row of `table`).
+    table = torch.cat([emb, emb.new_zeros(1, dim)])
+    rows_of = torch.where(ref_index >= 0, ref_index, len(emb))
+    for start in range(0, n_tasks, block):
+        part = slice(start, start + block)
+        queries = torch.stack([out["q_max"][part], out["q_min"][part]], 1).split(stage_dims, -1)
+        for s, side in enumerate(("max", "min")):
+            rows = rows_of[part, s]
+            members = table.index_select(0, rows.flatten()).view(*rows.shape, dim)  # (B, R, D)
+            mask = out["ref_mask"][part, s].float().unsqueeze(-1)
+            mean = members.sum(1) / mask.sum(1).clamp(min=1)
+            out[f"mean_{side}"][part] = mean
+            if not references:
+                continue
+            spread = (members * mean.unsqueeze(1)).sum(-1).sum(1) / mask.sum((1, 2)).clamp(min=1)
+            out[f"spread_{side}"][part] = spread / mean.norm(dim=1).clamp(min=1e-8)
+            out["ref_sims"][part, :, s] = torch.stack(
+                [torch.einsum("tqd,trd->tqr", q, m) for q, m in
+                 zip(queries, members.split(stage_dims, -1))], -1)  # (B, 2, R, S)
     return out
 
 
@@ -153,7 +169,7 @@ def gather(tensors: TaskTensors, condition_ids) -> dict[str, torch.Tensor]:
     t = tasks.clamp(min=0)
     batch = {name: getattr(tensors, name)[t] for name in
              ("q_max", "q_min", "mean_max", "mean_min", "spread_max", "spread_min", "ref_sims",
-              "ref_mask", "query_index", "ref_index")}
+              "ref_mask", "query_index", "ref_index") if getattr(tensors, name) is not None}
     batch.update(embeddings=ImageTable(tensors.embeddings), task_mask=task_mask,
                  n=torch.where(task_mask, tensors.n[t], 0.0),
                  k=torch.where(task_mask, tensors.k[t], 0.0), condition=ids)

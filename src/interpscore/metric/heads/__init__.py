@@ -4,7 +4,10 @@
 A new head is one class and one line in `HEADS`: a module with `level` ('trial' or 'unit'),
 `options` (the hyperparameters `create_head` passes on), and either `fitted = True` with a
 `fit(tensors, train_ids)` (closed form on the training units) or gradient steps through
-`regularization()`. The doors are `create_head` and `list_heads`.
+`regularization()`. A head that reads only the queries and the reference-set means says so
+with `reads_references = False`: the scorer then summarises its tasks without each reference's
+similarities and the sets' spreads (`tasks.summarise_tasks`). The doors are `create_head` and
+`list_heads`.
 """
 
 from __future__ import annotations

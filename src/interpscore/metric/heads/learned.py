@@ -22,6 +22,7 @@ from .common import mis_delta, with_lapse
 class TwoAFCHead(nn.Module):
     level = "trial"
     options = ("rank", "reg")
+    reads_references = False
 
     def __init__(self, dim: int, rank: int | None = None, reg: float = 1e-3,
                  alpha: float = 10.0):

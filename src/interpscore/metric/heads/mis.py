@@ -15,6 +15,7 @@ from .common import mis_delta, stage_deltas, with_lapse
 class MISHead(nn.Module):
     level = "trial"
     options = ()  # hyperparameters create_head passes on
+    reads_references = False  # the queries and the reference means only
 
     def __init__(self, dim: int, alpha: float = 10.0):
         super().__init__()
@@ -65,6 +66,7 @@ class StageMISHead(nn.Module):
 
     level = "trial"
     options = ("stage_dims",)
+    reads_references = False
 
     def __init__(self, dim: int, stage_dims=(), alpha: float = 10.0):
         super().__init__()

@@ -297,6 +297,36 @@ def noise_levels(observers, args, config) -> str:
     return f"the release's ({args.release}, key {recorded['key']})"
 
 
+def _ci(row: dict, key: str, signed: bool = False) -> str:
+    if key not in row:
+        return "-"
+    f = "{:+.3f}" if signed else "{:.3f}"
+    low, high = row[f"{key}_ci"] if f"{key}_ci" in row else row["ci95"]
+    return f"{f.format(row[key])} [{f.format(low)}, {f.format(high)}]"
+
+
+def table(result: dict) -> str:
+    """The README's tables: true simulated HIS per readout and difficulty, then the
+    within-group Spearman of each metric against the truth and against the answers."""
+    difficulties = result["protocol"]["difficulties"]
+    lines = ["| readout | units | " + " | ".join(f"true HIS {d}" for d in difficulties) + " |",
+             "|---|---:|" + "---|" * len(difficulties)]
+    for kind, r in result["readouts"].items():
+        lines.append(f"| {kind} | {r['units']} | " + " | ".join(
+            _ci(r["true_his"][d], "mean") for d in difficulties) + " |")
+    lines += ["", "| readout | MIS vs truth | head vs truth | head - MIS (truth) | MIS vs answers "
+              "| head vs answers | truth vs answers |", "|---|---|---|---|---|---|---|"]
+    for kind, r in result["readouts"].items():
+        truth, answers = r["within_vs_truth"], r.get("within_vs_answers", {})
+        head, head_a = truth.get("head", {}), answers.get("head", {})
+        lines.append(" | ".join([
+            f"| {kind}", _ci(truth["mis"], "within"), _ci(head, "within"),
+            _ci(head, "within_minus_mis", signed=True), _ci(answers.get("mis", {}), "within"),
+            _ci(head_a, "within"),
+            f"{answers['truth (ceiling)']['within']:.3f}" if answers else "-"]) + " |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--units", type=int, default=48, help="units per readout and layer")
@@ -315,7 +345,11 @@ def main():
                         help="a tiny run: a 400-image pool, 3 batches, 6 units, 32 latents")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--out")
+    parser.add_argument("--table", metavar="JSON", help="print the README's tables of a result")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return
 
     import torch
 

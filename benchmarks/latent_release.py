@@ -119,36 +119,21 @@ def activation_matrices(model, pool, plan: list, progress: bool, batch_size: int
     return [np.concatenate(parts) for parts in out]
 
 
-def exemplars_of(values, units, pool, config):
-    """Exemplars of a readout's units from its activation matrix, as the simulator chooses a
-    channel's (`select_all` with the release's seed for this model, every difficulty at
-    once); `rank_matrix` ranks a matrix as the hooked pass does (the same batches, reservoir
-    and tie keys)."""
-    from interpscore.stimuli.activations import rank_matrix
+def exemplars_of(units, pool, config, values=None, model=None, readout=None):
+    """Exemplars of a readout's units as the simulator chooses a channel's (`select_all`, the
+    release's seed for this model, every difficulty at once), from the readout's activation
+    matrix ranked by `rank_matrix` (the hooked pass's accumulator: the same batches, reservoir
+    and tie keys), or with `model` from the readout's own hooked pass (`collect_rankings`, as
+    `build_exemplars` runs it; the smoke run's check that the two agree)."""
+    from interpscore.stimuli.activations import collect_rankings, rank_matrix
     from interpscore.stimuli.selection import keep_for, select_all
 
-    seed = config.seed + config.models.index(MODEL)  # as `pool_stimuli` seeds this model
-    difficulties = ["easy", *config.hard.get(MODEL, [])]
-    rankings = rank_matrix(values, np.arange(len(pool)), units,
-                           keep_for(config.n_refs, config.n_batches), 4096, 64, seed)
+    seed, keep = config.seed + config.models.index(MODEL), keep_for(config.n_refs, config.n_batches)
+    rankings = (collect_rankings(model, pool, units, keep, 4096, 64, seed, False, readout=readout)
+                if model is not None else
+                rank_matrix(values, np.arange(len(pool)), units, keep, 4096, 64, seed))
     return select_all(rankings, pool.sources, units, config.n_refs, config.n_batches,
-                      difficulties, config.max_refs_per_source, seed)
-
-
-def same_as_hooked_pass(model, pool, readout, units, kept, config) -> bool:
-    """The smoke run's check: the readout's own hooked pass (`collect_rankings`, as
-    `build_exemplars` runs it) chooses the same exemplars as its matrix."""
-    from interpscore.stimuli.activations import collect_rankings
-    from interpscore.stimuli.selection import keep_for, select_all
-
-    seed = config.seed + config.models.index(MODEL)
-    rankings = collect_rankings(model, pool, units, keep_for(config.n_refs, config.n_batches),
-                                4096, 64, seed, False, readout=readout)
-    hooked, _ = select_all(rankings, pool.sources, units, config.n_refs, config.n_batches,
-                           ["easy", *config.hard.get(MODEL, [])], config.max_refs_per_source,
-                           seed)
-    return [(e.refs_max, e.refs_min, e.queries) for e in hooked] == [
-        (e.refs_max, e.refs_min, e.queries) for e in kept]
+                      ["easy", *config.hard.get(MODEL, [])], config.max_refs_per_source, seed)
 
 
 def condition_rows(model, kept, readout, kind: str):
@@ -273,10 +258,11 @@ def build_conditions(args, config, seconds: dict):
                                    args.progress)
     rows, tasks, dropped, checked = [], [], {}, {}
     for (layer, kind, readout, units), values in zip(plan, matrices):
-        kept, lost = exemplars_of(values, units, pool, config)
+        kept, lost = exemplars_of(units, pool, config, values)
         if args.smoke and kind != "channels":
-            checked[f"{layer} {kind}"] = same_as_hooked_pass(model, pool, readout, units, kept,
-                                                             config)
+            hooked, _ = exemplars_of(units, pool, config, model=model, readout=readout)
+            checked[f"{layer} {kind}"] = [(e.refs_max, e.refs_min, e.queries) for e in hooked] \
+                == [(e.refs_max, e.refs_min, e.queries) for e in kept]
         r, t = condition_rows(model, kept, readout, kind)
         rows, tasks = rows + r, tasks + t
         dropped[f"{layer} {kind}"] = len(lost)

@@ -70,11 +70,12 @@ def score(args) -> int:
     scorer = load(args.checkpoint, cache_dir=args.cache_dir)
     options = vars(from_namespace(args, ScoringOptions))
     if args.activations is not None:
-        frame = scorer.score_activations(args.activations, args.images, args.units,
+        frame = scorer.score_activations(args.activations, args.images, args.units or "all",
                                          model=args.model or "activations", out=args.out,
                                          save_stimuli=args.save_stimuli, **options)
         return _report(frame, args.out)
-    request = dict(layers=layers_arg(args.layers), units=args.units, images=args.images, **options)
+    request = dict(layers=layers_arg(args.layers), units=args.units or "20", images=args.images,
+                   **options)
     if readout is not None:  # a feature readout reads its own layer; channels the --layers
         request.update(readout=readout, **({"layers": readout.layer} if readout.layer else {}))
     if shard is not None:
@@ -203,8 +204,8 @@ def register(commands) -> None:
                     "docs/scoring.md)")
     sc.add_argument("--reduction", help=REDUCTION_HELP)
     sc.add_argument("--layers", default="auto", help="auto or L1,L2,...")
-    sc.add_argument("--units", default="20", help="N (IMI sampling), N/layer (N of each layer), "
-                    "all, or layer:channel,...")
+    sc.add_argument("--units", help="N (IMI sampling), N/layer (N of each layer), all, or "
+                    "layer:channel,... (default: 20; with --activations, all)")
     add_fields(sc, ScoringOptions)
     sc.add_argument("--shard", help="RANK/WORLD: compute only this part of the activation pass")
     sc.add_argument("--save-stimuli", action="store_true", help="also write the exemplars")

@@ -73,7 +73,7 @@ def score(args) -> int:
         frame = scorer.score_activations(args.activations, args.images, args.units or "all",
                                          model=args.model or "activations", out=args.out,
                                          save_stimuli=args.save_stimuli, **options)
-        return _report(frame, args.out)
+        return _report(frame, args.out, args.save_stimuli)
     request = dict(layers=layers_arg(args.layers), units=args.units or "20", images=args.images,
                    **options)
     if readout is not None:  # a feature readout reads its own layer; channels the --layers
@@ -87,7 +87,7 @@ def score(args) -> int:
         warnings.filterwarnings("ignore", message="skipping an unreadable image")
         frame = scorer.score_units(args.model, out=args.out, save_stimuli=args.save_stimuli,
                                    **request)
-    return _report(frame, args.out)
+    return _report(frame, args.out, args.save_stimuli)
 
 
 def _readout_of(args):
@@ -104,7 +104,7 @@ def _readout_of(args):
     return readout_arg(args.features, args.layers, args.reduction)
 
 
-def _report(frame, out) -> int:
+def _report(frame, out, save_stimuli: bool = False) -> int:
     from ..metric.scorer import summarise_scores
 
     skipped = frame.attrs["skipped_images"]
@@ -117,6 +117,9 @@ def _report(frame, out) -> int:
           f"{out}/scores.parquet (and .csv)")
     for reason, count in frame.loc[frame["status"] != "ok", "status"].value_counts().items():
         print(f"not scored: {count} unit(s): {reason}")  # the column `status` says it per unit
+    if save_stimuli:
+        print(f"exemplars -> {out}/stimuli/ (IMI's layout); each unit's references: open "
+              f"{out}/exemplars.html in a browser")
     return 0
 
 

@@ -291,7 +291,11 @@ class Scorer:
                         constant_units=n_constant)
             (tmp / "score_config.json").write_text(json.dumps(meta, indent=2))
             if save_stimuli:
+                from ..stimuli.gallery import gallery_html
+
                 write_stimuli(job, exemplars, tmp / "stimuli")
+                (tmp / "exemplars.html").write_text(gallery_html(
+                    frame, job.options.n_refs, title=f"{job.label}: exemplars"))
 
 
 def summarise_scores(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -213,3 +213,11 @@ def test_a_fraction_of_a_ceiling_at_or_below_zero_is_undefined():
     assert of_ceiling(0.5, 0.8) == pytest.approx(0.625)
     assert np.isnan(of_ceiling(0.5, -0.045)) and np.isnan(of_ceiling(0.5, 0.0))
     assert np.isnan(of_ceiling(0.5, float("nan")))
+
+
+def test_the_binomial_ceiling_of_units_all_answered_right_is_undefined():
+    """A person's small study: 3 test units, 2 trials each, every answer right (the beta
+    posterior had b = 0, and training failed at its evaluation)."""
+    n = np.array([2, 2, 2])
+    assert np.isnan(binomial_ceiling(n, n)) and np.isnan(binomial_ceiling(n, 0 * n))
+    assert np.isfinite(binomial_ceiling(n, np.array([2, 1, 0])))

@@ -55,6 +55,8 @@ def evaluate(args) -> int:
         ci = f"[{m['spearman_ci'][0]:.3f}, {m['spearman_ci'][1]:.3f}]"
         print(f"{name:14s} {m['spearman']:9.3f} {ci:>16s} {m['within_group_spearman']:7.3f} "
               f"{m['mae']:7.3f} {m['fraction_of_ceiling']:10.2f}")
+    if "undefined" in metrics:
+        print(f"note: {metrics['undefined']}")
     print(f"report -> {args.out}/report.md (and report.html, metrics.json, figures)")
     return 0
 

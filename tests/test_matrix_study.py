@@ -105,7 +105,8 @@ def test_c_the_store_and_the_matrix_options_go_apart(photos, tmp_path, capsys):
         "already)")
     code = main(["study", "build", "--activations", str(photos / "acts.parquet"), "--stimuli",
                  str(tmp_path), "--out", str(tmp_path / "study")])
-    assert code == 2 and "error: --stimuli: not with --activations" in capsys.readouterr().err
+    assert code == 2 and "error: --stimuli: give either --stimuli or --activations" in \
+        capsys.readouterr().err
     assert main(["study", "build", "--out", str(tmp_path / "study")]) == 2
     assert "error: --stimuli: required" in capsys.readouterr().err
     assert not (tmp_path / "study").exists()

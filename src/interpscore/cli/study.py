@@ -87,11 +87,11 @@ def _build_from_matrix(args, request: dict, settings: dict) -> Path:
     from ..study import build_study
     from ..study.build import check_study
 
-    for flag, given in (("--stimuli", args.stimuli), ("--features", args.features),
-                        ("--reduction", args.reduction)):
+    for flag, given in (("--stimuli", args.stimuli), ("--features", args.features)):
         if given is not None:
-            raise InputError(f"{flag}: not with --activations (the matrix is the units' "
-                             "activations, already reduced)")
+            raise InputError(f"{flag}: give either {flag} or --activations")
+    if args.reduction is not None:
+        raise InputError("--reduction: precomputed --activations are already reduced")
     check_study(args.out, args.overwrite, args.scores, **settings)
     options = ScoringOptions.from_kwargs(
         {name: args[name] for name in MATRIX_OPTIONS} | dict(seed=args.seed))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
+import time
 import zlib
 from pathlib import Path
+from urllib.parse import unquote
 
 from PIL import Image
 
@@ -64,3 +67,48 @@ def fake_session(study: dict, task: int = 1, participant: str = "p1", session_id
             "task_id": f"task_{task}", "simulated": simulated, "completed": True,
             "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:05:00Z",
             "trials": trials}
+
+
+def answer_trial(page, study_trials, label, correct, confidence):
+    """Answer the trial showing LABEL ('practice 1 of 2', '3 of 4'): the max query (correct) or
+    the min query, at a confidence; return what was pressed and the trial shown."""
+    page.locator(".imi-progress", has_text=f"({label})").wait_for()
+    upper = unquote(page.get_attribute("#imi-query-upper", "src"))
+    trial = next(t for t in study_trials if upper in (t["min_query"], t["max_query"]))
+    upper_is_max = upper == trial["max_query"]
+    row = 0 if (correct == upper_is_max) else 3  # buttons 0-2 answer the upper query
+    button = row + confidence - 1
+    page.click(f'[data-button="{button}"]')
+    page.click("#imi-continue")
+    return dict(button=button, choice="b" if correct else "a", trial=trial)
+
+
+def answer_as_a_person(page, url: str, study: dict, participant: str, task: int = 1,
+                       p_correct: float = 0.8, seconds: float = 140, seed: int = 0) -> list[dict]:
+    """A whole task answered in the page as a careful person would, slowly enough to pass IMI's
+    exclusions with their defaults: 16 s on the instructions, the practice answered right,
+    catch trials right, main trials right with probability `p_correct`, the session lasting
+    `seconds` (> 135) in all. Returns the main answers (as `answer_trial`)."""
+    rng = random.Random(seed)
+    start = time.monotonic()
+    page.goto(f"{url}?PROLIFIC_PID={participant}&task={task}")
+    page.get_by_role("button", name="I agree").click()
+    time.sleep(16)
+    from interpscore.study.build import INSTRUCTION_PAGES
+
+    for _ in INSTRUCTION_PAGES:
+        page.click("#jspsych-instructions-next")
+    demo = study["demo"]
+    for i in range(len(demo)):
+        answer_trial(page, demo, f"practice {i + 1} of {len(demo)}", True, 3)
+    page.get_by_role("button", name="Start").click()
+    trials = study["tasks"][task - 1]["trials"]
+    pause = max(0.0, (seconds - (time.monotonic() - start)) / len(trials))
+    given = []
+    for i in range(len(trials)):
+        time.sleep(pause)
+        correct = rng.random() < p_correct or trials[i]["catch_trial"]
+        given.append(answer_trial(page, trials, f"{i + 1} of {len(trials)}", correct,
+                                  rng.choice([1, 2, 3])))
+    page.wait_for_selector('body[data-study-state="sent"]')
+    return given

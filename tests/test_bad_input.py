@@ -52,6 +52,16 @@ def _store(tmp):
     make_store(tmp / "store")
 
 
+def _nan_matrix(tmp):
+    """A folder of 3 photos and a matrix over them with a NaN."""
+    from PIL import Image
+
+    (tmp / "photos").mkdir()
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp / "photos" / f"{i}.png")
+    np.save(tmp / "nan.npy", np.array([[0.0, 1.0], [np.nan, 2.0], [1.0, 3.0]], np.float32))
+
+
 def _folder(name):
     return lambda tmp: (tmp / name).mkdir()
 
@@ -260,6 +270,9 @@ CASES = [
     Case("study-build-unknown-unit", BUILD + ["--units", "a/b/1"], "--units", setup=_store),
     Case("study-build-out-holds-a-users-file", BUILD, "--out {out}", out_before=True,
          setup=_store),
+    Case("study-build-activations-with-nan", ["study", "build", "--activations", "{tmp}/nan.npy",
+                                              "--images", "{tmp}/photos", "--out", "{out}"],
+         "--activations {tmp}/nan.npy", also=["NaN"], setup=_nan_matrix),
     Case("study-serve-missing-study", SERVE, "{tmp}/nostudy"),
     Case("study-serve-bad-port", ["study", "serve", "{tmp}", "--results", "{tmp}/a", "--port",
                                   "-1"], "--port"),

@@ -213,3 +213,37 @@ def test_a_fraction_of_a_ceiling_at_or_below_zero_is_undefined():
     assert of_ceiling(0.5, 0.8) == pytest.approx(0.625)
     assert np.isnan(of_ceiling(0.5, -0.045)) and np.isnan(of_ceiling(0.5, 0.0))
     assert np.isnan(of_ceiling(0.5, float("nan")))
+
+
+def test_the_binomial_ceiling_of_units_all_answered_right_is_undefined():
+    """A person's small study: 3 test units, 2 trials each, every answer right (the beta
+    posterior had b = 0, and training failed at its evaluation)."""
+    n = np.array([2, 2, 2])
+    assert np.isnan(binomial_ceiling(n, n)) and np.isnan(binomial_ceiling(n, 0 * n))
+    assert np.isfinite(binomial_ceiling(n, np.array([2, 1, 0])))
+
+
+def test_units_that_all_measure_the_same_say_why_every_correlation_is_nan(debug_run):
+    """A person's small study answered all right: its 3 test units measure HIS 1.0 each."""
+    from dataclasses import replace
+
+    from interpscore.evaluation.harness import format_summary
+    from interpscore.train.lit import IMIDataModule
+    import yaml
+
+    _, run, _, _ = debug_run
+    data = IMIDataModule(**yaml.safe_load((run / "config.yaml").read_text())["data"])
+    data.setup("test")
+    tensors = replace(data.tensors, conditions=data.tensors.conditions.assign(his=1.0))
+    metrics, _ = evaluate_predictors({"trained": load_checkpoint(run / "best.ckpt").head,
+                                      "mis": load_checkpoint(run / "best.ckpt").head},
+                                     tensors, range(3), n_boot=50)
+    assert np.isnan(metrics["predictors"]["trained"]["spearman"])
+    expected = ("all 3 test units have the same measured HIS (1.000), so no correlation with it "
+                "is defined (nan)")
+    assert metrics["undefined"].startswith(expected) and metrics["notes"][0].startswith(expected)
+    metrics.update(data={"source": "human"})
+    assert f"note: {expected}" in format_summary(metrics)
+    varied, _ = evaluate_predictors({"trained": load_checkpoint(run / "best.ckpt").head},
+                                    data.tensors, range(len(data.tensors.conditions)), n_boot=50)
+    assert "undefined" not in varied

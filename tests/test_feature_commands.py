@@ -5,6 +5,7 @@ before any work. Small: resnet18@random at 32-64 px, a few units, a pool of 200-
 
 import hashlib
 import json
+import re
 import shutil
 
 import numpy as np
@@ -66,6 +67,16 @@ def test_a_features_store_names_each_unit_by_its_readout(store, directions):
     assert (store / "store" / batch / "max_9.png").is_file()
     # the naming rule every reader of the store uses reads it back like a channel's
     assert parse_batch_dir(batch) == dict(model=LABEL, layer=tag(directions), channel=2, batch=1)
+    # exemplars.html: each scored feature, best-scored first, its references files of the store
+    page = (store / "features" / "exemplars.html").read_text()
+    scores = pd.read_parquet(store / "features" / "scores.parquet")
+    ok = scores[scores["status"] == "ok"].sort_values(["score", "channel"],
+                                                      ascending=[False, True])
+    shown = re.findall(rf"<h3>{LABEL}/{re.escape(tag(directions))}/(\d+):", page)
+    assert [int(c) for c in shown] == ok["channel"].tolist() and len(shown) >= 3
+    images = re.findall(r"src='([^']+)'", page)
+    assert len(images) == 2 * 4 * len(ok)  # 4 references a side (SMALL)
+    assert all((store / "features" / image).is_file() for image in images)
 
 
 def test_b_export_and_study_build_take_the_features_of_a_file(store, directions, tmp_path,

@@ -105,6 +105,33 @@ def test_b_an_sae_fit_records_its_quality_and_its_latents_score(sae_file, scorer
     assert (rows["status"] == "ok").any() and rows["channel"].between(0, 23).all()
 
 
+def test_b2_an_sae_file_normalises_its_inputs_and_old_files_still_read(sae_file, tmp_path):
+    from interpscore.stimuli.readouts import load_sae
+    from interpscore.stimuli.sae import overcomplete_sae
+
+    data = torch.load(sae_file, weights_only=True)
+    assert data["version"] == 2 and data["input_mean"].shape == (WIDTH,)
+    assert float(data["input_scale"]) > 0
+    inner = overcomplete_sae().TopKSAE(WIDTH, 24, top_k=4, device="cpu")
+    inner.load_state_dict(data["state_dict"])
+    inner.eval()
+    x = torch.randn(7, WIDTH, generator=torch.Generator().manual_seed(2)) * 3 + 1
+    # a readout gives the file raw channel vectors; it encodes them normalised
+    codes = load_sae(sae_file).encoder.encode(x)[1]
+    expected = inner.encode((x - data["input_mean"]) / data["input_scale"])[1]
+    torch.testing.assert_close(codes, expected)
+    assert (codes != 0).sum(1).le(4).all() and codes.abs().sum() > 0
+    # a file of version 1 (before the normalisation) reads as it did: its weights on raw vectors
+    old = {k: v for k, v in data.items() if k not in ("input_mean", "input_scale")}
+    torch.save({**old, "version": 1}, tmp_path / "v1.sae.pt")
+    torch.testing.assert_close(load_sae(tmp_path / "v1.sae.pt").encoder.encode(x)[1],
+                               inner.encode(x)[1])
+    torch.save({**data, "version": 3}, tmp_path / "v3.sae.pt")
+    with pytest.raises(InputError, match=rf"^--features {tmp_path / 'v3.sae.pt'}: an SAE file "
+                       "of version 3, written by a newer interpscore"):
+        load_sae(tmp_path / "v3.sae.pt")
+
+
 def _bad(args, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["score", "--checkpoint", "mis", "--cache-dir", str(tmp_path / "cache"),

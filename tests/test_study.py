@@ -6,10 +6,9 @@ import re
 import socket
 import time
 from pathlib import Path
-from urllib.parse import unquote
 
 import pytest
-from study_helpers import QUICK, UNITS, fake_session, fnv1a, make_store
+from study_helpers import QUICK, UNITS, answer_trial, fake_session, fnv1a, make_store
 
 from interpscore.data.dataset import prepare
 from interpscore.data.exclusion import ExclusionCriteria, compute_checks
@@ -242,20 +241,6 @@ def served(store, tmp_path):
         server.stop()
 
 
-def _answer(page, study_trials, label, correct, confidence):
-    """Answer the trial showing LABEL ('practice 1 of 2', '3 of 4'): the max query (correct) or
-    the min query, at a confidence; return what was pressed and the trial shown."""
-    page.locator(".imi-progress", has_text=f"({label})").wait_for()
-    upper = unquote(page.get_attribute("#imi-query-upper", "src"))
-    trial = next(t for t in study_trials if upper in (t["min_query"], t["max_query"]))
-    upper_is_max = upper == trial["max_query"]
-    row = 0 if (correct == upper_is_max) else 3  # buttons 0-2 answer the upper query
-    button = row + confidence - 1
-    page.click(f'[data-button="{button}"]')
-    page.click("#imi-continue")
-    return dict(button=button, choice="b" if correct else "a", trial=trial)
-
-
 def test_a_scripted_participant_is_read_back_exactly(served, browser_page, tmp_path):
     out, study, server, results = served()
     page, errors = browser_page
@@ -267,11 +252,11 @@ def test_a_scripted_participant_is_read_back_exactly(served, browser_page, tmp_p
         page.click("#jspsych-instructions-next")
     # practice: one wrong answer, so the block is repeated; then both right
     demo = study["demo"]
-    practice = [_answer(page, demo, "practice 1 of 2", False, 1),
-                _answer(page, demo, "practice 2 of 2", True, 2)]
+    practice = [answer_trial(page, demo, "practice 1 of 2", False, 1),
+                answer_trial(page, demo, "practice 2 of 2", True, 2)]
     page.get_by_role("button", name="Repeat the practice").click()
-    practice += [_answer(page, demo, "practice 1 of 2", True, 3),
-                 _answer(page, demo, "practice 2 of 2", True, 3)]
+    practice += [answer_trial(page, demo, "practice 1 of 2", True, 3),
+                 answer_trial(page, demo, "practice 2 of 2", True, 3)]
     page.get_by_role("button", name="Start").click()
     task = study["tasks"][1]["trials"]
     plan = [(True, 3), (False, 2), (True, 1), (False, 3)]
@@ -279,7 +264,7 @@ def test_a_scripted_participant_is_read_back_exactly(served, browser_page, tmp_p
     for i, (correct, confidence) in enumerate(plan, start=1):
         shown = task[i - 1]
         correct = correct or shown["catch_trial"]  # catch trials are answered right
-        given.append({**_answer(page, task, f"{i} of 4", correct, confidence),
+        given.append({**answer_trial(page, task, f"{i} of 4", correct, confidence),
                       "correct": correct, "confidence": confidence})
     page.wait_for_selector('body[data-study-state="sent"]')
     assert errors == []
@@ -330,8 +315,8 @@ def test_declining_and_failing_the_practice(served, browser_page):
     page.get_by_role("button", name="I agree").click()
     for _ in INSTRUCTION_PAGES:
         page.click("#jspsych-instructions-next")
-    _answer(page, study["demo"], "practice 1 of 2", False, 2)
-    _answer(page, study["demo"], "practice 2 of 2", True, 2)
+    answer_trial(page, study["demo"], "practice 1 of 2", False, 2)
+    answer_trial(page, study["demo"], "practice 2 of 2", True, 2)
     page.wait_for_selector('body[data-study-state="sent"]')  # no second attempt, no main trials
     assert "the study ends here" in page.inner_text("#study-end")
     table = read_responses(results)

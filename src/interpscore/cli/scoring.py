@@ -50,6 +50,8 @@ def evaluate(args) -> int:
             batch_size=metric.data_hparams.get("batch_size", 32))
     write_report(metrics, table, args.out, "trained")
     print(predictor_table(metrics["predictors"]))
+    if "undefined" in metrics:
+        print(f"note: {metrics['undefined']}")
     print(f"report -> {args.out}/report.md (and report.html, metrics.json, figures)")
     return 0
 
@@ -65,11 +67,12 @@ def score(args) -> int:
     scorer = load(args.checkpoint, cache_dir=args.cache_dir)
     options = vars(from_namespace(args, ScoringOptions))
     if args.activations is not None:
-        frame = scorer.score_activations(args.activations, args.images, args.units,
+        frame = scorer.score_activations(args.activations, args.images, args.units or "all",
                                          model=args.model or "activations", out=args.out,
                                          save_stimuli=args.save_stimuli, **options)
-        return _report(frame, args.out)
-    request = dict(layers=layers_arg(args.layers), units=args.units, images=args.images, **options)
+        return _report(frame, args.out, args.save_stimuli)
+    request = dict(layers=layers_arg(args.layers), units=args.units or "20", images=args.images,
+                   **options)
     if readout is not None:  # a feature readout reads its own layer; channels the --layers
         request.update(readout=readout, **({"layers": readout.layer} if readout.layer else {}))
     if shard is not None:
@@ -81,7 +84,7 @@ def score(args) -> int:
         warnings.filterwarnings("ignore", message=UNREADABLE)
         frame = scorer.score_units(args.model, out=args.out, save_stimuli=args.save_stimuli,
                                    **request)
-    return _report(frame, args.out)
+    return _report(frame, args.out, args.save_stimuli)
 
 
 def _readout_of(args):
@@ -98,7 +101,7 @@ def _readout_of(args):
     return readout_arg(args.features, args.layers, args.reduction)
 
 
-def _report(frame, out) -> int:
+def _report(frame, out, save_stimuli: bool = False) -> int:
     from ..metric.scorer import summarise_scores
 
     skipped = frame.attrs["skipped_images"]
@@ -111,6 +114,9 @@ def _report(frame, out) -> int:
           f"{out}/scores.parquet (and .csv)")
     for reason, count in frame.loc[frame["status"] != "ok", "status"].value_counts().items():
         print(f"not scored: {count} unit(s): {reason}")  # the column `status` says it per unit
+    if save_stimuli:
+        print(f"exemplars -> {out}/stimuli/ (IMI's layout); each unit's references: open "
+              f"{out}/exemplars.html in a browser")
     return 0
 
 
@@ -198,8 +204,8 @@ def register(commands) -> None:
                     "docs/scoring.md)")
     sc.add_argument("--reduction", help=REDUCTION_HELP)
     sc.add_argument("--layers", default="auto", help="auto or L1,L2,...")
-    sc.add_argument("--units", default="20", help="N (IMI sampling), N/layer (N of each layer), "
-                    "all, or layer:channel,...")
+    sc.add_argument("--units", help="N (IMI sampling), N/layer (N of each layer), all, or "
+                    "layer:channel,... (default: 20; with --activations, all)")
     add_fields(sc, ScoringOptions)
     sc.add_argument("--shard", help="RANK/WORLD: compute only this part of the activation pass")
     sc.add_argument("--save-stimuli", action="store_true", help="also write the exemplars")

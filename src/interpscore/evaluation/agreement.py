@@ -150,6 +150,8 @@ def binomial_ceiling(n: np.ndarray, k: np.ndarray, repeats: int = 200, seed: int
     n, k = np.asarray(n, float), np.asarray(k, float)
     his = k / n
     mean = his.mean()
+    if not 0 < mean < 1:  # every answer right (or wrong): no posterior spread, nothing to rank
+        return float("nan")
     true_var = max(his.var() - np.mean(his * (1 - his) / n), 1e-6)
     concentration = max(mean * (1 - mean) / true_var - 1, 1e-3)
     a, b = mean * concentration, (1 - mean) * concentration

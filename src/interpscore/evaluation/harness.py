@@ -21,6 +21,16 @@ from .predict import predict_conditions
 log = logging.getLogger(__name__)  # progress lines; the CLI shows them
 
 
+def without_spread(measured: np.ndarray) -> str | None:
+    """Why every correlation of an evaluation is NaN, where it is: the measured HIS of its units
+    is one value (a small study answered all right, say)."""
+    if len(measured) == 0 or np.ptp(measured) > 0:
+        return None
+    return (f"all {len(measured)} test units have the same measured HIS ({measured[0]:.3f}), so "
+            "no correlation with it is defined (nan); more answers per unit, or more units, "
+            "give it a spread")
+
+
 def evaluate_predictors(predictors: dict[str, Predictor], tensors: TaskTensors, ids,
                         reference: str | None = None, n_boot: int = 1000, seed: int = 0
                         ) -> tuple[dict, pd.DataFrame]:
@@ -52,6 +62,9 @@ def evaluate_predictors(predictors: dict[str, Predictor], tensors: TaskTensors, 
                    "Activation-statistics baselines (sparsity, spatial contrast) need the units' "
                    "activations, which this dataset does not record (neither IMI's nor a "
                    "browser study's does)."]}
+    if without_spread(measured):
+        metrics["undefined"] = without_spread(measured)
+        metrics["notes"].insert(0, metrics["undefined"])
     return metrics, table
 
 
@@ -180,6 +193,8 @@ def format_summary(metrics: dict) -> str:
                      f"{trained['within_minus_mis']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]")
     if "learned" in metrics:
         lines.append(format_learned(metrics["learned"]))
+    if "undefined" in metrics:
+        lines.append(f"note: {metrics['undefined']}")
     return "\n".join(lines)
 
 

@@ -71,9 +71,12 @@ def make_figures(metrics: dict, table: pd.DataFrame, out: Path, predictor: str) 
             means = [values[(which == b) & depth.notna()].mean() for b in range(5)]
             ax.plot(centres, means, style, label=label)
         ax.scatter(depth, table["his"], s=6, alpha=0.25, color="grey")
+        ax.legend()
+    else:  # e.g. features of a layer (SAE latents): no IMI layer depth is known for them
+        ax.text(0.5, 0.5, "layer depth unknown for these units", ha="center",
+                transform=ax.transAxes)
     ax.set(xlabel="relative layer depth", ylabel="HIS", ylim=(0, 1.02),
            title=_title("HIS vs layer depth (binned means)", source))
-    ax.legend()
     save(fig, "layer_depth")
 
     fig, ax = plt.subplots(figsize=(6, 4.5))

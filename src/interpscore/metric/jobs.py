@@ -20,6 +20,25 @@ from ..stimuli.options import ScoringOptions
 RESERVOIR_SIZE = 4096  # collect_rankings' default: a pass's uniform sample, chunked or not
 
 
+def select_exemplars(job, rankings: dict):
+    """Each unit's exemplars (and the units without any, with the reason): the one selection
+    that scoring and a stimulus store both make from a job's rankings."""
+    from ..stimuli.selection import select_all
+
+    o = job.options
+    return select_all(rankings, job.pool.sources, job.units, o.n_refs, o.n_batches,
+                      [o.difficulty], o.max_refs_per_source, o.seed)
+
+
+def write_stimuli(job, exemplars: list, root: Path) -> None:
+    """The stimulus store of a job's exemplars (`score --save-stimuli`): a feature's folder
+    carries its readout (`readouts.unit_layer`)."""
+    from ..stimuli.readouts import for_store
+    from ..stimuli.store import write_store
+
+    write_store(root, job.label, for_store(exemplars, job.identity), job.pool)
+
+
 def shard_file(shards: Path, rank: int, world: int) -> Path:
     """Where pool slice `rank` of `world` of a sharded activation pass is saved (the one naming
     rule: a launcher plans its array jobs from it without building the model)."""
@@ -284,6 +303,14 @@ class MatrixJob(_EmbedsOnce):
 
     def discard_chunks(self) -> None:
         """Nothing to discard: a matrix is ranked in memory."""
+
+    def write_store(self, root: Path) -> dict:
+        """The stimulus store of the matrix's units, exactly as `score --activations
+        --save-stimuli` writes it (no metric: nothing is embedded); returns the units left out
+        and why (constant over the pool)."""
+        exemplars, dropped = select_exemplars(self, self.merged()[0])
+        write_stimuli(self, exemplars, Path(root))
+        return dropped
 
     def unit_columns(self) -> dict:
         widths = {}

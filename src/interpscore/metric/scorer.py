@@ -32,6 +32,7 @@ from ..resources import DEFAULT_CACHE
 from ..stimuli.options import ScoringOptions
 from .checkpoint import LoadedMetric, load_checkpoint
 from .jobs import Job as _Job
+from .jobs import select_exemplars, write_stimuli
 
 
 def task_interval(p_tasks: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -155,7 +156,7 @@ class Scorer:
             rankings, skipped = job.merged()
         elif skipped is None:
             skipped = dict(getattr(job.pool, "skipped", {}))
-        exemplars, dropped = self._exemplars(job, rankings)
+        exemplars, dropped = select_exemplars(job, rankings)
         frame = self._unit_rows(job, exemplars, dropped)
         if "synthetic" in job.options.explanation_kinds:
             frame = self._with_synthetic(frame, job, exemplars, rankings)
@@ -212,13 +213,6 @@ class Scorer:
                         job.exemplars)
         job.discard_chunks()  # done: an interruption up to here resumed from them
         return frame
-
-    def _exemplars(self, job: _Job, rankings: dict):
-        from ..stimuli.selection import select_all
-
-        o = job.options
-        return select_all(rankings, job.pool.sources, job.units, o.n_refs, o.n_batches,
-                          [o.difficulty], o.max_refs_per_source, o.seed)
 
     def _unit_rows(self, job: _Job, exemplars: list, dropped: dict) -> pd.DataFrame:
         from ..stimuli.matrix import image_names
@@ -293,9 +287,6 @@ class Scorer:
                exemplars) -> None:
         """The scores, summaries, config (and stimuli) move into OUT together once all are
         written; only entries of those names are replaced (the shards cache stays)."""
-        from ..stimuli.readouts import for_store
-        from ..stimuli.store import write_store
-
         with files_into(out) as tmp:
             save_table(frame, tmp, "scores")
             for name, table in summarise_scores(frame).items():
@@ -308,9 +299,11 @@ class Scorer:
                         constant_units=n_constant)
             (tmp / "score_config.json").write_text(json.dumps(meta, indent=2))
             if save_stimuli:
-                # a feature's folder carries its readout (`readouts.unit_layer`)
-                write_store(tmp / "stimuli", job.label, for_store(exemplars, job.identity),
-                            job.pool)
+                from ..stimuli.gallery import gallery_html
+
+                write_stimuli(job, exemplars, tmp / "stimuli")
+                (tmp / "exemplars.html").write_text(gallery_html(
+                    frame, job.options.n_refs, title=f"{job.label}: exemplars"))
 
 
 def summarise_scores(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:

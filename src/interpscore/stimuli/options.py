@@ -110,7 +110,8 @@ class SAEFitOptions:
                                       POSITIVE_INT)
     epochs: int = option(10, "passes over the collected vectors", POSITIVE_INT)
     batch_size: int = option(512, "vectors per optimisation step", POSITIVE_INT)
-    lr: float = option(1e-3, "Adam's learning rate", NON_NEGATIVE)
+    lr: float = option(5e-3, "Adam's learning rate (on the normalised vectors), decayed "
+                       "linearly to 0", NON_NEGATIVE)
     reduction: str = option("mean", "the reduction over positions recorded as the default of "
                             "the file's features (mean as IMI, max, cls)",
                             choices=("mean", "max", "cls"))

@@ -203,7 +203,7 @@ def load_sae(path: str | Path, reduction: str | None = None, option: str = "--fe
     data = _read_tensor(Path(path), option)
     if not isinstance(data, dict):
         raise InputError(f"{option} {path}: not an SAE file of `interpscore sae fit`")
-    sae = build_sae(data)
+    sae = build_sae(data, f"{option} {path}")
     readout = encoder_readout(sae, data["layer"], reduction or data["reduction"],
                               data["channels"], str(path))
     readout.sha256, readout.n_features, readout.model = (file_sha256(path), data["latents"],

@@ -2,6 +2,13 @@
 per-position channel vectors over an image pool, collected once, and the file it is kept in
 (a dict for `torch.load(weights_only=True)`: the weights and what they were fitted on). Only
 overcomplete's SAE classes are used; its hub wrappers (`models.py`) never are.
+
+The SAE sees the vectors centred by their mean over the fit pool and divided by one scale (their
+root-mean-square deviation per channel): overcomplete's decoder has no bias, and one learning
+rate then suits layers of any scale. The file keeps the mean and the scale, and `encode` applies
+them, so a readout feeds it the layer's raw vectors. On three Lite0 layers this, with Adam at
+5e-3 decayed linearly to 0, raised the R^2 by 0.03 at the cost of the old recipe (1e-3, raw
+vectors), more than twice its epochs did (docs/scoring.md, Features).
 """
 
 from __future__ import annotations
@@ -13,12 +20,14 @@ import types
 from importlib.metadata import version
 from pathlib import Path
 
+import torch
+
 from ..atomic import atomic_file
 from ..errors import InputError
 from .readouts import SAE_FORMAT
 
 SAE_CLASS = "TopKSAE"
-FILE_VERSION = 1
+FILE_VERSION = 2  # 2: input_mean and input_scale; a version-1 file has neither (raw inputs)
 
 
 def overcomplete_sae():
@@ -43,25 +52,66 @@ def overcomplete_sae():
     return sae
 
 
-def build_sae(data: dict, where: str = "--features"):
-    """The SAE module a file's dict describes, its weights loaded."""
+class Normalised(torch.nn.Module):
+    """An overcomplete SAE on normalised inputs, with overcomplete's interface: `encode(x)` gives
+    (pre_codes, codes) of the raw vectors x (N, C); `forward(x)` adds the reconstruction,
+    mapped back to the raw scale."""
+
+    def __init__(self, sae, mean, scale):
+        super().__init__()
+        self.sae = sae
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+
+    @property
+    def nb_concepts(self) -> int:
+        return self.sae.nb_concepts
+
+    def encode(self, x):
+        return self.sae.encode((x - self.mean) / self.scale)
+
+    def decode(self, codes):
+        return self.sae.decode(codes) * self.scale + self.mean
+
+    def forward(self, x):
+        pre_codes, codes = self.encode(x)
+        return pre_codes, codes, self.decode(codes)
+
+
+def build_sae(data: dict, where: str = "--features") -> Normalised:
+    """The SAE module a file's dict describes, its weights loaded (a version-1 file's inputs are
+    used raw)."""
     needed = ("format", "model", "layer", "channels", "latents", "top_k", "reduction",
               "state_dict")
     missing = [key for key in needed if key not in data]
     if data.get("format") != SAE_FORMAT or missing:
         raise InputError(f"{where}: not an SAE file of `interpscore sae fit` (missing "
                          f"{', '.join(missing) or 'format'})")
-    sae = overcomplete_sae().TopKSAE(int(data["channels"]), int(data["latents"]),
-                                      top_k=int(data["top_k"]), device="cpu")
+    version = data.get("version", 1)
+    if not isinstance(version, int) or version > FILE_VERSION:
+        raise InputError(f"{where}: an SAE file of version {version}, written by a newer "
+                         f"interpscore (this one reads versions 1 to {FILE_VERSION}); upgrade "
+                         "interpscore, or fit the SAE again with this one")
+    channels = int(data["channels"])
+    sae = overcomplete_sae().TopKSAE(channels, int(data["latents"]), top_k=int(data["top_k"]),
+                                      device="cpu")
     sae.load_state_dict(data["state_dict"])
-    return sae.eval().requires_grad_(False)
+    mean, scale = (data["input_mean"], data["input_scale"]) if version >= 2 else (
+        torch.zeros(channels), torch.tensor(1.0))
+    return Normalised(sae, mean, scale).eval().requires_grad_(False)
+
+
+def input_statistics(vectors) -> tuple:
+    """The mean (C,) of the fit vectors and their root-mean-square deviation per channel."""
+    mean = vectors.mean(0)
+    scale = ((vectors - mean) ** 2).sum(1).mean().div(vectors.shape[1]).sqrt()
+    return mean, scale.clamp_min(1e-12)
 
 
 def collect_vectors(model, layer: str, pool, positions_per_image: int, batch_size: int,
                     seed: int, progress: bool = True):
     """One pass over the pool: each image's channel vectors at up to `positions_per_image`
     positions (all where the layer has fewer), as a float32 matrix (N, C)."""
-    import torch
     from tqdm.auto import tqdm
 
     from .networks import channel_maps, check_layers
@@ -96,8 +146,6 @@ def collect_vectors(model, layer: str, pool, positions_per_image: int, batch_siz
 def reconstruction_stats(sae, vectors, batch_size: int = 4096) -> tuple[float, float]:
     """R^2 of the reconstruction (1 - residual / total sum of squares about the mean) and the
     fraction of latents that are zero on every vector."""
-    import torch
-
     mean = vectors.mean(0)
     residual = total = 0.0
     alive = torch.zeros(sae.nb_concepts, dtype=torch.bool)
@@ -112,48 +160,57 @@ def reconstruction_stats(sae, vectors, batch_size: int = 4096) -> tuple[float, f
 
 
 def fit_sae(vectors, latents: int, top_k: int, epochs: int, batch_size: int, lr: float,
-            seed: int, progress: bool = True):
-    """A TopKSAE fitted to `vectors` (N, C) by Adam on the mean squared reconstruction error."""
-    import torch
+            seed: int, progress: bool = True) -> Normalised:
+    """A TopKSAE fitted to `vectors` (N, C), normalised (`input_statistics`), by Adam on the
+    mean squared reconstruction error, its learning rate decayed linearly to 0."""
     from tqdm.auto import tqdm
 
+    mean, scale = input_statistics(vectors)
+    inputs = (vectors - mean) / scale
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         sae = overcomplete_sae().TopKSAE(vectors.shape[1], latents, top_k=top_k, device="cpu")
         optimizer = torch.optim.Adam(sae.parameters(), lr=lr)
         steps = epochs * -(-len(vectors) // batch_size)
+        decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
         with tqdm(total=steps, desc=f"sae {latents} latents", disable=not progress) as bar:
             for _ in range(epochs):
-                order = torch.randperm(len(vectors))
-                for start in range(0, len(vectors), batch_size):
-                    x = vectors[order[start:start + batch_size]]
+                order = torch.randperm(len(inputs))
+                for start in range(0, len(inputs), batch_size):
+                    x = inputs[order[start:start + batch_size]]
                     _, _, x_hat = sae(x)
                     loss = ((x - x_hat) ** 2).mean()
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()
+                    decay.step()
                     bar.update()
                     bar.set_postfix(mse=f"{loss.item():.4g}", refresh=False)
-    return sae.eval().requires_grad_(False)
+    return Normalised(sae.eval(), mean, scale).requires_grad_(False)
 
 
 def sae_record(sae, model: str, layer: str, top_k: int, reduction: str, r2: float,
                dead: float, training: dict) -> dict:
-    """What an SAE file holds: its weights and everything needed to check and reproduce it."""
+    """What an SAE file holds: its weights, the normalisation of its inputs, and everything
+    needed to check and reproduce it. `sae` is a `Normalised` or a bare overcomplete SAE (raw
+    inputs)."""
+    inner = getattr(sae, "sae", sae)
+    channels = int(inner.get_dictionary().shape[1])
+    mean = getattr(sae, "mean", torch.zeros(channels))
+    scale = getattr(sae, "scale", torch.tensor(1.0))
     return dict(format=SAE_FORMAT, version=FILE_VERSION, sae_class=SAE_CLASS, model=model,
-                layer=layer, channels=int(sae.get_dictionary().shape[1]),
-                latents=int(sae.nb_concepts), top_k=int(top_k), reduction=reduction,
-                r2=float(r2), dead_fraction=float(dead),
+                layer=layer, channels=channels, latents=int(inner.nb_concepts),
+                top_k=int(top_k), reduction=reduction, r2=float(r2), dead_fraction=float(dead),
                 training=json.loads(json.dumps(training)),  # plain types: weights_only loads
                 library={name: version(name) for name in ("overcomplete", "torch")},
+                input_mean=mean.detach().cpu().float().contiguous(),
+                input_scale=scale.detach().cpu().float().reshape(()),
                 state_dict={k: v.detach().cpu().contiguous()
-                            for k, v in sae.state_dict().items()})
+                            for k, v in inner.state_dict().items()})
 
 
 def write_sae(path: str | Path, record: dict) -> Path:
     """Atomically: a temporary sibling, renamed into place once whole."""
-    import torch
-
     with atomic_file(path) as tmp:
         torch.save(record, tmp)
     return Path(path)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_folder
+from ..atomic import atomic_folder, check_output_folder
 from ..correlation import MIN_GROUP
 from ..data.layouts import QUERY_INDEX, image_name, parse_batch_dir
 from ..errors import InputError
@@ -193,6 +193,23 @@ class StudySettings:
     title: str = option("Which image belongs?", "the page's title")
 
 
+def check_study(out, overwrite: bool = False, scores=None, **settings) -> StudySettings:
+    """What `build_study` checks before it reads the stimulus store, so a command that makes the
+    store first (`study build --activations`) checks it before that work: the settings (the
+    `StudySettings` fields), the output folder and the scores file."""
+    try:
+        settings = StudySettings(**settings)
+    except TypeError as err:
+        raise InputError(f"build_study: {err}") from None
+    s = settings
+    _check_settings(s.demo_trials, s.max_demo_attempts, s.enable_buttons_after_ms, s.post_url,
+                    s.local_save, s.completion_url)
+    check_output_folder(out, overwrite)
+    if scores is not None and not Path(scores).is_file():
+        raise InputError(f"--scores {scores}: no such file; give the scores.parquet of `score`")
+    return settings
+
+
 def build_study(stimuli, out, units=None, scores=None, select=None, n: int = 10, seed: int = 0,
                 overwrite: bool = False, readout=None, **settings) -> Path:
     """Write a browser study of the units of the stimulus store STIMULI (all, the `units`
@@ -205,15 +222,10 @@ def build_study(stimuli, out, units=None, scores=None, select=None, n: int = 10,
     (relative to the page, or a full URL; None: no upload) and saves it in the browser as well
     `always`, `on_failure` of the upload, or `never`. `readout` (`stimuli.readouts`, from
     `--features`) keeps the store's units of that readout only."""
-    try:
-        settings = StudySettings(**settings)
-    except TypeError as err:
-        raise InputError(f"build_study: {err}") from None
     (trials_per_task, catch_per_task, demo_trials, max_demo_attempts, enable_buttons_after_ms,
-     feedback_main, post_url, local_save, completion_url, title) = astuple(settings)
+     feedback_main, post_url, local_save, completion_url, title) = astuple(
+        check_study(out, overwrite, scores, **settings))
     stimuli, out = Path(stimuli), Path(out)
-    _check_settings(demo_trials, max_demo_attempts, enable_buttons_after_ms, post_url,
-                    local_save, completion_url)
     plan = plan_experiment(stimuli, out, scores, units, select, n, seed, trials_per_task,
                            catch_per_task, overwrite, readout)
     for warning in size_warnings(plan, scores, units, select, n, seed):

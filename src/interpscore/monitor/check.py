@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -121,12 +122,48 @@ class Monitor:
 
     def validate(self, model, option: str = "layers") -> None:
         """Refuse bad options before training starts: the layers exist in `model` (the
-        message names `option`), the metric loads."""
+        message names `option`), features fit it (`_fitted_readout`), the metric loads."""
         from ..stimuli.networks import check_layers
 
-        if self.layers != "auto":
+        if self.layers != "auto" and self._feature_layer() is None:
             check_layers(model, self.layers, option)
+        if self._feature_layer() is not None and self._job is None:
+            self.readout = self._fitted_readout(
+                model, "--features" if option.startswith("--") else "features")
         self.scorer  # noqa: B018 (a bad checkpoint is found now, not at the first check)
+
+    def _feature_layer(self) -> str | None:
+        """The one layer features read (None: channels, under any reduction)."""
+        return None if self.readout is None else self.readout.layer
+
+    def _fitted_readout(self, module, option: str):
+        """The features' readout checked against `module`: an SAE of another architecture, a
+        layer the module lacks, another width or more units than features are refused. The
+        weights an SAE was fitted at are not compared (they move while a model trains: an SAE
+        of the last checkpoint reads the first one's layer too)."""
+        import torch
+
+        from ..stimuli.readouts import check_readout
+        from ..stimuli.units import parse_units
+
+        readout = self.readout
+        where = f"{option} {readout.source}" if readout.source else option
+        arch = architecture(module)
+        if readout.model is not None and arch is not None and _arch_of(readout.model) != arch:
+            raise InputError(f"{where}: an SAE of {readout.model}, not of a {arch}; fit one "
+                             f"on this architecture (`interpscore sae fit --model "
+                             f"{arch}@WEIGHTS --layer {readout.layer} ...`)")
+        if readout.layer not in dict(module.named_modules()):
+            raise InputError(f"{where}: reads layer {readout.layer}, which the model does not "
+                             "have (`interpscore layers` lists them); give features of one of "
+                             "its layers")
+        readout = replace(readout, model=None)  # the architecture is checked above
+        loaded = wrap_model(module, arch or "model")
+        with untouched(module), torch.no_grad():  # a dummy forward pass in eval mode
+            check_readout(readout, loaded, loaded.label,
+                          self.options.image_size or loaded.input_size, option=option)
+        parse_units(self.units, {readout.layer: readout.n_features}, self.options.seed)
+        return readout
 
     @property
     def units_chosen(self):
@@ -138,7 +175,9 @@ class Monitor:
         checks reuse it with the module's current weights (the same module, or a twin)."""
         if self._job is None:
             self.validate(module)
-            self._job = self.scorer.job(wrap_model(module), self.layers, self.units, self.images,
+            layer = self._feature_layer()
+            layers = [layer] if layer is not None else self.layers
+            self._job = self.scorer.job(wrap_model(module), layers, self.units, self.images,
                                         readout=self.readout, **_fields(self.options))
         else:
             self._job.model.module = module
@@ -155,6 +194,18 @@ class Monitor:
         frame = frame.rename(columns={"channel": "unit"}).assign(step=int(step))
         return frame[["step", "layer", "unit", "readout", "score", "score_low", "score_high",
                       "layer_depth", "status"]]
+
+
+def architecture(module) -> str | None:
+    """A timm module's architecture (None for another module)."""
+    return (getattr(module, "pretrained_cfg", None) or {}).get("architecture")
+
+
+def _arch_of(spec: str) -> str:
+    """The architecture a model spec names (`resnet18.a1_in1k@/w.pt` -> `resnet18`)."""
+    from ..stimuli.model_spec import parse_model_spec
+
+    return parse_model_spec(spec).name.split(".")[0]
 
 
 def _fields(options) -> dict:

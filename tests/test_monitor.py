@@ -407,3 +407,19 @@ def test_track_refuses_features_that_do_not_fit_before_any_work(run, cache, tmp_
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and expected in err, err
     assert not out.exists()
+
+
+def test_the_probe_pool_goes_in_few_large_batches_with_the_same_numbers(cache):
+    """A check's forward pass takes the pool in batches of up to 4 M pixels (the whole probe at
+    a small training resolution): the scores are those of small batches."""
+    from interpscore.monitor import Monitor
+    from interpscore.monitor.options import probe_batch
+
+    assert probe_batch(500, 32) == 500 and probe_batch(1000, 128) == 256
+    assert probe_batch(1000, 224) == 83 and probe_batch(10, 4096) == 1
+    net = tiny_net()
+    large = Monitor(cache_dir=cache, **PROBE)
+    table = large.check(net, 0)
+    assert large._job.options.batch_size == 200  # the whole pool at 32 px
+    small = Monitor(cache_dir=cache, batch_size=7, **PROBE).check(net, 0)
+    pd.testing.assert_frame_equal(table, small)

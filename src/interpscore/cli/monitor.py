@@ -8,8 +8,9 @@ from ..options import add_fields, from_namespace, overwrite_help
 from ..resources import DEFAULT_CACHE
 from .common import FEATURES_HELP, REDUCTION_HELP, add_command, layers_arg, readout_arg
 
-# Options of the scoring path that do not apply to a probe of natural images over training.
-NOT_TRACKED = ("explanations",)
+# Options of the scoring path that do not apply to a probe of natural images over training
+# (and batch_size, which the monitor declares with its own default).
+NOT_TRACKED = ("explanations", "batch_size")
 
 
 def track(args) -> int:
@@ -22,6 +23,7 @@ def track(args) -> int:
     watch = from_namespace(args, WatchOptions)
     readout = readout_arg(args.features, watch.layers, args.reduction)  # before any work
     options = asdict(from_namespace(args, ScoringOptions, skip=NOT_TRACKED))
+    del options["batch_size"]  # the monitor's own (`WatchOptions`), in `watch`
     table = track_checkpoints(args.model, args.checkpoints, args.out,
                               **{**asdict(watch), "layers": layers_arg(watch.layers)},
                               features=readout, overwrite=args.overwrite,

@@ -27,11 +27,14 @@ class _EmbedsOnce:
     """The metric's embeddings of pool images, each image embedded once for the job's life (a
     monitor scores one job at every check: the exemplars change, the pool does not)."""
 
+    embed_batch = 64  # images per forward pass of the metric's backbone (same embeddings)
+
     def embeddings(self, cache, indices: list[int]) -> torch.Tensor:
         known = self.__dict__.setdefault("_embedded", {})  # pool index -> embedding
         todo = [i for i in indices if i not in known]
         if todo:
-            new = cache.embed_images([self.pool[i] for i in todo], progress=self.options.progress)
+            new = cache.embed_images([self.pool[i] for i in todo], batch_size=self.embed_batch,
+                                     progress=self.options.progress)
             known.update(zip(todo, new))
         return torch.from_numpy(np.stack([known[i] for i in indices]))
 

@@ -8,7 +8,7 @@
 A check is the scoring path of `interpscore score` on a model held in memory: units and probe
 pool are fixed at the first check (one `Scorer` job kept for the run, so each probe image is
 embedded by the metric once), then each check is one hooked forward pass of the pool under
-`no_grad`, exemplar selection and the metric. It leaves no trace in training: every module's
+`no_grad` (in few large batches), exemplar selection and the metric. It leaves no trace in training: every module's
 train/eval mode and the RNG states (torch CPU and CUDA, numpy, `random`) are put back, and
 nothing writes weights, buffers (eval mode: batch norm keeps its running statistics) or `.grad`.
 No Lightning here: the callback lives in `monitor.lightning`.
@@ -75,7 +75,8 @@ class Monitor:
     metric: "mis" (training-free) or a checkpoint of `python train.py`; layers: "auto" (the
     layers of interest) or `named_modules()` names; units: N (IMI sampling), N/layer, or
     LAYER:CHANNEL,...; images: "default" (the offline pool) or a folder; pool_size, image_size
-    (None: the metric's), seed; other `ScoringOptions` (n_refs, n_batches, batch_size, ...) as
+    (None: the metric's; give the training resolution), batch_size (None: the pool, up to
+    `PROBE_PIXELS` a batch), seed; other `ScoringOptions` (n_refs, n_batches, ...) as
     keywords. `features`: SAE latents or directions instead of channels: an SAE file of
     `interpscore sae fit`, a direction matrix [C, k] (file or array) or an object with `encode`,
     the latter two with `layers` naming their one layer (`stimuli.readouts.open_features`)."""

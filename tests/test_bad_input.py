@@ -76,6 +76,14 @@ def _state_dict(name, arch="test_resnet"):
     return write
 
 
+def _tensor(name, shape):
+    def write(tmp):
+        import torch
+
+        torch.save(torch.ones(shape), tmp / name)
+    return write
+
+
 PREPARE = ["prepare", "--responses", "{csv}", "--out", "{out}"]
 SIMULATE = ["simulate", "--out", "{out}"]
 EVALUATE = ["evaluate", "--checkpoint", "{ckpt}", "--cache-dir", "{cache}", "--out", "{out}"]
@@ -253,6 +261,17 @@ CASES = [
     Case("track-unknown-metric", TRACK + ["--metric", "{tmp}/none.ckpt"], "metric {tmp}/none.ckpt",
          setup=_state_dict("ckpt.pt")),
     Case("track-out-holds-a-users-file", TRACK, "--out {out}", out_before=True,
+         setup=_state_dict("ckpt.pt")),
+    Case("track-missing-features", TRACK + ["--features", "{tmp}/dirs.pt", "--layers", "layer2"],
+         "--features {tmp}/dirs.pt", also=["no such file"], setup=_state_dict("ckpt.pt")),
+    Case("track-features-of-another-width", TRACK + ["--features", "{tmp}/dirs.pt", "--layers",
+                                                     "layer2"],
+         "--features {tmp}/dirs.pt: reads 5 channels, but layer layer2",
+         setup=lambda tmp: (_state_dict("ckpt.pt")(tmp), _tensor("dirs.pt", (5, 3))(tmp))),
+    Case("track-features-without-a-layer", TRACK + ["--features", "{tmp}/dirs.pt"], "--features",
+         also=["needs its layer"],
+         setup=lambda tmp: (_state_dict("ckpt.pt")(tmp), _tensor("dirs.pt", (48, 3))(tmp))),
+    Case("track-zero-batch-size", TRACK + ["--batch-size", "0"], "--batch-size",
          setup=_state_dict("ckpt.pt")),
     # study
     Case("study-build-missing-store", ["study", "build", "--stimuli", "{tmp}/nostore", "--out",

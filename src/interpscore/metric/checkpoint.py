@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # annotations only: torch is imported where it is used
     import torch
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
@@ -24,6 +24,7 @@ class LoadedMetric:
     data_hparams: dict
     path: Path
     seen: dict  # units trained and selected on, and the data's fingerprint (may be empty)
+    built: object = field(default=None, repr=False)  # the backbone, where loading built it
 
     @property
     def seen_units(self) -> set[str]:
@@ -50,9 +51,10 @@ def builtin_mis(backbone: str = DEFAULT_BACKBONE,
     order within a task set."""
     from .backbones import create_backbone
 
-    dim = create_backbone(backbone, image_size=image_size).dim
-    hparams = dict(head="mis", embedding_dim=dim, backbone=backbone, image_size=image_size)
-    return LoadedMetric(create_head("mis", dim).eval(), hparams, {}, Path(BUILTIN_MIS), {})
+    built = create_backbone(backbone, image_size=image_size)  # kept: the scorer reads it
+    hparams = dict(head="mis", embedding_dim=built.dim, backbone=backbone, image_size=image_size)
+    return LoadedMetric(create_head("mis", built.dim).eval(), hparams, {}, Path(BUILTIN_MIS), {},
+                        built)
 
 
 def load_checkpoint(path: str | Path, option: str = "--checkpoint") -> LoadedMetric:

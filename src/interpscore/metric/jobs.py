@@ -49,12 +49,16 @@ class _EmbedsOnce:
     """The metric's embeddings of pool images, each image embedded once for the job's life (a
     monitor scores one job at every check: the exemplars change, the pool does not)."""
 
+    # images per forward pass of the metric's backbone: --batch-size, unless set (the monitor
+    # sets its probe's); the embeddings are the same
+    embed_batch = None
+
     def embeddings(self, cache, indices: list[int]) -> torch.Tensor:
         known = self.__dict__.setdefault("_embedded", {})  # pool index -> embedding
         todo = [i for i in indices if i not in known]
         if todo:
             new = cache.embed_images([self.pool[i] for i in todo],
-                                     batch_size=self.options.batch_size,
+                                     batch_size=self.embed_batch or self.options.batch_size,
                                      progress=self.options.progress)
             known.update(zip(todo, new))
         return torch.from_numpy(np.stack([known[i] for i in indices]))

@@ -62,7 +62,8 @@ class Scorer:
         if self._cache is None:
             from .backbones import EmbeddingCache, create_backbone
 
-            backbone = create_backbone(self.metric.backbone, image_size=self.metric.image_size)
+            backbone = self.metric.built or create_backbone(self.metric.backbone,
+                                                            image_size=self.metric.image_size)
             self._cache = EmbeddingCache(self.cache_dir, backbone)
         return self._cache
 

@@ -8,7 +8,7 @@
 A check is the scoring path of `interpscore score` on a model held in memory: units and probe
 pool are fixed at the first check (one `Scorer` job kept for the run, so each probe image is
 embedded by the metric once), then each check is one hooked forward pass of the pool under
-`no_grad`, exemplar selection and the metric. It leaves no trace in training: every module's
+`no_grad` (in few large batches), exemplar selection and the metric. It leaves no trace in training: every module's
 train/eval mode and the RNG states (torch CPU and CUDA, numpy, `random`) are put back, and
 nothing writes weights, buffers (eval mode: batch norm keeps its running statistics) or `.grad`.
 No Lightning here: the callback lives in `monitor.lightning`.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ import pandas as pd
 from ..errors import InputError
 from ..resources import DEFAULT_CACHE
 
-from .options import DEFAULT_POOL, WatchOptions
+from .options import DEFAULT_POOL, WatchOptions, probe_batch
 
 STATS = ("mean", "p05", "p50", "p95")
 ALL_LAYERS = "all"  # the summary row over every unit of a check
@@ -74,7 +75,8 @@ class Monitor:
     metric: "mis" (training-free) or a checkpoint of `python train.py`; layers: "auto" (the
     layers of interest) or `named_modules()` names; units: N (IMI sampling), N/layer, or
     LAYER:CHANNEL,...; images: "default" (the offline pool) or a folder; pool_size, image_size
-    (None: the metric's), seed; other `ScoringOptions` (n_refs, n_batches, batch_size, ...) as
+    (None: the metric's; give the training resolution), batch_size (None: the pool, up to
+    `PROBE_PIXELS` a batch), seed; other `ScoringOptions` (n_refs, n_batches, ...) as
     keywords. `features`: SAE latents or directions instead of channels: an SAE file of
     `interpscore sae fit`, a direction matrix [C, k] (file or array) or an object with `encode`,
     the latter two with `layers` naming their one layer (`stimuli.readouts.open_features`)."""
@@ -82,7 +84,8 @@ class Monitor:
     def __init__(self, metric: str | Path = WatchOptions.metric, layers=WatchOptions.layers,
                  units=int(WatchOptions.units), features=None, images=WatchOptions.images,
                  pool_size: int = DEFAULT_POOL, image_size: int | None = None,
-                 seed: int = 0, cache_dir: str | Path = DEFAULT_CACHE, **options):
+                 batch_size: int | None = WatchOptions.batch_size, seed: int = 0,
+                 cache_dir: str | Path = DEFAULT_CACHE, **options):
         from ..stimuli.options import ScoringOptions
         from ..stimuli.units import check_units_spec
 
@@ -103,7 +106,7 @@ class Monitor:
             one = layers[0] if isinstance(layers, list) and len(layers) == 1 else None
             self.readout = open_features(features, one, option="features")
         self.metric, self.layers, self.units, self.images = str(metric), layers, units, images
-        self.cache_dir = Path(cache_dir)
+        self.cache_dir, self.batch_size = Path(cache_dir), batch_size
         self.options = ScoringOptions.from_kwargs(
             {"progress": False, **options, "pool_size": pool_size, "image_size": image_size,
              "seed": seed})
@@ -121,12 +124,48 @@ class Monitor:
 
     def validate(self, model, option: str = "layers") -> None:
         """Refuse bad options before training starts: the layers exist in `model` (the
-        message names `option`), the metric loads."""
+        message names `option`), features fit it (`_fitted_readout`), the metric loads."""
         from ..stimuli.networks import check_layers
 
-        if self.layers != "auto":
+        if self.layers != "auto" and self._feature_layer() is None:
             check_layers(model, self.layers, option)
+        if self._feature_layer() is not None and self._job is None:
+            self.readout = self._fitted_readout(
+                model, "--features" if option.startswith("--") else "features")
         self.scorer  # noqa: B018 (a bad checkpoint is found now, not at the first check)
+
+    def _feature_layer(self) -> str | None:
+        """The one layer features read (None: channels, under any reduction)."""
+        return None if self.readout is None else self.readout.layer
+
+    def _fitted_readout(self, module, option: str):
+        """The features' readout checked against `module`: an SAE of another architecture, a
+        layer the module lacks, another width or more units than features are refused. The
+        weights an SAE was fitted at are not compared (they move while a model trains: an SAE
+        of the last checkpoint reads the first one's layer too)."""
+        import torch
+
+        from ..stimuli.readouts import check_readout
+        from ..stimuli.units import parse_units
+
+        readout = self.readout
+        where = f"{option} {readout.source}" if readout.source else option
+        arch = architecture(module)
+        if readout.model is not None and arch is not None and _arch_of(readout.model) != arch:
+            raise InputError(f"{where}: an SAE of {readout.model}, not of a {arch}; fit one "
+                             f"on this architecture (`interpscore sae fit --model "
+                             f"{arch}@WEIGHTS --layer {readout.layer} ...`)")
+        if readout.layer not in dict(module.named_modules()):
+            raise InputError(f"{where}: reads layer {readout.layer}, which the model does not "
+                             "have (`interpscore layers` lists them); give features of one of "
+                             "its layers")
+        readout = replace(readout, model=None)  # the architecture is checked above
+        loaded = wrap_model(module, arch or "model")
+        with untouched(module), torch.no_grad():  # a dummy forward pass in eval mode
+            check_readout(readout, loaded, loaded.label,
+                          self.options.image_size or loaded.input_size, option=option)
+        parse_units(self.units, {readout.layer: readout.n_features}, self.options.seed)
+        return readout
 
     @property
     def units_chosen(self):
@@ -138,8 +177,17 @@ class Monitor:
         checks reuse it with the module's current weights (the same module, or a twin)."""
         if self._job is None:
             self.validate(module)
-            self._job = self.scorer.job(wrap_model(module), self.layers, self.units, self.images,
+            layer = self._feature_layer()
+            layers = [layer] if layer is not None else self.layers
+            self._job = self.scorer.job(wrap_model(module), layers, self.units, self.images,
                                         readout=self.readout, **_fields(self.options))
+            # The probe pool in few large batches, through the network and the metric's
+            # backbone (their image sizes are known now): 2-3x faster on a CPU than batches
+            # of 64, the same numbers.
+            job, backbone = self._job, self.scorer.cache.backbone
+            job.options.batch_size = self.batch_size or probe_batch(len(job.pool),
+                                                                    job.options.image_size)
+            job.embed_batch = probe_batch(len(job.pool), getattr(backbone, "image_size", 224))
         else:
             self._job.model.module = module
         return self._job
@@ -155,6 +203,18 @@ class Monitor:
         frame = frame.rename(columns={"channel": "unit"}).assign(step=int(step))
         return frame[["step", "layer", "unit", "readout", "score", "score_low", "score_high",
                       "layer_depth", "status"]]
+
+
+def architecture(module) -> str | None:
+    """A timm module's architecture (None for another module)."""
+    return (getattr(module, "pretrained_cfg", None) or {}).get("architecture")
+
+
+def _arch_of(spec: str) -> str:
+    """The architecture a model spec names (`resnet18.a1_in1k@/w.pt` -> `resnet18`)."""
+    from ..stimuli.model_spec import parse_model_spec
+
+    return parse_model_spec(spec).name.split(".")[0]
 
 
 def _fields(options) -> dict:

@@ -4,9 +4,10 @@
 
 Every checkpoint is read and matched to the architecture before any scoring (a state dict of
 the timm model, or a Lightning checkpoint whose `state_dict` keys carry a prefix such as
-`model.`). One `Monitor` scores them all (the same units and probe pool). Resumable: a finished
-checkpoint's rows are `OUT/checkpoints/<name>.parquet` and a rerun skips it; a rerun must ask
-for what `OUT/track.json` records.
+`model.`), and features are matched to the layer they read. One `Monitor` scores them all (the
+same units and probe pool; channels, or the features of one layer: an SAE file or a direction
+matrix). Resumable: a finished checkpoint's rows are `OUT/checkpoints/<name>.parquet` and a
+rerun skips it; a rerun must ask for what `OUT/track.json` records.
 """
 
 from __future__ import annotations
@@ -114,22 +115,27 @@ def _done_file(out: Path, checkpoint: Path) -> Path:
 
 def track_checkpoints(arch: str, checkpoints: list[str | Path], out: str | Path,
                       metric: str = "mis", layers="auto", units=64, images="default",
-                      overwrite: bool = False, cache_dir: str | Path = DEFAULT_CACHE,
-                      **options) -> pd.DataFrame:
+                      features=None, overwrite: bool = False,
+                      cache_dir: str | Path = DEFAULT_CACHE, **options) -> pd.DataFrame:
     """One row per unit and checkpoint: checkpoint, step (its global_step, else its position
     in the list), layer, unit, score ... (as `Monitor.check`); the table, summary and figure
-    are written to OUT."""
+    are written to OUT. `features`: a readout of one layer (`readouts.readout_from_options`),
+    or what `Monitor` takes as features; None: channels."""
     out, paths = Path(out), [Path(c) for c in checkpoints]
+    monitor = Monitor(metric, layers, units, features=features, images=images,
+                      cache_dir=cache_dir, **options)
+    readout = (None if monitor.readout is None
+               else dict(monitor.readout.identity(), layer=monitor.readout.layer))
     request = dict(model=arch, metric=str(metric), layers=layers, units=str(units),
                    images=str(images), options={k: v for k, v in sorted(options.items())
-                                                if k != "progress"})
+                                                if k != "progress"},
+                   **({"features": readout} if readout else {}))
     recorded = json.loads((out / REQUEST).read_text()) if (out / REQUEST).is_file() else None
     if recorded is not None and recorded != request and not overwrite:
         raise InputError(f"--out {out}: holds a track of another request ({REQUEST}); use "
                          "another --out, or --overwrite to start again there")
     check_output_folder(out, overwrite or recorded == request,
                         resumable=(REQUEST, DONE) if recorded is None else ())
-    monitor = Monitor(metric, layers, units, images=images, cache_dir=cache_dir, **options)
     loaded = build_architecture(arch, paths[0], options.get("image_size"))
     shapes = {k: v.shape for k, v in loaded.module.state_dict().items()}
     steps = [read_state(path, shapes)[1] for path in paths]  # every file checked before work

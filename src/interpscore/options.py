@@ -122,11 +122,12 @@ def _cause_naming_an_option(err):
 
 
 def _value_after(flag: str, argv: list[str]) -> str:
-    for i, arg in enumerate(argv):
+    """The value given to `flag` where it was given last (the one a parser keeps)."""
+    for i, arg in reversed(list(enumerate(argv))):
         if arg.startswith(flag + "="):
             return arg.split("=", 1)[1]
-        if arg == flag and i + 1 < len(argv):
-            return argv[i + 1]
+        if arg == flag:
+            return argv[i + 1] if i + 1 < len(argv) else ""
     return ""
 
 

@@ -25,6 +25,14 @@ MODEL_HELP = ("timm name (pretrained: needs the hub or NAME@/path/weights), NAME
 IMAGES_HELP = "image folder, saved HF dataset, or 'default' (the offline pool)"
 
 
+def train_command() -> str:
+    """How the user started training: `python train.py` or `interpscore train` (help and errors
+    name it)."""
+    import sys
+
+    return "python train.py" if sys.argv[0].endswith("train.py") else "interpscore train"
+
+
 def overwrite_help(what: str) -> str:
     return f"replace the {what} files in an --out that already holds files (others are kept)"
 

@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..kernels import pin_cpu_kernels
 from ..resume import forget
 from . import data, features, leaderboard, monitor, scoring, stimuli, study
-from ..options import explain
+from ..options import explain, train_command
 from .common import (BAD_INPUT, INTERRUPTED, Parser, command_of, interrupted_message,
                      unreadable_images_folded)
 
@@ -66,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             if {"-h", "--help"} & set(argv[1:]):  # the options a user changes, no Lightning
                 from .train_help import short_help
 
-                print(short_help("python train.py" if sys.argv[0].endswith("train.py")
-                                 else "interpscore train"))
+                print(short_help(train_command()))
                 return 0
             from ..train.cli import main as train_main
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningCLI
 
 from ..errors import InputError
+from ..options import train_command
 from ..resources import DEFAULT_CHECKPOINTS, config_file
 from .lit import IMIDataModule, InterpScoreModule
 
@@ -69,7 +70,7 @@ class InterpScoreCLI(LightningCLI):
 
     def init_parser(self, **kwargs):
         parser = super().init_parser(**kwargs)
-        parser.prog = "python train.py" if sys.argv[0].endswith("train.py") else "interpscore train"
+        parser.prog = train_command()
         InterpScoreCLI.parser_made = parser
         return parser
 

@@ -337,8 +337,8 @@ def main():
     kinds = ["with"] if args.no_overhead else ["without", "with", "with", "without"]
     try:
         runs, first = [], None
-        for k, (round_, kind) in enumerate((r, kind) for r in range(1 if args.no_overhead else args.rounds)
-                                           for kind in kinds):
+        rounds = 1 if args.no_overhead else args.rounds
+        for k, (round_, kind) in enumerate((r, kind) for r in range(rounds) for kind in kinds):
             if kind == "with":
                 kind = f"with ({'warm' if first else 'cold'} cache)"
             watcher, extra = (None, []) if kind == "without" else callbacks(

@@ -1,5 +1,7 @@
 import json
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -240,10 +242,12 @@ def test_units_that_all_measure_the_same_say_why_every_correlation_is_nan(debug_
                                      tensors, range(3), n_boot=50)
     assert np.isnan(metrics["predictors"]["trained"]["spearman"])
     expected = ("all 3 test units have the same measured HIS (1.000), so no correlation with it "
-                "is defined (nan)")
+                "is defined (nan; - in a table)")
     assert metrics["undefined"].startswith(expected) and metrics["notes"][0].startswith(expected)
     metrics.update(data={"source": "human"})
-    assert f"note: {expected}" in format_summary(metrics)
+    summary = format_summary(metrics)
+    assert f"note: {expected}" in summary
+    assert re.search(r"^trained +- +- ", summary, re.M)  # no number where none is defined
     varied, _ = evaluate_predictors({"trained": load_checkpoint(run / "best.ckpt").head},
                                     data.tensors, range(len(data.tensors.conditions)), n_boot=50)
     assert "undefined" not in varied

@@ -219,16 +219,14 @@ def sae_demo(paths: list[Path], cache: Path, root: Path, validation: list) -> di
     import pandas as pd
 
     from interpscore.cli import main
-    from interpscore.monitor.track import build_architecture, read_state
     from interpscore.stimuli.options import SAEFitOptions
     from interpscore.stimuli.pools import open_pool
     from interpscore.stimuli.sae import (collect_vectors, fit_sae, reconstruction_stats,
                                          sae_record, write_sae)
+    from interpscore.stimuli.user_input import load_model
 
     final = paths[-1]
-    loaded = build_architecture(ARCH, final, SIZE)
-    shapes = {k: v.shape for k, v in loaded.module.state_dict().items()}
-    loaded.module.load_state_dict(read_state(final, shapes)[0])
+    loaded = load_model(f"{ARCH}@{final}", image_size=SIZE)  # a 10-way head, a Lightning ckpt
     o = SAEFitOptions(image_size=SIZE)  # `sae fit`'s defaults at the training resolution
     start = time.perf_counter()
     pool = open_pool(o.images, size=SIZE, n_images=o.pool_size, seed=o.seed,

@@ -19,7 +19,8 @@ from jsonargparse.typing import (ClosedUnitInterval, NonNegativeFloat, NonNegati
                                  PositiveInt, restricted_number_type)
 
 # Help texts that several commands share.
-MODEL_HELP = ("timm name (pretrained: needs the hub or NAME@/path/weights), NAME@random, "
+MODEL_HELP = ("timm name (pretrained: needs the hub), NAME@/path/weights (a state dict or "
+              "Lightning .ckpt, any classifier size), NAME@random, "
               "efficientnet_lite0 / efficientnet_lite1 (offline ImageNet weights), or "
               "open_clip:NAME:TAG")
 IMAGES_HELP = "image folder, saved HF dataset, or 'default' (the offline pool)"

@@ -5,7 +5,8 @@ that build it (`networks`, `pools`, `selection`):
   (`resnet81` -> resnet18, not the alphabetically first names that contain `resnet`);
 - `load_model`: pretrained weights are looked for in the local caches first, so a machine
   without network fails in a second, saying what is true of it (HF_HUB_OFFLINE set, or the hub
-  out of reach), instead of after the hub's retries (~55 s);
+  out of reach), instead of after the hub's retries (~55 s); a local weight file
+  (`NAME@/path`) is read by `weights` (a state dict or a Lightning .ckpt, any classifier size);
 - `check_pool`: a folder of files that are not images is said to hold no images.
 
 The simulator calls those modules directly; their code (messages included) is part of every
@@ -118,6 +119,9 @@ def load_model(spec: str, image_size: int | None = None):
     from . import networks
 
     check_model_spec(spec)
+    parsed = parse_model_spec(spec)
+    if parsed.library != OPEN_CLIP and parsed.weights not in (PRETRAINED, RANDOM):
+        return _with_weight_file(spec, parsed, image_size)
     if not _from_hub(spec):
         return networks.load_model(spec, image_size=image_size)
     offline = constants.HF_HUB_OFFLINE  # read from HF_HUB_OFFLINE when the hub was imported
@@ -141,6 +145,19 @@ def load_model(spec: str, image_size: int | None = None):
         raise InputError(f"{missing} and {constants.ENDPOINT} cannot be reached ({problem}): "
                          f"download them once with network access, or use {other}")
     return networks.load_model(spec, image_size=image_size)  # downloads them, once
+
+
+def _with_weight_file(spec: str, parsed, image_size: int | None):
+    """`NAME@/path`: the architecture untrained, then the file by `weights.load_weight_file`
+    (a state dict or a Lightning checkpoint, a classifier of any size)."""
+    from dataclasses import replace
+
+    from . import networks
+    from .weights import load_weight_file
+
+    loaded = networks.load_model(f"{parsed.name}@{RANDOM}", image_size=image_size)
+    load_weight_file(loaded.module, Path(parsed.weights))
+    return replace(loaded, label=networks.model_label(spec))
 
 
 def _readable(pool, index: int) -> bool:

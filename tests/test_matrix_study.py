@@ -110,3 +110,34 @@ def test_c_the_store_and_the_matrix_options_go_apart(photos, tmp_path, capsys):
     assert main(["study", "build", "--out", str(tmp_path / "study")]) == 2
     assert "error: --stimuli: required" in capsys.readouterr().err
     assert not (tmp_path / "study").exists()
+
+
+def test_a_unit_too_sparse_for_its_max_side_is_left_out_saying_why(photos, tmp_path, capsys):
+    """A ReLU-like unit active on 4 of 40 images cannot fill a max side of 2 x 2 references and
+    2 queries: two of those would be arbitrary inactive images. It is not scored, and says so;
+    a unit active on 10 images is scored from those 10 only."""
+    names = sorted(p.name for p in (photos / "photos").iterdir())
+    rng = np.random.default_rng(1)
+    values = np.zeros((40, 2), np.float32)
+    values[:4, 0] = rng.uniform(1, 2, 4)
+    values[:10, 1] = rng.uniform(1, 2, 10)
+    table = pd.DataFrame(values, columns=["relu:0", "relu:1"]).assign(image=names)
+    table.to_parquet(tmp_path / "sparse.parquet")
+    assert main(["score", "--checkpoint", "mis", "--activations", str(tmp_path / "sparse.parquet"),
+                 "--images", str(photos / "photos"), "--model", "mynet", *SMALL,
+                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "scores")]) == 0
+    scores = pd.read_parquet(tmp_path / "scores" / "scores.parquet").set_index("channel")
+    assert scores.loc[0, "status"].startswith(
+        "too sparse: 2 of its 6 max-side images do not activate it (active on 4 of 40 pool images)")
+    assert np.isnan(scores.loc[0, "score"]) and scores.loc[1, "status"] == "ok"
+    shown = [n for batch in json.loads(scores.loc[1, "exemplars_max"]) for n in batch]
+    shown += [a for a, _ in json.loads(scores.loc[1, "queries"])]
+    assert len(shown) == 6 and set(shown) <= set(names[:10])
+    capsys.readouterr()
+    assert main(["study", "build", "--activations", str(tmp_path / "sparse.parquet"), "--images",
+                 str(photos / "photos"), "--model", "mynet", *SMALL, *STUDY, "--cache-dir",
+                 str(tmp_path / "cache"), "--out", str(tmp_path / "study")]) == 0
+    out = capsys.readouterr().out
+    assert "1 unit(s) of the matrix left out: too sparse (e.g. 0: 2 of its 6" in out
+    (unit,) = json.loads((tmp_path / "study" / "study.json").read_text())["units"]
+    assert unit.startswith("mynet/relu") and unit.endswith("/1")  # the active-enough unit only

@@ -124,8 +124,11 @@ def _build_from_matrix(args, request: dict, settings: dict) -> Path:
     store = Path(tempfile.mkdtemp(prefix=f".{out.name}.stimuli.", dir=out.parent))
     try:
         dropped = job.write_store(store)
-        if dropped:
-            print(f"{len(dropped)} unit(s) of the matrix left out: constant over the pool")
+        for reason in sorted({r.partition(":")[0] for r in dropped.values()}):
+            left = [u for u, r in dropped.items() if r.partition(":")[0] == reason]
+            detail = dropped[left[0]].partition(": ")[2]
+            print(f"{len(left)} unit(s) of the matrix left out: {reason}"
+                  + (f" (e.g. {left[0].channel}: {detail})" if detail else ""))
         return build_study(store, out, **request, **settings)
     finally:
         shutil.rmtree(store, ignore_errors=True)

@@ -22,12 +22,40 @@ RESERVOIR_SIZE = 4096  # collect_rankings' default: a pass's uniform sample, chu
 
 def select_exemplars(job, rankings: dict):
     """Each unit's exemplars (and the units without any, with the reason): the one selection
-    that scoring and a stimulus store both make from a job's rankings."""
+    that scoring and a stimulus store both make from a job's rankings. A unit too sparse for
+    its max side (`too_sparse`) is left out with the reason."""
     from ..stimuli.selection import select_all
 
     o = job.options
-    return select_all(rankings, job.pool.sources, job.units, o.n_refs, o.n_batches,
-                      [o.difficulty], o.max_refs_per_source, o.seed)
+    exemplars, dropped = select_all(rankings, job.pool.sources, job.units, o.n_refs,
+                                    o.n_batches, [o.difficulty], o.max_refs_per_source, o.seed)
+    kept = []
+    for ex in exemplars:
+        reason = too_sparse(rankings[ex.unit], ex)
+        if reason:
+            dropped[ex.unit] = reason
+        else:
+            kept.append(ex)
+    return kept, dropped
+
+
+def too_sparse(ranking, exemplars) -> str | None:
+    """Why a unit's max side shows nothing of it, or None: some of its maximally activating
+    references or queries sit at the unit's minimum (a ReLU channel, SAE latent or sparse
+    feature active on fewer pool images than the side needs), so they are arbitrary images and
+    a score would be about the pool's size, not the unit. The min side may tie at the minimum:
+    there the images are truly the least activating."""
+    floor, top = float(ranking.bottom_value[0]), float(ranking.top_value[0])
+    value = dict(zip(ranking.top_index.tolist(), ranking.top_value.tolist()))
+    shown = [i for batch in exemplars.refs_max for i in batch]
+    shown += [q for q, _ in exemplars.queries.get("easy", [])]
+    at_floor = sum(value.get(i, floor) - floor <= 1e-6 * (top - floor) for i in shown)
+    if not at_floor:
+        return None
+    active = int(np.sum(ranking.top_value - floor > 1e-6 * (top - floor)))
+    return (f"too sparse: {at_floor} of its {len(shown)} max-side images do not activate it "
+            f"(active on {active} of {ranking.n_images} pool images); a larger pool, or fewer "
+            "references or batches, shows it")
 
 
 def write_stimuli(job, exemplars: list, root: Path) -> None:
@@ -311,7 +339,7 @@ class MatrixJob(_EmbedsOnce):
     def write_store(self, root: Path) -> dict:
         """The stimulus store of the matrix's units, exactly as `score --activations
         --save-stimuli` writes it (no metric: nothing is embedded); returns the units left out
-        and why (constant over the pool)."""
+        and why (constant over the pool, too sparse)."""
         exemplars, dropped = select_exemplars(self, self.merged()[0])
         write_stimuli(self, exemplars, Path(root))
         return dropped

@@ -68,9 +68,11 @@ class Scorer:
         return self._cache
 
     # -- scoring from exemplars ------------------------------------------------------------
-    def _score_tasks(self, embeddings: torch.Tensor, tasks: list[list[Task]], seed: int
-                     ) -> list[dict]:
-        """tasks[u] = unit u's tasks, their images as embedding row indices."""
+    def score_tasks(self, embeddings: torch.Tensor, tasks: list[list[Task]], seed: int
+                    ) -> list[dict]:
+        """One row (score, score_low, score_high, n_tasks) per unit: tasks[u] = unit u's tasks,
+        their images as row indices of `embeddings` (this scorer's backbone). The door for
+        exemplars found elsewhere (e.g. a simulator's tasks) as well as the scorer's own."""
         from ..stimuli.networks import default_device
         from .heads import unit_prediction
         from .tasks import TaskTensors, gather, pad_rows, summarise_tasks
@@ -121,7 +123,7 @@ class Scorer:
             embeddings = self.cache.embed_images(tensors, progress=False)
         rows = iter(range(len(items)))  # each image is embedded where it stands in `items`
         tasks = [task.map(lambda _: next(rows)) for task in given]
-        return self._score_tasks(torch.from_numpy(embeddings), [tasks], seed)[0]
+        return self.score_tasks(torch.from_numpy(embeddings), [tasks], seed)[0]
 
     # -- scoring units of a model -----------------------------------------------------------
     def _options(self, options: dict) -> ScoringOptions:
@@ -231,7 +233,8 @@ class Scorer:
         chunk = 32
         scored = dict(zip([ex.unit for ex in exemplars],
                           [row for c in range(0, len(tasks), chunk)
-                           for row in self._score_tasks(embeddings, tasks[c:c + chunk], o.seed + c)]))
+                           for row in self.score_tasks(embeddings, tasks[c:c + chunk],
+                                                       o.seed + c)]))
         stats = {ex.unit: ex.stats for ex in exemplars}
         names = image_names(job.pool)
         # The exemplars by image (file name, or index in the default pool), as JSON lists.
@@ -275,7 +278,7 @@ class Scorer:
             refs_min = list(range(first + o.n_refs, first + 2 * o.n_refs))
             tasks.append([Task(row_of[t.query_max], row_of[t.query_min], refs_max, refs_min)
                           for t in ex.tasks(o.difficulty)])
-        scored = self._score_tasks(embeddings, tasks, o.seed)
+        scored = self.score_tasks(embeddings, tasks, o.seed)
         natural = frame.set_index(["layer", "channel"])
         rows = [{**natural.loc[(v.unit.layer, v.unit.channel)].to_dict(), "layer": v.unit.layer,
                  "channel": v.unit.channel, **score, **{k: w for k, w in v.stats().items()

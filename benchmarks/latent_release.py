@@ -12,7 +12,9 @@ the release's rule (mean easy accuracy 0.83 on trained networks' units) on this 
 units, or taken from a built release (`--release`). The default audience's answers are
 simulated too (attentive participants only).
 
-Per readout: the mean true simulated HIS per difficulty with a 95 % interval over units, and
+Units whose max side reaches images that do not activate them (`interpscore score` leaves them
+out: `metric.jobs.too_sparse`) are counted, and each readout that has some is reported again
+without them. Per readout: the mean true simulated HIS per difficulty with a 95 % interval over units, and
 the within-group (layer x difficulty) Spearman of MIS and of a trained head (`--checkpoint`,
 trained on the release's channel answers; units it saw are left out) against that truth and
 against the simulated answers, with 95 % intervals from resampling units, and head - MIS
@@ -125,6 +127,7 @@ def exemplars_of(units, pool, config, values=None, model=None, readout=None):
     matrix ranked by `rank_matrix` (the hooked pass's accumulator: the same batches, reservoir
     and tie keys), or with `model` from the readout's own hooked pass (`collect_rankings`, as
     `build_exemplars` runs it; the smoke run's check that the two agree)."""
+    from interpscore.metric.jobs import too_sparse
     from interpscore.stimuli.activations import collect_rankings, rank_matrix
     from interpscore.stimuli.selection import keep_for, select_all
 
@@ -132,8 +135,12 @@ def exemplars_of(units, pool, config, values=None, model=None, readout=None):
     rankings = (collect_rankings(model, pool, units, keep, 4096, 64, seed, False, readout=readout)
                 if model is not None else
                 rank_matrix(values, np.arange(len(pool)), units, keep, 4096, 64, seed))
-    return select_all(rankings, pool.sources, units, config.n_refs, config.n_batches,
-                      ["easy", *config.hard.get(MODEL, [])], config.max_refs_per_source, seed)
+    kept, lost = select_all(rankings, pool.sources, units, config.n_refs, config.n_batches,
+                            ["easy", *config.hard.get(MODEL, [])], config.max_refs_per_source,
+                            seed)
+    for ex in kept:  # the scorer's rule, recorded (the simulator's selection keeps them all)
+        ex.flags["too_sparse"] = too_sparse(rankings[ex.unit], ex) is not None
+    return kept, lost
 
 
 def condition_rows(model, kept, readout, kind: str):
@@ -154,6 +161,7 @@ def condition_rows(model, kept, readout, kind: str):
                 layer_depth=unit_depths(model, [ex.unit])[ex.unit],
                 pretrained=kind == "channels",  # the noise is calibrated on channels only
                 ties=ex.flags["ties_cover_max_refs"] or ex.flags["ties_cover_min_refs"],
+                too_sparse=ex.flags["too_sparse"],
                 readout=kind, base_layer=ex.unit.layer))
             tasks.append(ex.tasks(difficulty))
     return rows, tasks
@@ -194,7 +202,7 @@ def predictions(scorer, pool, tasks) -> np.ndarray:
     row_of = {image: r for r, image in enumerate(used)}
     embeddings = scorer.cache.embed_images([pool[i] for i in used], progress=False)
     mapped = [[task.map(row_of.__getitem__) for task in unit_tasks] for unit_tasks in tasks]
-    rows = scorer._score_tasks(torch.from_numpy(embeddings), mapped, seed=0)
+    rows = scorer.score_tasks(torch.from_numpy(embeddings), mapped, seed=0)
     return np.array([row["score"] for row in rows])
 
 
@@ -370,10 +378,20 @@ def main():
     # Units the head trained or selected on (channels of the release) are left out of every
     # metric's numbers, as `evaluate` leaves them out.
     seen = scorers["head"].metric.seen_units if "head" in scorers else set()
-    report = {kind: readout_report(frame[rows].reset_index(drop=True),
-                                   {n: p[rows] for n, p in predicted.items()}, args.n_boot)
-              for kind in READOUTS
-              for rows in [((frame["readout"] == kind) & ~frame["unit_id"].isin(seen)).to_numpy()]}
+    # Each readout as the simulator builds it, then (where some are) without the units that
+    # `interpscore score` leaves out as too sparse for their max side (`jobs.too_sparse`).
+    report = {}
+    for kind in READOUTS:
+        rows = ((frame["readout"] == kind) & ~frame["unit_id"].isin(seen)).to_numpy()
+        subsets = {kind: rows}
+        if frame.loc[rows, "too_sparse"].any():
+            subsets[f"{kind}, max side full"] = rows & ~frame["too_sparse"].to_numpy(bool)
+        for name, chosen in subsets.items():
+            report[name] = readout_report(frame[chosen].reset_index(drop=True),
+                                          {n: p[chosen] for n, p in predicted.items()},
+                                          args.n_boot)
+            report[name]["too_sparse_units"] = int(
+                frame.loc[chosen & frame["too_sparse"].to_numpy(bool), "unit_id"].nunique())
     result = dict(
         what_it_shows=WHAT_IT_SHOWS, model=MODEL, layers=args.layers.split(","),
         units_per_readout_and_layer=args.units, smoke=args.smoke,

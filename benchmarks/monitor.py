@@ -259,15 +259,18 @@ def sae_demo(paths: list[Path], cache: Path, root: Path, validation: list) -> di
 
 
 def per_step(table) -> dict:
-    """Per step: units scored (not constant over the probe), mean predicted score with a 95 %
-    bootstrap interval over units, 5th and 95th percentile."""
+    """Per step: units scored (neither constant over the probe nor too sparse for a max side),
+    the units too sparse, mean predicted score with a 95 % bootstrap interval over units, 5th
+    and 95th percentile."""
     import numpy as np
 
     rows = {}
+    sparse = table["status"].str.startswith("too sparse").groupby(table["step"]).sum()
     for step, at in table[table["status"] == "ok"].groupby("step"):
         scores = at["score"].to_numpy(float)
         draws = np.random.default_rng(0).choice(scores, (2000, len(scores))).mean(1)
-        rows[int(step)] = dict(units=len(scores), mean=round(float(scores.mean()), 4),
+        rows[int(step)] = dict(units=len(scores), too_sparse=int(sparse.get(step, 0)),
+                               mean=round(float(scores.mean()), 4),
                                ci=[round(float(v), 4) for v in np.percentile(draws, [2.5, 97.5])],
                                p05=round(float(np.percentile(scores, 5)), 4),
                                p95=round(float(np.percentile(scores, 95)), 4))

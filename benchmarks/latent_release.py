@@ -14,11 +14,11 @@ simulated too (attentive participants only).
 
 Units whose max side reaches images that do not activate them (`interpscore score` leaves them
 out: `metric.jobs.too_sparse`) are counted, and each readout that has some is reported again
-without them. Per readout: the mean true simulated HIS per difficulty with a 95 % interval over units, and
-the within-group (layer x difficulty) Spearman of MIS and of a trained head (`--checkpoint`,
-trained on the release's channel answers; units it saw are left out) against that truth and
-against the simulated answers, with 95 % intervals from resampling units, and head - MIS
-paired.
+without them. Per readout: the mean true simulated HIS per difficulty with a 95 % interval over
+units, and the within-group (layer x difficulty) Spearman of MIS and of a trained head
+(`--checkpoint`, trained on the release's channel answers; units it saw are left out) against
+that truth and against the simulated answers, with 95 % intervals from resampling units, and
+head - MIS paired.
 
 What it shows: agreement with the simulator's observer families on latent units, whose
 features are the same image features (low-level, spectral, Lite2 texture / semantic /

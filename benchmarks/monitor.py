@@ -10,8 +10,10 @@ callback's figure) and the monitor's cost, two ways, on a machine other work sha
   monitor starts from a fresh cache (the metric embeds the probe pool), the others find it
   warm, as a second run of the same probe does; each run with it pays what a new process
   pays once (the metric's backbone and its weight check);
-- inside each run with the monitor, the seconds of its checks against the seconds of the
-  training around them (the same minutes of load).
+- inside each run with the monitor, the seconds of its checks and of its end-of-fit report
+  (table, figure) against the seconds of the training around them (the same minutes of load).
+All runs share one process: imports (Lightning's, the metric's, matplotlib's) are paid by the
+first run, as a user's process pays them once.
 With --sae-figure, the first run with the monitor also saves the network at each check; an SAE
 is fitted on one layer of the final network (`stimuli.sae`, `interpscore sae fit`'s code and
 defaults), and `interpscore track` scores that layer's channels and the SAE's latents over the
@@ -96,10 +98,11 @@ def callbacks(cache: Path, checkpoints: Path | None):
     from interpscore.monitor import InterpretabilityMonitor
 
     class TimedMonitor(InterpretabilityMonitor):
-        """Times each check, and its setup (loading the metric) as a part of the first."""
+        """Times each check, its setup (loading the metric) as a part of the first, and the
+        report written when training ends."""
 
         seconds: list = []
-        setup_seconds = 0.0
+        setup_seconds = report_seconds = 0.0
 
         def setup(self, trainer, pl_module, stage):
             start = time.perf_counter()
@@ -111,6 +114,11 @@ def callbacks(cache: Path, checkpoints: Path | None):
             super()._check(trainer, pl_module)
             seconds = time.perf_counter() - start + (0 if self.seconds else self.setup_seconds)
             self.seconds.append(round(seconds, 2))
+
+        def on_fit_end(self, trainer, pl_module):  # the table and figure: the monitor's too
+            start = time.perf_counter()
+            super().on_fit_end(trainer, pl_module)
+            self.report_seconds = round(time.perf_counter() - start, 2)
 
     class SaveAtChecks(pl.Callback):
         paths: list = []
@@ -185,8 +193,8 @@ def run(epochs: int, extra: list, root: Path) -> dict:
 
 def overhead(runs: list[dict]) -> dict:
     """Per round (without, with, with, without): each run with the monitor against the mean of
-    the round's two runs without; inside each run with it, its checks against the training
-    around them (the same minutes of load). Then the medians over the warm-cache runs."""
+    the round's two runs without; inside each run with it, its checks and report against the
+    training around them (the same minutes of load). Then the medians over the warm-cache runs."""
     result = dict(order=[r["kind"] for r in runs], seconds=[r["seconds"] for r in runs],
                   load_1min=[r["load"] for r in runs], val_acc=[r["val_acc"] for r in runs],
                   runs_with=[])
@@ -194,11 +202,11 @@ def overhead(runs: list[dict]) -> dict:
         if r["kind"] == "without":
             continue
         bare = [b["seconds"] for b in runs if b["kind"] == "without" and b["round"] == r["round"]]
-        checks = sum(r["check_seconds"])
+        checks = sum(r["check_seconds"]) + r["report_seconds"]  # all the monitor does
         training = r["seconds"] - checks
         result["runs_with"].append(dict(
             round=r["round"], cache=r["kind"].split("(")[1].split()[0], seconds=r["seconds"],
-            check_seconds=r["check_seconds"],
+            check_seconds=r["check_seconds"], report_seconds=r["report_seconds"],
             whole_run_fraction=round(r["seconds"] / (sum(bare) / len(bare)) - 1, 3),
             checks_over_training=round(checks / training, 3),
             # one check per epoch: also the mean later check over the mean epoch
@@ -350,6 +358,7 @@ def main():
                   flush=True)
             if watcher is not None:
                 done["check_seconds"] = watcher.seconds
+                done["report_seconds"] = watcher.report_seconds
                 if first is None:
                     first = dict(done, watcher=watcher, paths=list(extra[-1].paths)
                                  if len(extra) > 1 else [])
@@ -372,7 +381,7 @@ def main():
             result["overhead"] = overhead(runs)
         else:
             result["run"] = {k: first[k] for k in ("seconds", "load", "val_acc",
-                                                   "check_seconds")}
+                                                   "check_seconds", "report_seconds")}
         if args.sae_figure:
             demo = sae_demo(first["paths"], cache, root, watcher.validation)
             plot_sae(demo, args.sae_figure)

@@ -34,7 +34,9 @@ def layers(args) -> int:
 def stimuli(args) -> int:
     from ..atomic import atomic_folder
     from ..stimuli.pools import open_pool
-    from ..stimuli.selection import build_exemplars, check_request
+    from ..metric.jobs import without_too_sparse
+    from ..stimuli.activations import collect_rankings
+    from ..stimuli.selection import check_request, keep_for, select_all
     from ..stimuli.store import write_store
     from ..stimuli.units import check_units_spec, choose_units
     from ..stimuli.user_input import check_pool, load_model
@@ -47,13 +49,16 @@ def stimuli(args) -> int:
     units = choose_units(model, layers_arg(args.layers), args.units, args.image_size, args.seed)
     pool = open_pool(args.images, size=args.image_size, seed=args.seed)
     check_pool(pool, args.n_refs, args.n_batches, difficulties)
-    exemplars, dropped = build_exemplars(
-        model, pool, units, args.n_refs, args.n_batches, difficulties,
-        args.max_refs_per_source, batch_size=args.batch_size, seed=args.seed)
+    rankings = collect_rankings(model, pool, units, keep_for(args.n_refs, args.n_batches),
+                                batch_size=args.batch_size, seed=args.seed)
+    exemplars, dropped = without_too_sparse(rankings, *select_all(
+        rankings, pool.sources, units, args.n_refs, args.n_batches, difficulties,
+        args.max_refs_per_source, args.seed))
     with atomic_folder(args.out, args.overwrite) as tmp:
         write_store(tmp, model.label, exemplars, pool, progress=True)
     print(f"{len(exemplars)} units -> {args.out}/{model.label}/ (stimulus store layout); "
-          f"{len(dropped)} units dropped (constant over the pool or non-finite)")
+          f"{len(dropped)} units dropped (constant over the pool, too sparse for a max side, "
+          "or non-finite)")
     return 0
 
 

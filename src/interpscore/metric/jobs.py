@@ -27,9 +27,14 @@ def select_exemplars(job, rankings: dict):
     from ..stimuli.selection import select_all
 
     o = job.options
-    exemplars, dropped = select_all(rankings, job.pool.sources, job.units, o.n_refs,
-                                    o.n_batches, [o.difficulty], o.max_refs_per_source, o.seed)
-    kept = []
+    return without_too_sparse(rankings, *select_all(
+        rankings, job.pool.sources, job.units, o.n_refs, o.n_batches, [o.difficulty],
+        o.max_refs_per_source, o.seed))
+
+
+def without_too_sparse(rankings: dict, exemplars: list, dropped: dict) -> tuple[list, dict]:
+    """`exemplars` less the units `too_sparse` refuses, added to `dropped` with the reason."""
+    kept, dropped = [], dict(dropped)
     for ex in exemplars:
         reason = too_sparse(rankings[ex.unit], ex)
         if reason:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 
 from common import emit
 
@@ -94,6 +95,8 @@ def one(args):
     scoring_cached = time.perf_counter() - start
     print(json.dumps({
         "units": len(job.units), "units_scored": int((frame["status"] == "ok").sum()),
+        "not_scored": dict(Counter(status.split(":")[0] for status in frame["status"]
+                                   if status != "ok")),  # why not (too sparse, constant)
         "build_seconds": build, "raw_pass_seconds": raw, "activation_pass_seconds": activations,
         "scoring_seconds": scoring, "scoring_cached_seconds": scoring_cached,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

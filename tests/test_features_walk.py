@@ -122,7 +122,8 @@ def test_the_features_walk_through_runs_offline_as_written(debug_run, browser_pa
     assert f"checkpoint: {updated.relative_to(tmp_path)}" in out
     assert f"from checkpoints/{run.name}/best.ckpt: " in out
     table = out[out.index("predictor       spearman"):]
-    trained = re.search(r"^trained +(-|-?\d\.\d+) ", table, re.M)  # the row, not the "trained - MIS" line
+    # the trained row (not the "trained - MIS" line): a number, or "-" where none is defined
+    trained = re.search(r"^trained +(-|-?\d\.\d+) ", table, re.M)
     assert trained and re.search(r"^mis +", table, re.M), table
     if trained.group(1) == "-":  # 2 answers a unit: the 3 test units may measure the same
         assert "note: all 3 test units have the same measured HIS" in table, table

@@ -27,8 +27,8 @@ def without_spread(measured: np.ndarray) -> str | None:
     if len(measured) == 0 or np.ptp(measured) > 0:
         return None
     return (f"all {len(measured)} test units have the same measured HIS ({measured[0]:.3f}), so "
-            "no correlation with it is defined (nan; - in a table); more answers per unit, or more units, "
-            "give it a spread")
+            "no correlation with it is defined (nan; - in a table); more answers per unit, or "
+            "more units, give it a spread")
 
 
 def evaluate_predictors(predictors: dict[str, Predictor], tensors: TaskTensors, ids,

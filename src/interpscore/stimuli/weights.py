@@ -20,6 +20,10 @@ def read_state(path: Path, model_keys: dict) -> tuple[dict, int | None]:
     """The checkpoint's tensors under the model's own key names, and its global step where it
     records one. `model_keys`: name -> shape of the architecture's state dict."""
     state, step = _tensors(path)
+    return _matched(state, model_keys, path), (int(step) if step is not None else None)
+
+
+def _matched(state: dict, model_keys: dict, path: Path) -> dict:
     prefix = _prefix(state, model_keys)
     if prefix is None:
         example = next(iter(model_keys))
@@ -31,38 +35,44 @@ def read_state(path: Path, model_keys: dict) -> tuple[dict, int | None]:
     if wrong:
         raise InputError(f"{path}: not a checkpoint of this architecture: {len(wrong)} "
                          f"tensor(s) of another shape, e.g. {wrong[0]}; check --model")
-    return mine, (int(step) if step is not None else None)
+    return mine
 
 
 def fit_classifier(module, path: Path) -> None:
-    """Resize `module`'s classifier (timm's `reset_classifier`) to the classes of the one in
-    the file at `path`, where they differ; a file without a recognisable classifier leaves it
-    (`read_state` then says what does not fit)."""
+    """Resize `module`'s classifier to the classes of the one in the file at `path`, where they
+    differ; an unreadable file leaves it (`read_state` words the error when the file is read)."""
+    try:
+        state, _ = _tensors(path)
+    except InputError:
+        return
+    _resize_classifier(module, state)
+
+
+def load_weight_file(module, path: Path) -> int | None:
+    """Load the file at `path` (read once) into `module`, its classifier resized where the
+    file's is another size; returns the file's global step where it records one."""
+    state, step = _tensors(path)
+    _resize_classifier(module, state)
+    module.load_state_dict(_matched(state, {k: v.shape for k, v in module.state_dict().items()},
+                                    path))
+    return int(step) if step is not None else None
+
+
+def _resize_classifier(module, state: dict) -> None:
+    """timm's `reset_classifier` to the rows of the state's one classifier weight; a state
+    without a recognisable classifier leaves it (`_matched` then says what does not fit)."""
     import torch
 
     head = getattr(module, "pretrained_cfg", {}).get("classifier")
     shapes = {k: v.shape for k, v in module.state_dict().items()}
-    if not head or f"{head}.weight" not in shapes or not path.is_file():
+    if not head or f"{head}.weight" not in shapes:
         return
-    try:
-        state, _ = _tensors(path)
-    except InputError:
-        return  # read_state words the error when the file is read
     found = [v for k, v in state.items() if k == f"{head}.weight" or k.endswith(f".{head}.weight")]
     if len(found) == 1 and found[0].shape[0] != shapes[f"{head}.weight"][0]:
         device = next(module.parameters()).device
         with torch.random.fork_rng():  # the new layer's init draws nothing from the caller's RNG
             module.reset_classifier(int(found[0].shape[0]))
         module.to(device).requires_grad_(False).eval()
-
-
-def load_weight_file(module, path: Path) -> int | None:
-    """Load the file at `path` into `module` (its classifier resized where the file's is
-    another size); returns the file's global step where it records one."""
-    fit_classifier(module, path)
-    state, step = read_state(path, {k: v.shape for k, v in module.state_dict().items()})
-    module.load_state_dict(state)
-    return step
 
 
 def _tensors(path: Path) -> tuple[dict, object]:

@@ -8,9 +8,10 @@
 A check is the scoring path of `interpscore score` on a model held in memory: units and probe
 pool are fixed at the first check (one `Scorer` job kept for the run, so each probe image is
 embedded by the metric once), then each check is one hooked forward pass of the pool under
-`no_grad` (in few large batches), exemplar selection and the metric. It leaves no trace in training: every module's
-train/eval mode and the RNG states (torch CPU and CUDA, numpy, `random`) are put back, and
-nothing writes weights, buffers (eval mode: batch norm keeps its running statistics) or `.grad`.
+`no_grad` (in few large batches), exemplar selection and the metric. It leaves no trace in
+training: every module's train/eval mode and the RNG states (torch CPU and CUDA, numpy,
+`random`) are put back, and nothing writes weights, buffers (eval mode: batch norm keeps its
+running statistics) or `.grad`.
 No Lightning here: the callback lives in `monitor.lightning`.
 """
 

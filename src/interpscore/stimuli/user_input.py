@@ -135,7 +135,8 @@ def load_model(spec: str, image_size: int | None = None):
     other = (f"{name}@random (untrained), or a local weight file: {name}@/path/to/weights"
              if parse_model_spec(spec).library != OPEN_CLIP
              else f"open_clip:{name}:random (untrained), or a local file as the tag")
-    missing = f"{spec}: its pretrained weights are not in the local cache ({constants.HF_HUB_CACHE})"
+    missing = (f"{spec}: its pretrained weights are not in the local cache "
+               f"({constants.HF_HUB_CACHE})")
     if offline:
         raise InputError(f"{missing} and HF_HUB_OFFLINE is set, so they are not downloaded: "
                          "unset it on a machine with network access to download them once, or "

@@ -177,8 +177,8 @@ def markdown(units: pd.DataFrame, summary: pd.DataFrame, figures: list[str]) -> 
     table = summary.sort_values("mean_score", ascending=False)[columns]
     lines = ["# interpscore zoo scan", "", NOTE, "",
              f"{int(ok.sum())} units of {summary['model'].nunique()} models scored; "
-             f"{int((~ok).sum())} not scored (constant over the pool, too sparse, non-finite activations, "
-             "or a model that failed: see `status`).", "", "## Models", "",
+             f"{int((~ok).sum())} not scored (constant over the pool, too sparse, non-finite "
+             "activations, or a model that failed: see `status`).", "", "## Models", "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in table.itertuples(index=False):
         lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
